@@ -1,0 +1,147 @@
+"""The `archbench` command.
+
+    archbench list                       presets of every family
+    archbench info rwkv7-2b9             shape, parameters, state size
+    archbench sweep                      the embedded default: tiny models on this machine
+    archbench report runs/default        tables and plots from recorded results
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from archbench.harness.errors import ArchbenchError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x.lower().replace("k", "")) * (1024 if x.lower().endswith("k") else 1) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 512,4k,32k, got {text!r}") from None
+
+
+def cmd_list(args) -> int:
+    from archbench.harness.registry import config_for, list_models, make
+    print(f"{'preset':16s} {'family':8s} {'layers':>6s} {'width':>6s} {'params':>9s}")
+    for name in list_models():
+        family, cfg = config_for(name)
+        n = make(family, cfg, device="meta").num_params()
+        print(f"{name:16s} {family:8s} {cfg.n_layer:6d} {cfg.n_embd:6d} {n / 1e6:8.1f}M")
+    return 0
+
+
+def _model(args):
+    from archbench.harness.registry import build, load
+    if Path(args.model).exists():
+        return load(args.model, impl=args.impl, dtype=args.dtype, device=args.device)
+    return build(args.model, impl=args.impl, dtype=args.dtype, device="meta" if args.device == "meta" else args.device)
+
+
+def cmd_info(args) -> int:
+    from archbench.harness.registry import config_for, make
+    from archbench.models.checkpoint import read_checkpoint
+    if Path(args.model).exists():
+        cfg, _ = read_checkpoint(args.model)
+        family = cfg.family
+    else:
+        family, cfg = config_for(args.model)
+    model = make(family, cfg, dtype=args.dtype, device="meta")
+    print(f"model        {args.model} ({family})")
+    for k, v in cfg.to_dict().items():
+        print(f"  {k:14s} {v}")
+    print(f"parameters   {model.num_params() / 1e6:.1f}M ({model.num_params(non_embedding=True) / 1e6:.1f}M without embeddings)")
+    print(f"state        {model.state_nbytes(1, 0) / 2**20:.2f} MiB at batch 1 ({args.dtype}), any context length")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    import torch
+
+    from archbench.harness.report import throughput_table, write_report
+    from archbench.harness.sweep import DEFAULT, SweepSpec, run_sweep
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    spec = SweepSpec(models=args.models or DEFAULT.models, contexts=args.contexts or DEFAULT.contexts,
+                     batches=args.batches or DEFAULT.batches, impl=args.impl, dtype=args.dtype, device=device,
+                     decode_tokens=args.decode_tokens, repeats=args.repeats)
+    print(f"sweep: {len(spec.models)} models x {len(spec.contexts)} contexts x {len(spec.batches)} batches "
+          f"on {device} ({args.dtype}) -> {args.out}")
+    store = run_sweep(spec, args.out, progress=not args.no_progress)
+    records = store.records()
+    paths = write_report(records, args.out)
+    print(throughput_table(records).to_markdown(index=False))
+    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    failed = [r for r in records if r["status"] == "error"]
+    if failed:
+        print(f"{len(failed)} cell(s) failed; see 'error' in {store.path}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from archbench.harness.report import throughput_table, write_report
+    from archbench.harness.results import ResultsStore
+    records = []
+    for run in args.runs:
+        path = Path(run)
+        path = path / "results.jsonl" if path.is_dir() else path
+        if not path.exists():
+            raise ArchbenchError(f"{run}: no results.jsonl there (run `archbench sweep --out {run}` first)")
+        records += ResultsStore(path).records()
+    out = args.out or (Path(args.runs[0]) if Path(args.runs[0]).is_dir() else Path(args.runs[0]).parent)
+    paths = write_report(records, out)
+    print(throughput_table(records).to_markdown(index=False))
+    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="archbench", description="Sequence-model architectures measured side by side.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list model presets", description="List every model preset.")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("info", help="shape, parameters and state size of a preset or checkpoint",
+                       description="Show a preset's or checkpoint's shape, parameter count and state size.")
+    s.add_argument("model", help="preset name (see `archbench list`) or checkpoint path")
+    s.add_argument("--dtype", default="bfloat16")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("sweep", help="measure prefill/decode tokens/s and memory over context lengths",
+                       description="Measure prefill and decode tokens/s and memory for models x contexts x "
+                                   "batches. With no arguments: tiny models of every family on this machine, "
+                                   "about a minute on a 2-core CPU. Cells already recorded in --out are skipped.")
+    s.add_argument("--models", nargs="+", help="presets or checkpoint paths (default: tiny preset of each family)")
+    s.add_argument("--contexts", type=_ints, help="comma-separated context lengths, e.g. 512,4k,32k")
+    s.add_argument("--batches", type=_ints, help="comma-separated batch sizes (default 1)")
+    s.add_argument("--impl", default="ref", help="kernel backend (default ref)")
+    s.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    s.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    s.add_argument("--decode-tokens", type=int, default=16, help="tokens generated per decode measurement")
+    s.add_argument("--repeats", type=int, default=3, help="timed repeats per cell (median reported)")
+    s.add_argument("--out", default="runs/default", help="folder for results.jsonl, tables and plots")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("report", help="tables and plots from recorded results",
+                       description="Build tables (markdown, CSV) and plots from one or more runs' results.")
+    s.add_argument("runs", nargs="+", help="run folders or results.jsonl files")
+    s.add_argument("--out", help="where to write (default: the first run's folder)")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ArchbenchError as e:
+        print(f"archbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\narchbench: interrupted; finished cells are kept and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

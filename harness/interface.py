@@ -1,0 +1,65 @@
+"""The one protocol every architecture implements; suites talk only to it.
+
+    model = archbench.build("rwkv6-tiny")
+    state = model.init_state(batch_size=2)
+    logits, state = model.forward(tokens, state)   # [B, T] -> [B, T, V], state carried
+    logits, state = model.step(next_tokens, state) # [B] -> [B, V]
+
+`forward` over T tokens equals T calls of `step` and equals `forward` over any split of
+the T tokens with the state carried between the pieces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        from archbench.harness.errors import ArchbenchError
+        raise ArchbenchError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
+
+
+@dataclass
+class State:
+    """A model's recurrent state (or KV cache): named tensors, all with batch first
+    after any leading layer axis. Subclasses add no behaviour, only fields."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)}
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+    def clone(self) -> "State":
+        return type(self)(**{f.name: (v.clone() if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
+                             for f in fields(self)})
+
+
+@runtime_checkable
+class SequenceModel(Protocol):
+    family: str
+    config: Any
+
+    def init_state(self, batch_size: int, max_len: int | None = None) -> State: ...
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]: ...
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]: ...
+
+    def state_nbytes(self, batch_size: int, context_len: int) -> int: ...
+
+    def num_params(self, non_embedding: bool = False) -> int: ...

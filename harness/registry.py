@@ -1,0 +1,80 @@
+"""Families and presets by name, imported lazily; `build` makes a random-weight model of a
+preset's shape, `load` reads a checkpoint.
+
+    archbench.build("rwkv7-2b9", dtype="bfloat16", device="cuda")
+    archbench.load("RWKV-x070-World-2.9B.pth", dtype="bfloat16", device="cuda")
+
+Adding a family means one model file and one line in FAMILIES.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+
+import torch
+
+from archbench.harness.errors import UnknownModelError
+from archbench.harness.interface import resolve_dtype
+
+# family -> "module:class"; a class takes (config, impl=...) and has `config_cls`.
+FAMILIES: dict[str, str] = {
+    "rwkv4": "archbench.models.rwkv4:RWKV4",
+    "rwkv5": "archbench.models.rwkv5:RWKV5",
+    "rwkv6": "archbench.models.rwkv6:RWKV6",
+    "rwkv7": "archbench.models.rwkv7:RWKV7",
+}
+
+
+def family_class(family: str):
+    if family not in FAMILIES:
+        raise UnknownModelError(f"unknown model family {family!r}{_did_you_mean(family, FAMILIES)}; "
+                                f"known: {', '.join(FAMILIES)}")
+    module, name = FAMILIES[family].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def presets() -> dict[str, tuple[str, dict]]:
+    from archbench.models.presets import PRESETS
+    return PRESETS
+
+
+def list_models() -> list[str]:
+    return sorted(presets())
+
+
+def _did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def config_for(name: str):
+    """The config of a preset, without building the model."""
+    if name not in presets():
+        raise UnknownModelError(f"unknown model {name!r}{_did_you_mean(name, presets())}; "
+                                "`archbench list` shows every preset")
+    family, kwargs = presets()[name]
+    from archbench.models.rwkv_common import RWKVConfig
+    return family, RWKVConfig(**kwargs)
+
+
+def make(family: str, config, impl: str = "ref", dtype="float32", device="cpu"):
+    """An uninitialised model of this family and config, in dtype on device."""
+    cls = family_class(family)
+    with torch.device("meta"):
+        model = cls(config, impl=impl)
+    model = model.to_empty(device=device)
+    return model.cast(resolve_dtype(dtype)).eval()
+
+
+def build(name: str, impl: str = "ref", dtype="float32", device="cpu", seed: int = 0):
+    """A preset's exact shape with random weights."""
+    family, config = config_for(name)
+    cls = family_class(family)
+    model = cls(config, impl=impl).init_random_(seed)  # initialised on the CPU, deterministic
+    return model.to(device=device).cast(resolve_dtype(dtype)).eval()
+
+
+def load(path, impl: str = "ref", dtype="float32", device="cpu"):
+    """A model from a checkpoint: a BlinkDL .pth, or a Hugging Face / fla folder."""
+    from archbench.models.checkpoint import load_model
+    return load_model(path, impl=impl, dtype=dtype, device=device)

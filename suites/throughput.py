@@ -1,0 +1,47 @@
+"""Prefill and decode throughput and peak memory of one cell (model x context x batch).
+
+    metrics = measure(model, batch=1, context=4096, decode_tokens=32)
+"""
+from __future__ import annotations
+
+import torch
+
+from archbench.harness.timing import time_fn
+
+
+def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: int = 3, seed: int = 0) -> dict:
+    device = model.device
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, model.config.vocab_size, (batch, context), generator=gen).to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    box = {}
+
+    def prefill():
+        box["logits"], box["state"] = model.forward(tokens)
+
+    prefill_t = time_fn(prefill, device, warmup=1, repeats=repeats)
+    first = box["logits"][:, -1].argmax(-1)
+    prompt_state = box["state"]
+
+    def decode():
+        state, nxt = prompt_state.clone(), first
+        for _ in range(decode_tokens):
+            logits, state = model.step(nxt, state)
+            nxt = logits.argmax(-1)
+
+    decode_t = time_fn(decode, device, warmup=1, repeats=repeats)
+    out = {
+        "prefill_s": prefill_t["median_s"], "prefill_min_s": prefill_t["min_s"], "prefill_max_s": prefill_t["max_s"],
+        "prefill_tokens_per_s": batch * context / prefill_t["median_s"],
+        "decode_s_per_token": decode_t["median_s"] / decode_tokens,
+        "decode_tokens_per_s": batch * decode_tokens / decode_t["median_s"],
+        "decode_min_s": decode_t["min_s"], "decode_max_s": decode_t["max_s"],
+        "state_nbytes": model.state_nbytes(batch, context),
+        "weight_nbytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+    }
+    if device.type == "cuda":
+        out["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+    return out

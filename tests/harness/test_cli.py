@@ -1,0 +1,58 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archbench.harness.cli import main, parser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def subcommands():
+    return list(parser()._subparsers._group_actions[0].choices)
+
+
+@pytest.mark.parametrize("command", [[]] + [[c] for c in ["list", "info", "sweep", "report"]])
+def test_help_on_every_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(command + ["--help"])
+    assert exit_.value.code == 0
+    assert "usage: archbench" in capsys.readouterr().out
+
+
+def test_every_subcommand_is_tested():
+    assert set(subcommands()) == {"list", "info", "sweep", "report"}
+
+
+def test_console_script_installed():
+    out = subprocess.run([sys.executable, "-m", "archbench.harness.cli", "list"], capture_output=True, text=True)
+    assert out.returncode == 0 and "rwkv7-2b9" in out.stdout
+
+
+def test_info_of_a_preset_and_a_checkpoint(tmp_path, capsys):
+    import torch
+
+    import archbench
+    assert main(["info", "rwkv7-2b9"]) == 0
+    assert "2947" in capsys.readouterr().out.replace(".", "")  # 2947.x M parameters
+    torch.save(archbench.build("rwkv6-tiny").state_dict(), tmp_path / "m.pth")
+    assert main(["info", str(tmp_path / "m.pth")]) == 0
+    assert "version        6" in capsys.readouterr().out
+
+
+def test_unknown_model_is_one_clear_line(capsys):
+    assert main(["info", "rwkv7-2b8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("archbench: error: unknown model 'rwkv7-2b8'") and "did you mean" in err
+    assert "Traceback" not in err
+
+
+def test_readme_quick_start_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```bash\n(.*?)```", readme, re.S).group(1).strip().splitlines()
+    assert len(block) == 2, block
+    assert block[0].endswith("archbench sweep")
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci == block[1]

@@ -1,0 +1,80 @@
+"""The sweep records every cell, survives failures and interruptions, and its tables and
+plots come from recorded results only."""
+import json
+
+import pytest
+import torch
+
+from archbench.harness import sweep as sweep_mod
+from archbench.harness.report import throughput_table, write_report
+from archbench.harness.results import ResultsStore
+from archbench.harness.sweep import SweepSpec, run_sweep
+
+SPEC = SweepSpec(models=["rwkv4-tiny", "rwkv7-tiny"], contexts=[8, 16], batches=[1, 2], decode_tokens=2, repeats=1)
+
+
+def test_sweep_records_every_cell(tmp_path):
+    records = run_sweep(SPEC, tmp_path, progress=False).records()
+    assert len(records) == 8 and all(r["status"] == "ok" for r in records)
+    r = records[0]
+    assert r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
+    assert r["env"]["torch"] == torch.__version__ and "git_sha" in r["env"]
+
+
+def test_oom_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
+    from archbench.suites import throughput
+    real = throughput.measure
+
+    def measure(model, batch, context, *a, **k):
+        if context == 16 and batch == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return real(model, batch, context, *a, **k)
+
+    monkeypatch.setattr(throughput, "measure", measure)
+    records = run_sweep(SPEC, tmp_path, progress=False).records()
+    status = {(r["model"], r["context"], r["batch"]): r["status"] for r in records}
+    assert status[("rwkv7-tiny", 16, 2)] == "OOM" and status[("rwkv4-tiny", 16, 2)] == "OOM"
+    assert sum(s == "ok" for s in status.values()) == 6
+    table = throughput_table(records)
+    assert (table["status"] == "OOM").sum() == 2
+
+
+def test_interrupted_sweep_resumes_without_repeats(tmp_path, monkeypatch):
+    from archbench.suites import throughput
+    real, calls = throughput.measure, []
+
+    def measure(model, batch, context, *a, **k):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append((model.family, batch, context))
+        return real(model, batch, context, *a, **k)
+
+    monkeypatch.setattr(throughput, "measure", measure)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(SPEC, tmp_path, progress=False)
+    first = ResultsStore(tmp_path / "results.jsonl").records()
+    assert len(first) == 3
+    calls.clear()
+    monkeypatch.setattr(throughput, "measure", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    records = run_sweep(SPEC, tmp_path, progress=False).records()
+    assert len(calls) == 5 and len(records) == 8
+    keys = [ResultsStore.key({k: r[k] for k in sweep_mod.CELL_KEYS}) for r in records]
+    assert len(set(keys)) == 8
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"model": "a", "status": "ok"}) + "\n" + '{"model": "b", "sta')
+    assert [r["model"] for r in ResultsStore(path).records()] == ["a"]
+
+
+def test_report_from_records_only(tmp_path):
+    records = [dict(model="m1", dtype="float32", device="cpu", batch=1, context=c, status="ok",
+                    prefill_tokens_per_s=1000.0 * c, decode_tokens_per_s=50.0, state_nbytes=1024)
+               for c in (64, 128)]
+    records.append(dict(model="m1", dtype="float32", device="cpu", batch=1, context=256, status="OOM"))
+    paths = write_report(records, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "128,000" in md and "OOM" in md
+    assert paths["plot"].stat().st_size > 10_000
+    assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
