@@ -1,0 +1,44 @@
+"""The reference models on a GPU: fp32 equals the CPU, bf16 and fp16 stay within their
+tolerance, chunked equals parallel. Skipped without a GPU."""
+import pytest
+import torch
+
+import archbench
+from archbench.harness.registry import family_class
+from archbench.harness.testing import assert_close
+from archbench.models.rwkv_common import RWKVConfig
+
+pytestmark = pytest.mark.gpu
+
+TINY = ["rwkv4-tiny", "rwkv5.0-tiny", "rwkv5.1-tiny", "rwkv5-tiny", "rwkv6-tiny", "rwkv7-tiny"]
+TOL = {"float32": 1e-4, "bfloat16": 0.05, "float16": 0.02}
+
+
+def centred(x):
+    return x - x.mean(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("name", TINY)
+def test_gpu_matches_cpu(name, dtype):
+    cpu = archbench.build(name)
+    gpu = archbench.build(name, dtype=dtype, device="cuda")
+    tokens = torch.randint(0, cpu.config.vocab_size, (3, 65))
+    ref, ref_state = cpu.forward(tokens)
+    out, state = gpu.forward(tokens.cuda())
+    assert_close(centred(out.cpu()), centred(ref), rms_rel=TOL[dtype], what=f"{name} {dtype} logits")
+    assert_close(state.wkv.cpu(), ref_state.wkv, rms_rel=TOL[dtype] * 2, what=f"{name} {dtype} state")
+    assert gpu.state_nbytes(3, 65) == state.nbytes()
+
+
+@pytest.mark.parametrize("version", ["4", "5.2", "6", "7"])
+def test_gpu_chunked_equals_parallel_bf16(version):
+    extra = {"6": dict(mix_lora=32, decay_lora=64), "7": dict(decay_lora=64, aaa_lora=64, mv_lora=32, gate_lora=128)}
+    cfg = RWKVConfig(version=version, vocab_size=1000, n_embd=256, n_layer=4, head_size=64, **extra.get(version, {}))
+    model = family_class(cfg.family)(cfg).init_random_(0).cuda().cast("bfloat16").eval()
+    tokens = torch.randint(0, 1000, (2, 300), device="cuda")
+    full, full_state = model.forward(tokens)
+    a, s = model.forward(tokens[:, :123])
+    b, s = model.forward(tokens[:, 123:], s)
+    assert_close(torch.cat([a, b], 1), full, dtype=torch.bfloat16, what="chunked vs parallel")
+    assert_close(s.wkv, full_state.wkv, dtype=torch.bfloat16, what="state")
