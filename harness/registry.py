@@ -57,24 +57,34 @@ def config_for(name: str):
     return family, RWKVConfig(**kwargs)
 
 
-def make(family: str, config, impl: str = "ref", dtype="float32", device="cpu"):
+def _impl(cls, impl: str, device) -> str:
+    op = getattr(cls, "wkv_op", None)
+    if op is None:
+        return impl
+    from archbench.kernels import resolve_impl
+    return resolve_impl(op, impl, device)
+
+
+def make(family: str, config, impl: str = "auto", dtype="float32", device="cpu"):
     """An uninitialised model of this family and config, in dtype on device."""
     cls = family_class(family)
+    impl = _impl(cls, impl, device)
     with torch.device("meta"):
         model = cls(config, impl=impl)
     model = model.to_empty(device=device)
     return model.cast(resolve_dtype(dtype)).eval()
 
 
-def build(name: str, impl: str = "ref", dtype="float32", device="cpu", seed: int = 0):
-    """A preset's exact shape with random weights."""
+def build(name: str, impl: str = "auto", dtype="float32", device="cpu", seed: int = 0):
+    """A preset's exact shape with random weights. impl "auto": the fastest backend here."""
     family, config = config_for(name)
     cls = family_class(family)
+    impl = _impl(cls, impl, device)
     model = cls(config, impl=impl).init_random_(seed)  # initialised on the CPU, deterministic
     return model.to(device=device).cast(resolve_dtype(dtype)).eval()
 
 
-def load(path, impl: str = "ref", dtype="float32", device="cpu"):
+def load(path, impl: str = "auto", dtype="float32", device="cpu"):
     """A model from a checkpoint: a BlinkDL .pth, or a Hugging Face / fla folder."""
     from archbench.models.checkpoint import load_model
     return load_model(path, impl=impl, dtype=dtype, device=device)

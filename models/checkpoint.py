@@ -214,7 +214,7 @@ def read_checkpoint(path) -> tuple[RWKVConfig, dict[str, torch.Tensor]]:
     return config_from_state_dict(sd, path), sd
 
 
-def load_model(path, impl: str = "ref", dtype="float32", device="cpu"):
+def load_model(path, impl: str = "auto", dtype="float32", device="cpu"):
     from archbench.harness.registry import make
     config, sd = read_checkpoint(path)
     model = make(config.family, config, impl=impl, dtype=dtype, device=device)

@@ -42,3 +42,25 @@ def test_gpu_chunked_equals_parallel_bf16(version):
     b, s = model.forward(tokens[:, 123:], s)
     assert_close(torch.cat([a, b], 1), full, dtype=torch.bfloat16, what="chunked vs parallel")
     assert_close(s.wkv, full_state.wkv, dtype=torch.bfloat16, what="state")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("name", TINY)
+def test_cuda_impl_matches_ref_impl(name, dtype):
+    ref = archbench.build(name, dtype=dtype, device="cuda", impl="ref")
+    fast = archbench.build(name, dtype=dtype, device="cuda", impl="cuda")
+    assert fast.impl == "cuda"
+    tokens = torch.randint(0, ref.config.vocab_size, (3, 130), device="cuda")
+    a, sa = ref.forward(tokens)
+    b, sb = fast.forward(tokens)
+    assert_close(b, a, rms_rel={"float32": 1e-4, "bfloat16": 2e-2, "float16": 5e-3}[dtype], what=f"{name} {dtype}")
+    steps, s = [], fast.init_state(3)
+    for t in range(5):
+        out, s = fast.step(tokens[:, t], s)
+        steps.append(out)
+    assert_close(torch.stack(steps, 1), b[:, :5], rms_rel={"float32": 1e-4, "bfloat16": 2e-2, "float16": 5e-3}[dtype])
+
+
+def test_auto_impl_is_cuda_on_gpu():
+    assert archbench.build("rwkv7-tiny", device="cuda", impl="auto").impl == "cuda"
+    assert archbench.build("rwkv7-tiny", device="cpu", impl="auto").impl == "ref"

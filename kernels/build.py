@@ -1,0 +1,92 @@
+"""Builds the WKV CUDA kernels on first use with torch.utils.cpp_extension.
+
+One extension holds every op (the .cu files compile in parallel); each kernel is a
+template instantiated for float32/float16/bfloat16 and head sizes 16, 32, 64 and 128. The
+build is cached per GPU architecture and source hash (under TORCH_EXTENSIONS_DIR), so a
+second process loads it in a second.
+
+    ext = extension()          # raises MissingDependencyError with the reason if impossible
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from archbench.harness.errors import MissingDependencyError
+
+ROOT = Path(__file__).resolve().parent
+SOURCES = [ROOT / "binding.cpp", ROOT / "wkv4/cuda/wkv4.cu", ROOT / "wkv6/cuda/wkv6.cu", ROOT / "wkv7/cuda/wkv7.cu"]
+HEADERS = [ROOT / "common.cuh"]
+HEAD_SIZES = (16, 32, 64, 128)
+
+
+def unavailable_reason() -> str | None:
+    """Why the CUDA kernels cannot be built here, or None if they can."""
+    if torch.version.cuda is None:
+        return "this torch build has no CUDA support (install a CUDA build of torch)"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to torch"
+    from torch.utils.cpp_extension import CUDA_HOME
+    if CUDA_HOME is None and shutil.which("nvcc") is None:
+        return "nvcc was not found: install the CUDA toolkit or set CUDA_HOME"
+    return None
+
+
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    for p in SOURCES + HEADERS:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:10]
+
+
+@functools.lru_cache(maxsize=None)
+def extension():
+    reason = unavailable_reason()
+    if reason:
+        raise MissingDependencyError(f"the CUDA WKV kernels (impl='cuda') cannot be built: {reason}; "
+                                     "use impl='ref' instead")
+    from torch.utils.cpp_extension import load
+    major, minor = torch.cuda.get_device_capability()
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
+    name = f"archbench_wkv_sm{major}{minor}_{_source_hash()}"
+    flags = ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo", f"-I{ROOT}"]
+    return load(name=name, sources=[str(s) for s in SOURCES], extra_cuda_cflags=flags,
+                extra_cflags=["-O3", f"-I{ROOT}"], verbose=os.environ.get("ARCHBENCH_VERBOSE_BUILD") == "1")
+
+
+def check_inputs(op: str, tensors: dict[str, torch.Tensor], shape: tuple[int, ...]) -> torch.dtype:
+    """Same device (CUDA), same float dtype and the expected shape for every input."""
+    dtypes = {t.dtype for t in tensors.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"{op}: inputs must share one dtype of float32/float16/bfloat16, got "
+                         + ", ".join(f"{n}={t.dtype}" for n, t in tensors.items()))
+    for n, t in tensors.items():
+        if not t.is_cuda:
+            raise ValueError(f"{op}: {n} is on {t.device}; the CUDA kernel needs every input on the GPU")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{op}: {n} has shape {tuple(t.shape)}, expected {shape}")
+    if len(shape) == 4 and shape[-1] not in HEAD_SIZES:
+        raise ValueError(f"{op}: head size {shape[-1]} is not built; the kernels cover {HEAD_SIZES} "
+                         "(use impl='ref' for others)")
+    return next(iter(dtypes))
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """Contiguous and 16-byte aligned (the kernels read 16-byte vectors)."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
+def state_for(op: str, state: torch.Tensor, shape: tuple[int, ...], inplace: bool) -> torch.Tensor:
+    if tuple(state.shape) != shape or state.dtype != torch.float32:
+        raise ValueError(f"{op}: state must be float32 of shape {shape}, got {state.dtype} {tuple(state.shape)}")
+    if inplace:
+        if not state.is_contiguous():
+            raise ValueError(f"{op}: an in-place state must be contiguous")
+        return state
+    return state.contiguous().clone()

@@ -1,0 +1,151 @@
+// WKV7 forward (prefill and decode) with the state in and out.
+//
+// Per head, state S is [K, V] (key index first), fp32. Each value column j evolves on its
+// own:  S[:, j] = exp(w) * S[:, j] + b * (a . S[:, j]) + k * v[j];  y[j] = r . S[:, j].
+// A column is split over S_LANES consecutive lanes, each holding N / S_LANES of its
+// entries, so that one head keeps N * S_LANES threads busy: more lanes shorten the serial
+// chain of a step (batch 1), fewer lanes cost fewer instructions (large batch).
+// Inputs are staged TC tokens at a time in shared memory (as fp32, the decay already
+// exponentiated), the next chunk loading into registers while this one is computed.
+#include "../../common.cuh"
+
+namespace archbench {
+
+template <typename F, int N, int S_LANES, int CB, int TC>
+__global__ void __launch_bounds__(CB * S_LANES)
+wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ w, const F* __restrict__ k,
+                    const F* __restrict__ v, const F* __restrict__ a, const F* __restrict__ b,
+                    float* __restrict__ state, F* __restrict__ y) {
+  constexpr int THREADS = CB * S_LANES;
+  constexpr int E = N / S_LANES;            // state entries per thread
+  constexpr int VN = Vec<F>::n;             // elements per 16-byte vector
+  constexpr int FULL = N / VN;              // vectors per token of r, w, k, a, b
+  constexpr int PART = CB / VN;             // vectors per token of v (this block's columns)
+  constexpr int PER_TOKEN = 5 * FULL + PART;
+  constexpr int SLOTS = TC * PER_TOKEN;
+  constexpr int NSLOT = (SLOTS + THREADS - 1) / THREADS;
+  static_assert(N % S_LANES == 0 && CB % VN == 0 && N % CB == 0 && THREADS % 32 == 0, "bad tiling");
+
+  __shared__ __align__(16) float s_in[5][TC][N];   // r, decay, k, a, b
+  __shared__ __align__(16) float s_v[TC][CB];
+  __shared__ __align__(16) float s_y[TC][CB];
+
+  const int groups = N / CB;
+  const int bh = blockIdx.x / groups;           // b * H + h
+  const int col0 = (blockIdx.x % groups) * CB;  // first value column of this block
+  const int bi = bh / H, h = bh % H;
+  const int tid = threadIdx.x;
+  const int col = tid / S_LANES, lane = tid % S_LANES;
+  const int j = col0 + col, i0 = lane * E;
+  const size_t tok_stride = (size_t)H * N;
+  const size_t base = (size_t)bi * T * tok_stride + (size_t)h * N;
+  const F* ins[5] = {r, w, k, a, b};
+
+  float s[E];
+  float* st = state + (size_t)bh * N * N;
+#pragma unroll
+  for (int e = 0; e < E; ++e) s[e] = st[(i0 + e) * N + j];
+
+  uint4 buf[NSLOT];
+  auto fetch = [&](int t0) {
+#pragma unroll
+    for (int q = 0; q < NSLOT; ++q) {
+      const int idx = q * THREADS + tid;
+      buf[q] = make_uint4(0, 0, 0, 0);
+      if (idx < SLOTS) {
+        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
+        if (t0 + tt < T) {
+          const size_t off = base + (size_t)(t0 + tt) * tok_stride;
+          const F* p = rem < 5 * FULL ? ins[rem / FULL] + off + (rem % FULL) * VN : v + off + col0 + (rem - 5 * FULL) * VN;
+          buf[q] = *reinterpret_cast<const uint4*>(p);
+        }
+      }
+    }
+  };
+  auto stage = [&]() {
+#pragma unroll
+    for (int q = 0; q < NSLOT; ++q) {
+      const int idx = q * THREADS + tid;
+      if (idx < SLOTS) {
+        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
+        const F* e = reinterpret_cast<const F*>(&buf[q]);
+        float* dst = rem < 5 * FULL ? &s_in[rem / FULL][tt][(rem % FULL) * VN] : &s_v[tt][(rem - 5 * FULL) * VN];
+        const bool decay = rem / FULL == 1 && rem < 5 * FULL;
+#pragma unroll
+        for (int u = 0; u < VN; ++u) dst[u] = decay ? __expf(to_f(e[u])) : to_f(e[u]);
+      }
+    }
+  };
+
+  fetch(0);
+  for (int t0 = 0; t0 < T; t0 += TC) {
+    stage();
+    __syncthreads();
+    if (t0 + TC < T) fetch(t0 + TC);  // in flight while this chunk is computed
+    const int len = min(TC, T - t0);
+    for (int tt = 0; tt < len; ++tt) {
+      const float* ra = &s_in[0][tt][i0];
+      const float* da = &s_in[1][tt][i0];
+      const float* ka = &s_in[2][tt][i0];
+      const float* aa = &s_in[3][tt][i0];
+      const float* ba = &s_in[4][tt][i0];
+      float sa0 = 0.f, sa1 = 0.f;
+#pragma unroll
+      for (int e = 0; e < E; e += 2) {
+        sa0 += aa[e] * s[e];
+        if (e + 1 < E) sa1 += aa[e + 1] * s[e + 1];
+      }
+      const float sa = lane_group_sum<S_LANES>(sa0 + sa1);
+      const float vj = s_v[tt][col];
+      float y0 = 0.f, y1 = 0.f;
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        s[e] = s[e] * da[e] + ba[e] * sa + ka[e] * vj;
+        if (e % 2 == 0) y0 += ra[e] * s[e]; else y1 += ra[e] * s[e];
+      }
+      const float yy = lane_group_sum<S_LANES>(y0 + y1);
+      if (lane == 0) s_y[tt][col] = yy;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < len * CB; idx += THREADS) {
+      const int tt = idx / CB, c = idx % CB;
+      y[base + (size_t)(t0 + tt) * tok_stride + col0 + c] = from_f<F>(s_y[tt][c]);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < E; ++e) st[(i0 + e) * N + j] = s[e];
+}
+
+template <typename F, int N, int S_LANES, int CB>
+cudaError_t launch7(int B, int T, int H, const void* r, const void* w, const void* k, const void* v, const void* a,
+                    const void* b, float* state, void* y, cudaStream_t stream) {
+  constexpr int TC = N >= 128 ? 8 : 16;
+  wkv7_forward_kernel<F, N, S_LANES, CB, TC><<<B * H * (N / CB), CB * S_LANES, 0, stream>>>(
+      T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a, (const F*)b, state, (F*)y);
+  return cudaGetLastError();
+}
+
+// variant: 0 = choose by shape; 1 = 2 lanes per column (large batch); 2 = 4 lanes;
+// 3 = 8 lanes (batch 1); 4 = 1 lane (BlinkDL's layout: one thread per column).
+cudaError_t wkv7_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
+                         const void* k, const void* v, const void* a, const void* b, float* state, void* y,
+                         cudaStream_t stream) {
+  if (T == 0) return cudaSuccess;
+  if (variant == 0) variant = (long)B * H * N >= 32768 ? 1 : 3;
+  ARCHBENCH_DISPATCH_DTYPE(dtype, ARCHBENCH_DISPATCH_HEAD(N, {
+    constexpr int CB1 = N < 64 ? N : 64;
+    constexpr int CB3 = 16;
+    switch (variant) {
+      case 1: return launch7<F, N, 2, CB1>(B, T, H, r, w, k, v, a, b, state, y, stream);
+      case 2: return launch7<F, N, 4, (N < 32 ? N : 32)>(B, T, H, r, w, k, v, a, b, state, y, stream);
+      case 3: return launch7<F, N, 8, CB3>(B, T, H, r, w, k, v, a, b, state, y, stream);
+      case 4:
+        if constexpr (N >= 32) return launch7<F, N, 1, N>(B, T, H, r, w, k, v, a, b, state, y, stream);
+        return cudaErrorInvalidValue;
+      default: return cudaErrorInvalidValue;
+    }
+  }))
+  return cudaSuccess;
+}
+
+}  // namespace archbench

@@ -1,0 +1,181 @@
+"""WKV kernel benchmark: our CUDA kernels against fla (chunk and fused-recurrent) and the
+one-thread-per-column layout of BlinkDL's kernels, in the same run on the same GPU.
+
+Per shape: prefill million tokens/s (B x T / median time, `triton.testing.do_bench`
+after warm-up, with the 20th-80th percentile spread), decode-step latency (T = 1, state
+updated in place), the fraction of the memory-bandwidth floor (bytes the op must move /
+time, over the copy rate measured in the same run), and the error of each backend
+against our fp32 kernel on the same inputs (a correctness check before any speed).
+
+    python -m archbench.suites.kernel_bench --out results/kernels [--ops wkv7 wkv6] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from archbench.harness.env import environment
+from archbench.harness.testing import errors
+from archbench.kernels import get_op
+
+SHAPES_2B9 = [(1, 4096), (1, 16384), (1, 65536), (8, 4096), (16, 16384)]  # B x T at H=40, N=64
+SHAPES_7B = [(1, 4096), (1, 16384), (8, 4096), (16, 16384)]                # at H=64, N=64
+
+
+def bench_ms(fn) -> dict:
+    try:
+        from triton.testing import do_bench
+        lo, med, hi = do_bench(fn, warmup=25, rep=100, quantiles=[0.2, 0.5, 0.8])
+    except ImportError:
+        times = []
+        for _ in range(3):
+            fn()
+        for _ in range(10):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            torch.cuda.synchronize()
+            times.append(s.elapsed_time(e))
+        times.sort()
+        lo, med, hi = times[2], times[5], times[7]
+    return {"ms": med, "ms_p20": lo, "ms_p80": hi}
+
+
+def copy_bandwidth() -> float:
+    """Device copy rate in bytes/s (read + write), measured now."""
+    x = torch.empty(2**28, dtype=torch.float32, device="cuda")  # 1 GiB
+    y = torch.empty_like(x)
+    t = bench_ms(lambda: y.copy_(x))["ms"]
+    return 2 * x.numel() * 4 / (t / 1e3)
+
+
+def make_inputs(op: str, B: int, T: int, H: int, N: int, dtype=torch.bfloat16, seed=0) -> dict:
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    rand = lambda *s: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
+    shape = (B, T, H, N)
+    if op == "wkv4":
+        C = H * N
+        return dict(w=-torch.exp(torch.linspace(-5, 1, C, device="cuda")), u=torch.rand(C, generator=g, device="cuda"),
+                    k=rand(B, T, C).to(dtype), v=rand(B, T, C).to(dtype))
+    if op in ("wkv5", "wkv6"):
+        w = -torch.exp(torch.linspace(-6, 1, N, device="cuda").repeat(H, 1))
+        if op == "wkv6":
+            w = (w * torch.exp(0.3 * rand(*shape))).to(dtype)
+        return dict(r=rand(*shape).to(dtype), k=(0.5 * rand(*shape)).to(dtype), v=rand(*shape).to(dtype),
+                    w=w, u=0.5 * rand(H, N))
+    kk = torch.nn.functional.normalize(rand(*shape), dim=-1)
+    return dict(r=rand(*shape).to(dtype), w=(-0.6065 * torch.sigmoid(rand(*shape))).to(dtype), k=rand(*shape).to(dtype),
+                v=rand(*shape).to(dtype), a=(-kk).to(dtype), b=(kk * torch.sigmoid(rand(*shape))).to(dtype))
+
+
+def floor_bytes(op: str, x: dict) -> int:
+    """Bytes the op must read and write: per-token inputs, the output, the state in and out."""
+    per_token = [t for t in x.values() if t.dim() >= 3]
+    out = per_token[-1].numel() * per_token[-1].element_size()
+    B = per_token[0].shape[0]
+    if op == "wkv4":
+        state = B * 3 * per_token[0].shape[-1] * 4
+    else:
+        H, N = per_token[0].shape[2:]
+        state = B * H * N * N * 4
+    return sum(t.numel() * t.element_size() for t in per_token) + out + 2 * state
+
+
+def state_for(op, B, H, N):
+    if op == "wkv4":
+        s = torch.zeros(B, 3, H * N, device="cuda")
+        s[:, 2] = -1e38
+        return s
+    return torch.zeros(B, H, N, N, device="cuda")
+
+
+def backends(op: str) -> dict:
+    """name -> callable(x, state) for every backend that runs here."""
+    cuda = get_op(op, "cuda")
+    out = {"ours": lambda x, s: cuda(**x, state=s)}
+    if op != "wkv4":
+        out["ours-8lane"] = lambda x, s: cuda(**x, state=s, variant=3)
+        out["ours-2lane"] = lambda x, s: cuda(**x, state=s, variant=1)
+        out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
+    if op in ("wkv6", "wkv7"):
+        try:
+            fla = get_op(op, "fla")
+            import fla as _  # noqa: F401
+            out["fla-chunk"] = lambda x, s: fla(**x, state=s, mode="chunk")
+            out["fla-recurrent"] = lambda x, s: fla(**x, state=s, mode="recurrent")
+        except Exception as e:  # noqa: BLE001 - a missing peer is reported, not fatal
+            print(f"fla not available for {op}: {e}")
+    return out
+
+
+def run(ops, shapes_by_h, out_dir: Path, skip: set[str]) -> list[dict]:
+    bw = copy_bandwidth()
+    env = environment("cuda")
+    print(f"copy bandwidth {bw / 1e12:.2f} TB/s on {env.get('gpu')}")
+    rows = []
+    for op in ops:
+        for H, shapes in shapes_by_h.items():
+            N = 64
+            for B, T in shapes:
+                x = make_inputs(op, B, T, H, N)
+                state = state_for(op, B, H, N)
+                # the check: batch row 0, first 4096 tokens, against our fp32 kernel (causal, so a prefix is exact)
+                head = {k: (v[:1, :4096].float() if v.dim() >= 3 else v) for k, v in x.items()}
+                ref_y, _ = get_op(op, "cuda")(**head, state=state[:1])
+                fb = floor_bytes(op, x)
+                for name, fn in backends(op).items():
+                    if name in skip:
+                        continue
+                    row = dict(op=op, backend=name, B=B, T=T, H=H, N=N, dtype="bf16", env=env)
+                    try:
+                        y, _ = fn(x, state)
+                        err = errors(y[:1, :4096].float(), ref_y)
+                        t = bench_ms(lambda: fn(x, state))
+                        row.update(t, mtok_s=B * T / t["ms"] / 1e3, floor_fraction=fb / (t["ms"] / 1e3) / bw,
+                                   rms_rel_vs_fp32=err["rms_rel"], max_abs_vs_fp32=err["max_abs"],
+                                   copy_bw_tb_s=bw / 1e12)
+                    except Exception as e:  # noqa: BLE001 - record and go on
+                        row.update(error=f"{type(e).__name__}: {str(e)[:300]}")
+                    rows.append(row)
+                    print(f"{op} {name:15s} B={B:2d} T={T:6d} H={H}: " + (
+                        f"{row['mtok_s']:7.2f} Mtok/s ({row['ms']:.3f} ms, p20-p80 {row['ms_p20']:.3f}-{row['ms_p80']:.3f}), "
+                        f"floor {row['floor_fraction'] * 100:5.1f}%, rms_rel {row['rms_rel_vs_fp32']:.1e}"
+                        if "mtok_s" in row else row["error"]), flush=True)
+                del x, state, ref_y
+                torch.cuda.empty_cache()
+            # decode: one token, state in place
+            for B in (1, 16):
+                x = make_inputs(op, B, 1, H, N)
+                state = state_for(op, B, H, N)
+                cuda = get_op(op, "cuda")
+                t = bench_ms(lambda: cuda(**x, state=state, inplace=True))
+                rows.append(dict(op=op, backend="ours-decode", B=B, T=1, H=H, N=N, dtype="bf16", env=env, **t,
+                                 us_per_step=t["ms"] * 1e3))
+                print(f"{op} decode step B={B:2d} H={H}: {t['ms'] * 1e3:.1f} us", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"wkv_bench_{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    with path.open("w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    print(f"wrote {path}")
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ops", nargs="+", default=["wkv7", "wkv6", "wkv5", "wkv4"])
+    p.add_argument("--out", default="results/kernels")
+    p.add_argument("--quick", action="store_true", help="2.9B shapes only")
+    p.add_argument("--skip", nargs="*", default=[], help="backends to leave out")
+    args = p.parse_args(argv)
+    shapes = {40: SHAPES_2B9} if args.quick else {40: SHAPES_2B9, 64: SHAPES_7B}
+    run(args.ops, shapes, Path(args.out), set(args.skip))
+
+
+if __name__ == "__main__":
+    main()
