@@ -30,6 +30,16 @@ __device__ __forceinline__ void load_vec(const F* __restrict__ p, float* out) {
   for (int i = 0; i < Vec<F>::n; ++i) out[i] = to_f(e[i]);
 }
 
+// Row entries idx(4q .. 4q+3) of a thread into out[4q ..] (see the kernels' idx()).
+template <int E, int S_LANES>
+__device__ __forceinline__ void load_row(const float* row, int lane, float* out) {
+#pragma unroll
+  for (int q = 0; q < E / 4; ++q) {
+    const float4 x = *reinterpret_cast<const float4*>(row + (q * S_LANES + lane) * 4);
+    out[4 * q] = x.x; out[4 * q + 1] = x.y; out[4 * q + 2] = x.z; out[4 * q + 3] = x.w;
+  }
+}
+
 // Sum over the S consecutive lanes that hold one column (S a power of two, <= 32).
 template <int S>
 __device__ __forceinline__ float lane_group_sum(float x) {

@@ -1,5 +1,7 @@
 """Reading checkpoints: BlinkDL `.pth` files of every RWKV version, Hugging Face
-`RwkvForCausalLM` (RWKV-4) folders and fla-format RWKV-6/RWKV-7 folders.
+`RwkvForCausalLM` (RWKV-4) folders and fla-format RWKV-6/RWKV-7 folders. Transformer
+(gpt_neox, llama) and Mamba (mamba, mamba2, state-spaces) folders, or hub ids of them when
+online, go to their family's own loader (`Transformer.load`, `MambaBase.load`).
 
 Everything is converted to BlinkDL's key layout, the version is read from the keys and
 every size from tensor shapes. Loading never runs code (`weights_only=True`), and a bad
@@ -198,7 +200,9 @@ def _read_folder(path: Path) -> dict[str, torch.Tensor]:
     convert = {"hf-rwkv4": hf_formats.hf_rwkv4_to_blink, "fla-rwkv6": hf_formats.fla_rwkv6_to_blink,
                "fla-rwkv7": hf_formats.fla_rwkv7_to_blink}[fmt]
     try:
-        return convert(sd, config)
+        # Weights convert exactly; what fla's config cannot say (one norm eps for the layer
+        # norms and ln_x) does not matter here, as archbench runs BlinkDL's maths.
+        return convert(sd, config, allow_inexact=True)
     except KeyError as e:
         raise CheckpointError(path, f"is a {fmt} folder but lacks the tensor {e}") from None
     except ValueError as e:
@@ -206,17 +210,60 @@ def _read_folder(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_checkpoint(path) -> tuple[RWKVConfig, dict[str, torch.Tensor]]:
-    """(config, state dict in BlinkDL's layout) from a file or folder."""
-    path = Path(path).expanduser()
+    """(config, state dict) from a file or folder: BlinkDL's layout for RWKV, the folder's
+    own for a Transformer or Mamba."""
+    path = _local(path)
+    if (family := baseline_family(path)) is not None:
+        from archbench.harness.registry import family_class
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+        return family_class(family).read_config(path), {k: v for f in files for k, v in read_tensors(f).items()}
     if not path.exists():
         raise CheckpointError(path, "no such file or directory")
     sd = _read_folder(path) if path.is_dir() else read_tensors(path)
     return config_from_state_dict(sd, path), sd
 
 
+# ---- Transformer and Mamba folders ----------------------------------------------------
+BASELINE_MODEL_TYPES = {"gpt_neox": "transformer", "llama": "transformer", "mamba": "mamba1", "mamba2": "mamba2"}
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def baseline_family(path: Path) -> str | None:
+    """"transformer", "mamba1" or "mamba2" for a Hugging Face folder of those model types or
+    a state-spaces Mamba folder (config.json with d_model, n_layer and ssm_cfg); else None."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):  # no folder, no config.json, or not JSON: the RWKV path says which
+        return None
+    if not isinstance(config, dict):
+        return None
+    if config.get("model_type") in BASELINE_MODEL_TYPES:
+        return BASELINE_MODEL_TYPES[config["model_type"]]
+    if {"d_model", "n_layer", "ssm_cfg"} <= config.keys():
+        return "mamba2" if (config["ssm_cfg"] or {}).get("layer") == "Mamba2" else "mamba1"
+    return None
+
+
+def _local(path) -> Path:
+    """A local path, or the downloaded snapshot of a Hugging Face hub id such as
+    'EleutherAI/pythia-160m' (only for a name that is no local path or checkpoint file)."""
+    local = Path(path).expanduser()
+    if local.exists() or not _HUB_ID.match(str(path)) or local.suffix in FILE_SUFFIXES:
+        return local
+    try:
+        from huggingface_hub import list_repo_files, snapshot_download
+        weights = "*.safetensors" if any(f.endswith(".safetensors") for f in list_repo_files(str(path))) else "*.bin"
+        return Path(snapshot_download(str(path), allow_patterns=["*.json", weights]))
+    except Exception as e:  # offline, unknown repo, gated repo: all mean "not loadable from here"
+        raise CheckpointError(path, f"no such file or directory, and not a Hugging Face hub id that can be "
+                              f"downloaded here ({type(e).__name__}: {str(e)[:200]})") from None
+
+
 def load_model(path, impl: str = "auto", dtype="float32", device="cpu"):
-    from archbench.harness.registry import make
-    config, sd = read_checkpoint(path)
+    from archbench.harness.registry import family_class, make
+    if (family := baseline_family(local := _local(path))) is not None:
+        return family_class(family).load(local, impl=impl, dtype=dtype, device=device)
+    config, sd = read_checkpoint(local)
     model = make(config.family, config, impl=impl, dtype=dtype, device=device)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     sd = match_shapes(sd, expected, Path(path), f"RWKV-{config.version} model")

@@ -121,3 +121,49 @@ def test_unknown_hf_model_type(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(CheckpointError, match="bert"):
         archbench.load(tmp_path)
+
+
+# ---- Hugging Face and fla folders ------------------------------------------------------
+def write_folder(path, sd, config):
+    import json
+
+    from safetensors.torch import save_file
+    path.mkdir()
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("name,convert", [("rwkv4-tiny", "blink_to_hf_rwkv4"), ("rwkv6-tiny", "blink_to_fla_rwkv6"),
+                                          ("rwkv7-tiny", "blink_to_fla_rwkv7")])
+def test_hf_and_fla_folders_load_to_the_same_model(tmp_path, name, convert):
+    from archbench.models import hf_formats
+    model = archbench.build(name, seed=5)
+    kwargs = {} if convert == "blink_to_hf_rwkv4" else {"allow_inexact": True}  # fla eps: see hf_formats
+    sd, config = getattr(hf_formats, convert)(model.state_dict(), **kwargs)
+    folder = write_folder(tmp_path / "hf", sd, config)
+    loaded = archbench.load(folder)
+    assert loaded.config == model.config
+    tokens = torch.randint(0, 512, (2, 11))
+    torch.testing.assert_close(loaded.forward(tokens)[0], model.forward(tokens)[0], rtol=0, atol=0)
+
+
+def test_v4_matches_transformers_rwkv(tmp_path):
+    """Our RWKV-4 and transformers' RwkvForCausalLM on the same weights (a folder that
+    transformers itself wrote), 6 layers, whole sequence."""
+    from transformers import RwkvConfig, RwkvForCausalLM
+
+    from archbench.harness.registry import family_class
+    from archbench.harness.testing import assert_close
+    from archbench.models import hf_formats
+    from archbench.models.rwkv_common import RWKVConfig
+    ours = family_class("rwkv4")(RWKVConfig(version="4", vocab_size=300, n_embd=96, n_layer=7)).init_random_(3).eval()
+    sd, cfg = hf_formats.blink_to_hf_rwkv4(ours.state_dict())
+    hf = RwkvForCausalLM(RwkvConfig(**cfg)).eval()
+    hf.load_state_dict(sd)
+    hf.save_pretrained(tmp_path / "hf")
+    tokens = torch.randint(0, 300, (2, 19))
+    with torch.no_grad():
+        theirs = hf(tokens).logits
+    assert_close(archbench.load(tmp_path / "hf").forward(tokens)[0], theirs, rms_rel=1e-4, max_rel=1e-4,
+                 what="archbench vs transformers RwkvForCausalLM")

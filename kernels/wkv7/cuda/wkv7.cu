@@ -24,7 +24,7 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
   constexpr int PER_TOKEN = 5 * FULL + PART;
   constexpr int SLOTS = TC * PER_TOKEN;
   constexpr int NSLOT = (SLOTS + THREADS - 1) / THREADS;
-  static_assert(N % S_LANES == 0 && CB % VN == 0 && N % CB == 0 && THREADS % 32 == 0, "bad tiling");
+  static_assert(N % S_LANES == 0 && E % 4 == 0 && CB % VN == 0 && N % CB == 0 && THREADS % 32 == 0, "bad tiling");
 
   __shared__ __align__(16) float s_in[5][TC][N];   // r, decay, k, a, b
   __shared__ __align__(16) float s_v[TC][CB];
@@ -36,7 +36,11 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
   const int bi = bh / H, h = bh % H;
   const int tid = threadIdx.x;
   const int col = tid / S_LANES, lane = tid % S_LANES;
-  const int j = col0 + col, i0 = lane * E;
+  const int j = col0 + col;
+  // Entry e of this thread is key index idx(e) = ((e / 4) * S_LANES + lane) * 4 + e % 4: the
+  // S_LANES lanes of a column read consecutive 16-byte pieces of a shared-memory row (one
+  // wavefront, no bank conflict) and the columns of a warp share them (broadcast).
+  auto idx = [&](int e) { return ((e / 4) * S_LANES + lane) * 4 + (e % 4); };
   const size_t tok_stride = (size_t)H * N;
   const size_t base = (size_t)bi * T * tok_stride + (size_t)h * N;
   const F* ins[5] = {r, w, k, a, b};
@@ -44,7 +48,7 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
   float s[E];
   float* st = state + (size_t)bh * N * N;
 #pragma unroll
-  for (int e = 0; e < E; ++e) s[e] = st[(i0 + e) * N + j];
+  for (int e = 0; e < E; ++e) s[e] = st[idx(e) * N + j];
 
   uint4 buf[NSLOT];
   auto fetch = [&](int t0) {
@@ -84,24 +88,27 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
     if (t0 + TC < T) fetch(t0 + TC);  // in flight while this chunk is computed
     const int len = min(TC, T - t0);
     for (int tt = 0; tt < len; ++tt) {
-      const float* ra = &s_in[0][tt][i0];
-      const float* da = &s_in[1][tt][i0];
-      const float* ka = &s_in[2][tt][i0];
-      const float* aa = &s_in[3][tt][i0];
-      const float* ba = &s_in[4][tt][i0];
+      float rr[E], dd[E], kk[E], aa[E], bb[E];
+      load_row<E, S_LANES>(s_in[0][tt], lane, rr);
+      load_row<E, S_LANES>(s_in[1][tt], lane, dd);
+      load_row<E, S_LANES>(s_in[2][tt], lane, kk);
+      load_row<E, S_LANES>(s_in[3][tt], lane, aa);
+      load_row<E, S_LANES>(s_in[4][tt], lane, bb);
       float sa0 = 0.f, sa1 = 0.f;
 #pragma unroll
       for (int e = 0; e < E; e += 2) {
         sa0 += aa[e] * s[e];
-        if (e + 1 < E) sa1 += aa[e + 1] * s[e + 1];
+        sa1 += aa[e + 1] * s[e + 1];
       }
       const float sa = lane_group_sum<S_LANES>(sa0 + sa1);
       const float vj = s_v[tt][col];
       float y0 = 0.f, y1 = 0.f;
 #pragma unroll
-      for (int e = 0; e < E; ++e) {
-        s[e] = s[e] * da[e] + ba[e] * sa + ka[e] * vj;
-        if (e % 2 == 0) y0 += ra[e] * s[e]; else y1 += ra[e] * s[e];
+      for (int e = 0; e < E; e += 2) {
+        s[e] = s[e] * dd[e] + bb[e] * sa + kk[e] * vj;
+        s[e + 1] = s[e + 1] * dd[e + 1] + bb[e + 1] * sa + kk[e + 1] * vj;
+        y0 += rr[e] * s[e];
+        y1 += rr[e + 1] * s[e + 1];
       }
       const float yy = lane_group_sum<S_LANES>(y0 + y1);
       if (lane == 0) s_y[tt][col] = yy;
@@ -113,7 +120,7 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
     }
   }
 #pragma unroll
-  for (int e = 0; e < E; ++e) st[(i0 + e) * N + j] = s[e];
+  for (int e = 0; e < E; ++e) st[idx(e) * N + j] = s[e];
 }
 
 template <typename F, int N, int S_LANES, int CB>
@@ -131,14 +138,15 @@ cudaError_t wkv7_forward(int dtype, int B, int T, int H, int N, int variant, con
                          const void* k, const void* v, const void* a, const void* b, float* state, void* y,
                          cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
-  if (variant == 0) variant = (long)B * H * N >= 32768 ? 1 : 3;
+  // measured on an H100 (results/kernels): 2 lanes win from B x H = 40 heads of 64 up
+  if (variant == 0) variant = (long)B * H * N >= 2048 ? 1 : 3;
   ARCHBENCH_DISPATCH_DTYPE(dtype, ARCHBENCH_DISPATCH_HEAD(N, {
     constexpr int CB1 = N < 64 ? N : 64;
     constexpr int CB3 = 16;
     switch (variant) {
       case 1: return launch7<F, N, 2, CB1>(B, T, H, r, w, k, v, a, b, state, y, stream);
       case 2: return launch7<F, N, 4, (N < 32 ? N : 32)>(B, T, H, r, w, k, v, a, b, state, y, stream);
-      case 3: return launch7<F, N, 8, CB3>(B, T, H, r, w, k, v, a, b, state, y, stream);
+      case 3: return launch7<F, N, (N >= 32 ? 8 : 4), CB3>(B, T, H, r, w, k, v, a, b, state, y, stream);
       case 4:
         if constexpr (N >= 32) return launch7<F, N, 1, N>(B, T, H, r, w, k, v, a, b, state, y, stream);
         return cudaErrorInvalidValue;
