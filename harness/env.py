@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import socket
 import subprocess
@@ -22,9 +23,12 @@ def _git(*args: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def environment(device: str = "cpu") -> dict:
+    sha = _git("rev-parse", "HEAD")
     env = {
-        "git_sha": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # a copy without .git (the GPU machine) is told its commit through the environment
+        "git_sha": sha or os.environ.get("ARCHBENCH_GIT_SHA"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if sha
+        else os.environ.get("ARCHBENCH_GIT_DIRTY") == "1",
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "torch": torch.__version__,

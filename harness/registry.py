@@ -22,6 +22,9 @@ FAMILIES: dict[str, str] = {
     "rwkv5": "archbench.models.rwkv5:RWKV5",
     "rwkv6": "archbench.models.rwkv6:RWKV6",
     "rwkv7": "archbench.models.rwkv7:RWKV7",
+    "transformer": "archbench.models.transformer:Transformer",
+    "mamba1": "archbench.models.mamba:Mamba1",
+    "mamba2": "archbench.models.mamba:Mamba2",
 }
 
 
@@ -53,11 +56,15 @@ def config_for(name: str):
         raise UnknownModelError(f"unknown model {name!r}{_did_you_mean(name, presets())}; "
                                 "`archbench list` shows every preset")
     family, kwargs = presets()[name]
-    from archbench.models.rwkv_common import RWKVConfig
-    return family, RWKVConfig(**kwargs)
+    config_cls = getattr(family_class(family), "config_cls", None)
+    if config_cls is None:
+        from archbench.models.rwkv_common import RWKVConfig as config_cls
+    return family, config_cls(**kwargs)
 
 
 def _impl(cls, impl: str, device) -> str:
+    if hasattr(cls, "resolve_impl"):  # a family with its own backends (Transformer, Mamba)
+        return cls.resolve_impl(impl, device)
     op = getattr(cls, "wkv_op", None)
     if op is None:
         return impl

@@ -40,6 +40,57 @@ __device__ __forceinline__ void load_row(const float* row, int lane, float* out)
   }
 }
 
+// Stages TC tokens of a head's inputs into shared memory as fp32: NFULL inputs of N
+// entries per token (input DECAY exponentiated on the way: the kernels take log decays),
+// plus this block's CB entries of v. fetch() starts the 16-byte global loads of a chunk
+// into registers; stage() writes the chunk that was fetched. Fetching chunk c + 1 before
+// computing chunk c hides the load latency.
+template <typename F, int N, int CB, int TC, int NFULL, int DECAY, int THREADS>
+struct ChunkStager {
+  static constexpr int VN = Vec<F>::n;
+  static constexpr int FULL = N / VN, PART = CB / VN;
+  static constexpr int PER_TOKEN = NFULL * FULL + PART;
+  static constexpr int SLOTS = TC * PER_TOKEN;
+  static constexpr int NSLOT = (SLOTS + THREADS - 1) / THREADS;
+  static_assert(N % VN == 0 && CB % VN == 0, "16-byte vectors must tile a row");
+  uint4 buf[NSLOT];
+
+  // full[i] + base + t * tok_stride is token t's row of input i; part likewise plus col0.
+  __device__ __forceinline__ void fetch(const F* const* full, const F* part, size_t base, size_t tok_stride,
+                                        int col0, int t0, int T, int tid) {
+#pragma unroll
+    for (int q = 0; q < NSLOT; ++q) {
+      const int idx = q * THREADS + tid;
+      buf[q] = make_uint4(0, 0, 0, 0);
+      if (idx < SLOTS) {
+        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
+        if (t0 + tt < T) {
+          const size_t off = base + (size_t)(t0 + tt) * tok_stride;
+          const F* p = rem < NFULL * FULL ? full[rem / FULL] + off + (rem % FULL) * VN
+                                          : part + off + col0 + (rem - NFULL * FULL) * VN;
+          buf[q] = *reinterpret_cast<const uint4*>(p);
+        }
+      }
+    }
+  }
+
+  __device__ __forceinline__ void stage(float (*s_in)[TC][N], float (*s_v)[CB], int tid) const {
+#pragma unroll
+    for (int q = 0; q < NSLOT; ++q) {
+      const int idx = q * THREADS + tid;
+      if (idx < SLOTS) {
+        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
+        const F* e = reinterpret_cast<const F*>(&buf[q]);
+        const bool full = rem < NFULL * FULL;
+        float* dst = full ? &s_in[rem / FULL][tt][(rem % FULL) * VN] : &s_v[tt][(rem - NFULL * FULL) * VN];
+        const bool decay = full && rem / FULL == DECAY;
+#pragma unroll
+        for (int u = 0; u < VN; ++u) dst[u] = decay ? __expf(to_f(e[u])) : to_f(e[u]);
+      }
+    }
+  }
+};
+
 // Sum over the S consecutive lanes that hold one column (S a power of two, <= 32).
 template <int S>
 __device__ __forceinline__ float lane_group_sum(float x) {

@@ -163,7 +163,28 @@ def run(ops, shapes_by_h, out_dir: Path, skip: set[str]) -> list[dict]:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     print(f"wrote {path}")
+    print(summarize(rows))
     return rows
+
+
+def summarize(rows: list[dict]) -> str:
+    """Markdown: Mtok/s per backend for each op and shape, and ours over the best peer."""
+    import pandas as pd
+    df = pd.DataFrame([r for r in rows if "mtok_s" in r])
+    if df.empty:
+        return "no measurements\n"
+    df["shape"] = [f"H={h} {b}x{t}" for h, b, t in zip(df["H"], df["B"], df["T"])]
+    table = df.pivot_table(index=["op", "shape"], columns="backend", values="mtok_s", sort=False)
+    peers = [c for c in table.columns if c.startswith(("fla", "blinkdl"))]
+    if peers:
+        table["ours / best peer"] = table["ours"] / table[peers].max(axis=1)
+    table["ours % of floor"] = df[df.backend == "ours"].set_index(["op", "shape"])["floor_fraction"] * 100
+    decode = [r for r in rows if r.get("backend") == "ours-decode"]
+    text = table.round(2).to_markdown() + "\n"
+    if decode:
+        text += "\nDecode step (T=1, state in place), microseconds:\n\n"
+        text += pd.DataFrame(decode)[["op", "H", "B", "us_per_step"]].round(1).to_markdown(index=False) + "\n"
+    return text
 
 
 def main(argv=None):
@@ -172,7 +193,11 @@ def main(argv=None):
     p.add_argument("--out", default="results/kernels")
     p.add_argument("--quick", action="store_true", help="2.9B shapes only")
     p.add_argument("--skip", nargs="*", default=[], help="backends to leave out")
+    p.add_argument("--summarize", nargs="+", metavar="JSONL", help="only print the table of recorded runs")
     args = p.parse_args(argv)
+    if args.summarize:
+        print(summarize([json.loads(line) for f in args.summarize for line in open(f) if line.strip()]))
+        return
     shapes = {40: SHAPES_2B9} if args.quick else {40: SHAPES_2B9, 64: SHAPES_7B}
     run(args.ops, shapes, Path(args.out), set(args.skip))
 

@@ -17,14 +17,8 @@ wkv6_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
                     F* __restrict__ y) {
   constexpr int THREADS = CB * S_LANES;
   constexpr int E = N / S_LANES;
-  constexpr int VN = Vec<F>::n;
-  constexpr int FULL = N / VN;
-  constexpr int PART = CB / VN;
   constexpr int NFULL = TOKEN_DECAY ? 3 : 2;      // r, k (, w)
-  constexpr int PER_TOKEN = NFULL * FULL + PART;
-  constexpr int SLOTS = TC * PER_TOKEN;
-  constexpr int NSLOT = (SLOTS + THREADS - 1) / THREADS;
-  static_assert(N % S_LANES == 0 && E % 4 == 0 && CB % VN == 0 && N % CB == 0 && THREADS % 32 == 0, "bad tiling");
+  static_assert(N % S_LANES == 0 && E % 4 == 0 && N % CB == 0 && THREADS % 32 == 0, "bad tiling");
 
   __shared__ __align__(16) float s_in[NFULL][TC][N];  // r, k (, decay)
   __shared__ __align__(16) float s_v[TC][CB];
@@ -55,44 +49,12 @@ wkv6_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
     if constexpr (!TOKEN_DECAY) dd[e] = __expf(reinterpret_cast<const float*>(w_)[h * N + idx(e)]);
   }
 
-  uint4 buf[NSLOT];
-  auto fetch = [&](int t0) {
-#pragma unroll
-    for (int q = 0; q < NSLOT; ++q) {
-      const int idx = q * THREADS + tid;
-      buf[q] = make_uint4(0, 0, 0, 0);
-      if (idx < SLOTS) {
-        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
-        if (t0 + tt < T) {
-          const size_t off = base + (size_t)(t0 + tt) * tok_stride;
-          const F* p = rem < NFULL * FULL ? ins[rem / FULL] + off + (rem % FULL) * VN
-                                          : v + off + col0 + (rem - NFULL * FULL) * VN;
-          buf[q] = *reinterpret_cast<const uint4*>(p);
-        }
-      }
-    }
-  };
-  auto stage = [&]() {
-#pragma unroll
-    for (int q = 0; q < NSLOT; ++q) {
-      const int idx = q * THREADS + tid;
-      if (idx < SLOTS) {
-        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
-        const F* e = reinterpret_cast<const F*>(&buf[q]);
-        const bool full = rem < NFULL * FULL;
-        float* dst = full ? &s_in[rem / FULL][tt][(rem % FULL) * VN] : &s_v[tt][(rem - NFULL * FULL) * VN];
-        const bool decay = full && rem / FULL == 2;
-#pragma unroll
-        for (int q2 = 0; q2 < VN; ++q2) dst[q2] = decay ? __expf(to_f(e[q2])) : to_f(e[q2]);
-      }
-    }
-  };
-
-  fetch(0);
+  ChunkStager<F, N, CB, TC, NFULL, 2, THREADS> chunk;  // r, k (, w -> decay); and v
+  chunk.fetch(ins, v, base, tok_stride, col0, 0, T, tid);
   for (int t0 = 0; t0 < T; t0 += TC) {
-    stage();
+    chunk.stage(s_in, s_v, tid);
     __syncthreads();
-    if (t0 + TC < T) fetch(t0 + TC);
+    if (t0 + TC < T) chunk.fetch(ins, v, base, tok_stride, col0, t0 + TC, T, tid);
     const int len = min(TC, T - t0);
     for (int tt = 0; tt < len; ++tt) {
       float rr[E], kk[E], td[E];

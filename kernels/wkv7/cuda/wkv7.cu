@@ -18,13 +18,7 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
                     float* __restrict__ state, F* __restrict__ y) {
   constexpr int THREADS = CB * S_LANES;
   constexpr int E = N / S_LANES;            // state entries per thread
-  constexpr int VN = Vec<F>::n;             // elements per 16-byte vector
-  constexpr int FULL = N / VN;              // vectors per token of r, w, k, a, b
-  constexpr int PART = CB / VN;             // vectors per token of v (this block's columns)
-  constexpr int PER_TOKEN = 5 * FULL + PART;
-  constexpr int SLOTS = TC * PER_TOKEN;
-  constexpr int NSLOT = (SLOTS + THREADS - 1) / THREADS;
-  static_assert(N % S_LANES == 0 && E % 4 == 0 && CB % VN == 0 && N % CB == 0 && THREADS % 32 == 0, "bad tiling");
+  static_assert(N % S_LANES == 0 && E % 4 == 0 && N % CB == 0 && THREADS % 32 == 0, "bad tiling");
 
   __shared__ __align__(16) float s_in[5][TC][N];   // r, decay, k, a, b
   __shared__ __align__(16) float s_v[TC][CB];
@@ -50,42 +44,12 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
 #pragma unroll
   for (int e = 0; e < E; ++e) s[e] = st[idx(e) * N + j];
 
-  uint4 buf[NSLOT];
-  auto fetch = [&](int t0) {
-#pragma unroll
-    for (int q = 0; q < NSLOT; ++q) {
-      const int idx = q * THREADS + tid;
-      buf[q] = make_uint4(0, 0, 0, 0);
-      if (idx < SLOTS) {
-        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
-        if (t0 + tt < T) {
-          const size_t off = base + (size_t)(t0 + tt) * tok_stride;
-          const F* p = rem < 5 * FULL ? ins[rem / FULL] + off + (rem % FULL) * VN : v + off + col0 + (rem - 5 * FULL) * VN;
-          buf[q] = *reinterpret_cast<const uint4*>(p);
-        }
-      }
-    }
-  };
-  auto stage = [&]() {
-#pragma unroll
-    for (int q = 0; q < NSLOT; ++q) {
-      const int idx = q * THREADS + tid;
-      if (idx < SLOTS) {
-        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
-        const F* e = reinterpret_cast<const F*>(&buf[q]);
-        float* dst = rem < 5 * FULL ? &s_in[rem / FULL][tt][(rem % FULL) * VN] : &s_v[tt][(rem - 5 * FULL) * VN];
-        const bool decay = rem / FULL == 1 && rem < 5 * FULL;
-#pragma unroll
-        for (int u = 0; u < VN; ++u) dst[u] = decay ? __expf(to_f(e[u])) : to_f(e[u]);
-      }
-    }
-  };
-
-  fetch(0);
+  ChunkStager<F, N, CB, TC, 5, 1, THREADS> chunk;  // r, w (-> decay), k, a, b; and v
+  chunk.fetch(ins, v, base, tok_stride, col0, 0, T, tid);
   for (int t0 = 0; t0 < T; t0 += TC) {
-    stage();
+    chunk.stage(s_in, s_v, tid);
     __syncthreads();
-    if (t0 + TC < T) fetch(t0 + TC);  // in flight while this chunk is computed
+    if (t0 + TC < T) chunk.fetch(ins, v, base, tok_stride, col0, t0 + TC, T, tid);  // in flight meanwhile
     const int len = min(TC, T - t0);
     for (int tt = 0; tt < len; ++tt) {
       float rr[E], dd[E], kk[E], aa[E], bb[E];
