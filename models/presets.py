@@ -51,3 +51,6 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "rwkv6-tiny": _rwkv6(2, 64, head_size=16, vocab=512, mix_lora=8, decay_lora=16),
     "rwkv7-tiny": _rwkv7(2, 64, head_size=16, vocab=512, decay_lora=16, aaa_lora=16, mv_lora=8, gate_lora=32),
 }
+
+from archbench.models.baseline_presets import BASELINE_PRESETS  # noqa: E402  Transformer and Mamba shapes
+PRESETS.update(BASELINE_PRESETS)

@@ -7,7 +7,7 @@ updated in place), the fraction of the memory-bandwidth floor (bytes the op must
 time, over the copy rate measured in the same run), and the error of each backend
 against our fp32 kernel on the same inputs (a correctness check before any speed).
 
-    python -m archbench.suites.kernel_bench --out results/kernels [--ops wkv7 wkv6] [--quick]
+    python -m archbench.suites.kernel_bench --out results/kernels [--ops wkv7 wkv6] [--shapes 2b9|7b|all]
 """
 from __future__ import annotations
 
@@ -191,14 +191,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ops", nargs="+", default=["wkv7", "wkv6", "wkv5", "wkv4"])
     p.add_argument("--out", default="results/kernels")
-    p.add_argument("--quick", action="store_true", help="2.9B shapes only")
+    p.add_argument("--shapes", choices=["2b9", "7b", "all"], default="all", help="H=40 (2.9B), H=64 (7B) or both")
     p.add_argument("--skip", nargs="*", default=[], help="backends to leave out")
     p.add_argument("--summarize", nargs="+", metavar="JSONL", help="only print the table of recorded runs")
     args = p.parse_args(argv)
     if args.summarize:
         print(summarize([json.loads(line) for f in args.summarize for line in open(f) if line.strip()]))
         return
-    shapes = {40: SHAPES_2B9} if args.quick else {40: SHAPES_2B9, 64: SHAPES_7B}
+    shapes = {k: v for k, v in {40: SHAPES_2B9, 64: SHAPES_7B}.items()
+              if args.shapes == "all" or (k == 40) == (args.shapes == "2b9")}
     run(args.ops, shapes, Path(args.out), set(args.skip))
 
 

@@ -1,0 +1,120 @@
+"""Mamba-1 and Mamba-2 on transformers' path (impl "hf"), on a CPU: parallel equals
+step-by-step equals chunked; the state is the size state_nbytes says; both checkpoint
+formats (state-spaces and *-hf) load, and their keys convert both ways; a missing
+mamba-ssm gets a clear message. tests/models/test_baselines_gpu.py checks mamba_ssm."""
+import json
+import warnings
+
+import pytest
+import torch
+
+import archbench
+from archbench.harness.errors import MissingDependencyError
+from archbench.harness.registry import config_for, make
+from archbench.harness.testing import assert_close
+from archbench.models import mamba as mb
+
+TINY = ["mamba-tiny", "mamba2-tiny"]
+B, T = 3, 37
+
+
+def tokens_for(model, b=B, t=T, seed=0):
+    return torch.randint(0, model.config.vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_parallel_equals_recurrent(name):
+    model = archbench.build(name)
+    tokens = tokens_for(model)
+    full, full_state = model.forward(tokens)
+    assert_close(full, model.lm(tokens, use_cache=False).logits, what="vs transformers without a cache")
+    state, steps = model.init_state(B), []
+    for t in range(T):
+        logits, state = model.step(tokens[:, t], state)
+        steps.append(logits)
+    assert_close(torch.stack(steps, dim=1), full, what="steps vs parallel")
+    assert_close(state.ssm, full_state.ssm, what="final SSM state")
+    assert_close(state.conv, full_state.conv, what="final conv state")
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("splits", [(1, 36), (5, 5, 27), (16, 1, 20), (36, 1)])
+def test_parallel_equals_chunked(name, splits):
+    model = archbench.build(name)
+    tokens = tokens_for(model)
+    full, full_state = model.forward(tokens)
+    state, pieces, start = None, [], 0
+    for n in splits:
+        logits, state = model.forward(tokens[:, start:start + n], state)
+        pieces.append(logits)
+        start += n
+    assert_close(torch.cat(pieces, dim=1), full, what=f"chunks {splits}")
+    assert_close(state.ssm, full_state.ssm, what="final SSM state")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", TINY)
+def test_state_nbytes_is_what_the_model_holds(name, dtype):
+    model = archbench.build(name, dtype=dtype)
+    _, state = model.forward(tokens_for(model, b=2, t=5))
+    assert model.state_nbytes(2, context_len=5) == state.nbytes() == model.init_state(2).nbytes()
+    assert model.state_nbytes(2, context_len=100_000) == state.nbytes()  # constant in context
+    assert state.ssm.dtype == model.dtype
+
+
+def test_key_conversion_round_trips():
+    sd = archbench.build("mamba2-tiny").lm.state_dict()
+    ssm = mb.hf_to_state_spaces(dict(sd))
+    assert "backbone.embedding.weight" in ssm and "backbone.embeddings.weight" not in ssm
+    back = mb.state_spaces_to_hf(ssm)
+    assert back.keys() == sd.keys() and all(back[k] is sd[k] for k in sd)
+    no_head = {k: v for k, v in ssm.items() if k != "lm_head.weight"}  # tied weights stored once
+    assert mb.state_spaces_to_hf(no_head)["lm_head.weight"] is sd["backbone.embeddings.weight"]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_both_checkpoint_formats_load(tmp_path, name):
+    source = archbench.build(name, seed=3)
+    tokens = tokens_for(source)
+    expected, _ = source.forward(tokens)
+    source.lm.save_pretrained(tmp_path / "hf")  # transformers' *-hf layout (safetensors)
+    spaces = tmp_path / "state-spaces"  # mamba_ssm's layout: config.json + pytorch_model.bin
+    spaces.mkdir()
+    (spaces / "config.json").write_text(json.dumps(source.config.to_state_spaces()))
+    torch.save(mb.hf_to_state_spaces(source.lm.state_dict()), spaces / "pytorch_model.bin")
+    for folder in (tmp_path / "hf", spaces):
+        model = archbench.load(folder)
+        assert model.family == source.family and model.config == source.config
+        assert_close(model.forward(tokens)[0], expected, what=f"{name} from {folder.name}")
+
+
+def test_state_spaces_config_pads_the_vocabulary():
+    cfg = mb.MambaConfig.from_state_spaces({"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {},
+                                            "pad_vocab_size_multiple": 8})
+    assert cfg == config_for("mamba-130m")[1]
+    cfg = mb.MambaConfig.from_state_spaces({"d_model": 768, "n_layer": 24, "vocab_size": 50277,
+                                            "ssm_cfg": {"layer": "Mamba2"}, "pad_vocab_size_multiple": 16})
+    assert cfg == config_for("mamba2-130m")[1]
+
+
+def test_missing_mamba_ssm_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(mb, "mamba_ssm_import_error", lambda: "ModuleNotFoundError: No module named 'mamba_ssm'")
+    with pytest.raises(MissingDependencyError, match="pip install archbench\\[gpu\\].*build_mamba.sh.*impl 'hf'"):
+        archbench.build("mamba-tiny", impl="mamba_ssm")
+    with pytest.warns(UserWarning, match="transformers' path \\(impl 'hf'\\)"):
+        assert mb.resolve_impl("auto", "cuda") == "hf"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mb.resolve_impl("auto", "cpu") == "hf"  # nothing to say on a CPU: mamba_ssm needs CUDA
+
+
+NOMINAL = {"mamba-130m": 130e6, "mamba-370m": 370e6, "mamba-790m": 790e6, "mamba-1.4b": 1.4e9, "mamba-2.8b": 2.8e9,
+           "mamba2-130m": 130e6, "mamba2-370m": 370e6, "mamba2-780m": 780e6, "mamba2-1.3b": 1.3e9,
+           "mamba2-2.7b": 2.7e9}
+
+
+@pytest.mark.parametrize("name", NOMINAL)
+def test_presets_have_their_nominal_sizes(name):
+    family, config = config_for(name)
+    n = make(family, config, device="meta").num_params()
+    assert abs(n / NOMINAL[name] - 1) < 0.05, n  # names are rounded: mamba2-1.3b has 1.34B
