@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,11 +24,11 @@ def _ints(text: str) -> list[int]:
 
 def cmd_list(args) -> int:
     from archbench.harness.registry import config_for, list_models, make
-    print(f"{'preset':16s} {'family':8s} {'layers':>6s} {'width':>6s} {'params':>9s}")
+    print(f"{'preset':16s} {'family':11s} {'layers':>6s} {'width':>6s} {'params':>9s}")
     for name in list_models():
         family, cfg = config_for(name)
         n = make(family, cfg, device="meta").num_params()
-        print(f"{name:16s} {family:8s} {cfg.n_layer:6d} {cfg.n_embd:6d} {n / 1e6:8.1f}M")
+        print(f"{name:16s} {family:11s} {cfg.n_layer:6d} {cfg.n_embd:6d} {n / 1e6:8.1f}M")
     return 0
 
 
@@ -51,7 +52,11 @@ def cmd_info(args) -> int:
     for k, v in cfg.to_dict().items():
         print(f"  {k:14s} {v}")
     print(f"parameters   {model.num_params() / 1e6:.1f}M ({model.num_params(non_embedding=True) / 1e6:.1f}M without embeddings)")
-    print(f"state        {model.state_nbytes(1, 0) / 2**20:.2f} MiB at batch 1 ({args.dtype}), any context length")
+    sizes = {ctx: model.state_nbytes(1, ctx) / 2**20 for ctx in (4096, 131072)}
+    if sizes[4096] == sizes[131072]:
+        print(f"state        {sizes[4096]:.2f} MiB at batch 1 ({args.dtype}), any context length")
+    else:
+        print(f"state        {sizes[4096]:.1f} MiB at 4K tokens, {sizes[131072]:.1f} MiB at 128K (batch 1, {args.dtype})")
     return 0
 
 
@@ -138,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except ArchbenchError as e:
         print(f"archbench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `archbench list | head`
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print("\narchbench: interrupted; finished cells are kept and a rerun resumes", file=sys.stderr)
         return 130

@@ -7,6 +7,10 @@
 
 `forward` over T tokens equals T calls of `step` and equals `forward` over any split of
 the T tokens with the state carried between the pieces.
+
+`forward` and `step` consume the state they are given: RWKV returns new tensors, while the
+Transformer (a preallocated KV cache) and Mamba update their buffers in place, so that a
+decode step can be captured in a CUDA graph. Keep `state.clone()` to reuse a state.
 """
 from __future__ import annotations
 

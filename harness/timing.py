@@ -9,12 +9,18 @@ from typing import Callable
 import torch
 
 
-def time_fn(fn: Callable[[], object], device: torch.device | str, warmup: int = 1, repeats: int = 3) -> dict:
+def time_fn(fn: Callable[[], object], device: torch.device | str, warmup: int = 1, repeats: int = 3,
+            setup: Callable[[], object] | None = None) -> dict:
+    """setup (untimed) runs before every call of fn, e.g. to give it a fresh state."""
     device = torch.device(device)
     for _ in range(warmup):
+        if setup:
+            setup()
         fn()
     times = []
     for _ in range(repeats):
+        if setup:
+            setup()
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize(device)

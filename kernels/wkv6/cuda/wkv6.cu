@@ -112,8 +112,9 @@ cudaError_t wkv6_forward(int dtype, bool token_decay, int B, int T, int H, int N
                          const void* k, const void* v, const void* w, const float* u, float* state, void* y,
                          cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
-  // measured on an H100 (results/kernels): 8 lanes win at B x H = 40 heads, 2 lanes at 320 and up
-  if (variant == 0) variant = (long)B * H >= 64 ? 1 : 3;
+  // measured on an H100 (results/kernels): 8 lanes win at B x H = 40 and 64 heads; from 320,
+  // 2 lanes with a decay per token (RWKV-6), 1 lane with a fixed one (RWKV-5)
+  if (variant == 0) variant = (long)B * H < 128 ? 3 : (token_decay || N < 32 ? 1 : 4);
   ARCHBENCH_DISPATCH_DTYPE(dtype, ARCHBENCH_DISPATCH_HEAD(N, {
     return token_decay ? launch6_variant<F, N, true>(variant, B, T, H, r, k, v, w, u, state, y, stream)
                        : launch6_variant<F, N, false>(variant, B, T, H, r, k, v, w, u, state, y, stream);
