@@ -36,7 +36,9 @@ class SweepSpec:
                 for m in self.models for c in self.contexts for b in self.batches]
 
 
-DEFAULT = SweepSpec(models=["rwkv4-tiny", "rwkv5-tiny", "rwkv6-tiny", "rwkv7-tiny"], contexts=[64, 256, 1024])
+# the embedded default: a tiny model of every family, about a minute on a 2-core CPU
+DEFAULT = SweepSpec(models=["rwkv4-tiny", "rwkv5-tiny", "rwkv6-tiny", "rwkv7-tiny", "pythia-tiny", "mamba-tiny",
+                            "mamba2-tiny"], contexts=[64, 256, 1024])
 
 
 def _is_oom(err: BaseException) -> bool:
