@@ -71,14 +71,16 @@ def cmd_sweep(args) -> int:
                      decode_tokens=args.decode_tokens, repeats=args.repeats)
     print(f"sweep: {len(spec.models)} models x {len(spec.contexts)} contexts x {len(spec.batches)} batches "
           f"on {device} ({args.dtype}) -> {args.out}")
-    store = run_sweep(spec, args.out, progress=not args.no_progress)
+    store = run_sweep(spec, args.out, progress=not args.no_progress, isolate=not args.inline,
+                      cell_timeout=args.cell_timeout)
     records = store.records()
     paths = write_report(records, args.out)
     print(throughput_table(records).to_markdown(index=False))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
-    failed = [r for r in records if r["status"] == "error"]
+    failed = [r for r in records if r["status"] not in ("ok", "OOM")]
     if failed:
-        print(f"{len(failed)} cell(s) failed; see 'error' in {store.path}", file=sys.stderr)
+        print(f"{len(failed)} cell(s) failed ({', '.join(sorted({r['status'] for r in failed}))}); "
+              f"see 'error' in {store.path}", file=sys.stderr)
     return 0
 
 
@@ -126,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3, help="timed repeats per cell (median reported)")
     s.add_argument("--out", default="runs/default", help="folder for results.jsonl, tables and plots")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--inline", action="store_true",
+                   help="measure in this process (default: worker processes, so a crash or hang is one cell's result)")
+    s.add_argument("--cell-timeout", type=float, default=1800, help="seconds before a cell is recorded as timeout")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("report", help="tables and plots from recorded results",

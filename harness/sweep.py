@@ -1,16 +1,18 @@
 """A sweep: models x context lengths x batch sizes, one record per cell in a JSON-lines
-file. A cell that runs out of memory or fails is recorded as such and the sweep goes on;
-a rerun skips the cells already recorded.
+file. A cell that runs out of memory, fails, crashes its process or hangs is recorded as
+such and the sweep goes on; a rerun skips the cells already recorded.
 
     run_sweep(SweepSpec(models=["rwkv7-tiny"], contexts=[128, 512]), out_dir="runs/x")
 """
 from __future__ import annotations
 
-import traceback
+import json
+import subprocess
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from archbench.harness.env import environment
@@ -41,42 +43,95 @@ DEFAULT = SweepSpec(models=["rwkv4-tiny", "rwkv5-tiny", "rwkv6-tiny", "rwkv7-tin
                             "mamba2-tiny"], contexts=[64, 256, 1024])
 
 
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+def run_sweep(spec: SweepSpec, out_dir, progress: bool = True, isolate: bool = True,
+              cell_timeout: float = 1800) -> ResultsStore:
+    """Measures every cell not yet in out_dir/results.jsonl. isolate: cells run in worker
+    processes (one per model, restarted after a crash), so a kernel fault, a hang past
+    cell_timeout seconds or the OOM killer becomes that cell's record; else in this process."""
+    from archbench.harness.worker import run_cells
 
-
-def run_sweep(spec: SweepSpec, out_dir, progress: bool = True) -> ResultsStore:
-    from archbench.harness.registry import build, load
-    from archbench.suites.throughput import measure
-
-    store = ResultsStore(Path(out_dir) / "results.jsonl")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(out_dir / "results.jsonl")
     done = store.done(CELL_KEYS)
     todo = [c for c in spec.cells() if ResultsStore.key({k: c[k] for k in CELL_KEYS}) not in done]
-    env = environment(spec.device)
-    models: dict[str, object] = {}
-    bar = tqdm(todo, desc="sweep", unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(f"{cell['model']} ctx={cell['context']} B={cell['batch']}")
-        record = dict(cell, status="ok", env=env)
-        try:
-            if cell["model"] not in models:
-                models.clear()
-                name = cell["model"]
-                make = load if Path(name).exists() else build
-                models[name] = make(name, impl=spec.impl, dtype=spec.dtype, device=spec.device)
-            model = models[cell["model"]]
-            record.update(family=model.family, params=model.num_params())
-            record.update(measure(model, cell["batch"], cell["context"], spec.decode_tokens, spec.repeats))
-        except Exception as err:  # one failed cell never ends the sweep
-            record["status"] = "OOM" if _is_oom(err) else "error"
-            record["error"] = f"{type(err).__name__}: {err}"[:500]
-            if record["status"] == "error":
-                record["traceback"] = traceback.format_exc()[-2000:]
-            if spec.device.startswith("cuda"):
-                torch.cuda.empty_cache()
-        store.append(record)
+    bar = tqdm(total=len(todo), desc="sweep", unit="cell", disable=not progress)
+    try:
+        if not isolate:
+            run_cells(todo, asdict(spec), store, on_record=lambda r: bar.update(1))
+        else:
+            for model in dict.fromkeys(c["model"] for c in todo):
+                bar.set_postfix_str(model)
+                _run_isolated([c for c in todo if c["model"] == model], spec, store, out_dir, cell_timeout, bar)
+    finally:
+        bar.close()
     return store
 
 
-def spec_to_dict(spec: SweepSpec) -> dict:
-    return asdict(spec)
+def _key(cell: dict) -> str:
+    return ResultsStore.key({k: cell[k] for k in CELL_KEYS})
+
+
+def _run_isolated(cells: list[dict], spec: SweepSpec, store: ResultsStore, out_dir: Path, timeout: float, bar) -> None:
+    job, marker, log = out_dir / ".worker-job.json", out_dir / ".worker-cell.json", out_dir / "worker.log"
+    remaining = cells
+    while remaining:
+        job.write_text(json.dumps({"spec": asdict(spec), "cells": remaining, "results": str(store.path),
+                                   "marker": str(marker)}))
+        marker.write_text("")
+        with log.open("a") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "archbench.harness.worker", str(job)],
+                                    stdout=err, stderr=err)
+            status, seen = None, 0
+            try:
+                while proc.poll() is None:
+                    time.sleep(0.2)
+                    seen = _advance(bar, store, remaining, seen)
+                    current = _current(marker)
+                    if current and time.time() - current["started"] > timeout:
+                        proc.kill()
+                        proc.wait()
+                        status = "timeout"
+            except BaseException:  # Ctrl-C: stop the worker too, keep what is recorded
+                proc.kill()
+                proc.wait()
+                raise
+        _advance(bar, store, remaining, seen)
+        done = store.done(CELL_KEYS)
+        left = [c for c in remaining if _key(c) not in done]
+        if status is None and proc.returncode != 0:
+            status = "crash"
+        if status and left:
+            current = (_current(marker) or {}).get("cell")
+            if current is None or _key(current) in done:  # died between two cells
+                current = left[0]
+            why = f"ran past {timeout:g} s" if status == "timeout" else f"died with exit code {proc.returncode}"
+            store.append(dict(current, status=status, env=environment(spec.device),
+                              error=f"the worker process {why}; its log ends: {_tail(log)}"))
+            bar.update(1)
+            left = [c for c in left if _key(c) != _key(current)]
+        remaining = left if status else []
+    for f in (job, marker):
+        f.unlink(missing_ok=True)
+
+
+def _current(marker: Path) -> dict | None:
+    try:
+        text = marker.read_text()
+        return json.loads(text) if text else None
+    except (OSError, json.JSONDecodeError):  # being written right now
+        return None
+
+
+def _advance(bar, store: ResultsStore, cells: list[dict], seen: int) -> int:
+    done = store.done(CELL_KEYS)
+    now = sum(_key(c) in done for c in cells)
+    bar.update(now - seen)
+    return now
+
+
+def _tail(log: Path, n: int = 400) -> str:
+    try:
+        return log.read_text()[-n:].strip().replace("\n", " | ")
+    except OSError:
+        return ""

@@ -14,7 +14,7 @@ SPEC = SweepSpec(models=["rwkv4-tiny", "rwkv7-tiny"], contexts=[8, 16], batches=
 
 
 def test_sweep_records_every_cell(tmp_path):
-    records = run_sweep(SPEC, tmp_path, progress=False).records()
+    records = run_sweep(SPEC, tmp_path, progress=False, isolate=False).records()
     assert len(records) == 8 and all(r["status"] == "ok" for r in records)
     r = records[0]
     assert r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
@@ -31,7 +31,7 @@ def test_oom_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
         return real(model, batch, context, *a, **k)
 
     monkeypatch.setattr(throughput, "measure", measure)
-    records = run_sweep(SPEC, tmp_path, progress=False).records()
+    records = run_sweep(SPEC, tmp_path, progress=False, isolate=False).records()
     status = {(r["model"], r["context"], r["batch"]): r["status"] for r in records}
     assert status[("rwkv7-tiny", 16, 2)] == "OOM" and status[("rwkv4-tiny", 16, 2)] == "OOM"
     assert sum(s == "ok" for s in status.values()) == 6
@@ -51,15 +51,35 @@ def test_interrupted_sweep_resumes_without_repeats(tmp_path, monkeypatch):
 
     monkeypatch.setattr(throughput, "measure", measure)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(SPEC, tmp_path, progress=False)
+        run_sweep(SPEC, tmp_path, progress=False, isolate=False)
     first = ResultsStore(tmp_path / "results.jsonl").records()
     assert len(first) == 3
     calls.clear()
     monkeypatch.setattr(throughput, "measure", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    records = run_sweep(SPEC, tmp_path, progress=False).records()
+    records = run_sweep(SPEC, tmp_path, progress=False, isolate=False).records()
     assert len(calls) == 5 and len(records) == 8
     keys = [ResultsStore.key({k: r[k] for k in sweep_mod.CELL_KEYS}) for r in records]
     assert len(set(keys)) == 8
+
+
+def test_worker_crash_and_hang_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    """In worker processes: a cell that kills its process (as a kernel fault would) and a
+    cell that hangs are recorded as crash and timeout; every other cell is measured once."""
+    from archbench.harness.worker import FAULT_ENV
+    spec = SweepSpec(models=["rwkv4-tiny", "rwkv7-tiny"], contexts=[8, 16, 24], decode_tokens=2, repeats=1)
+    monkeypatch.setenv(FAULT_ENV, "crash:rwkv4-tiny:16")
+    run_sweep(spec, tmp_path / "new" / "run", progress=False, cell_timeout=60)  # folders made as needed
+    (tmp_path / "new" / "run" / "results.jsonl").rename(tmp_path / "results.jsonl")
+    monkeypatch.setenv(FAULT_ENV, "hang:rwkv7-tiny:24")
+    (tmp_path / "results.jsonl").write_text("".join(  # forget rwkv7's cells, keep rwkv4's
+        json.dumps(r) + "\n" for r in ResultsStore(tmp_path / "results.jsonl").records() if r["model"] == "rwkv4-tiny"))
+    records = run_sweep(spec, tmp_path, progress=False, cell_timeout=8).records()
+    status = {(r["model"], r["context"]): r["status"] for r in records}
+    assert len(records) == 6 == len(status)
+    assert status.pop(("rwkv4-tiny", 16)) == "crash" and status.pop(("rwkv7-tiny", 24)) == "timeout"
+    assert set(status.values()) == {"ok"}
+    crash = next(r for r in records if r["status"] == "crash")
+    assert "exit code 139" in crash["error"]
 
 
 def test_torn_last_line_is_ignored(tmp_path):
