@@ -64,13 +64,17 @@ def cmd_sweep(args) -> int:
     import torch
 
     from archbench.harness.report import throughput_table, write_report
-    from archbench.harness.sweep import DEFAULT, SweepSpec, run_sweep
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    spec = SweepSpec(models=args.models or DEFAULT.models, contexts=args.contexts or DEFAULT.contexts,
-                     batches=args.batches or DEFAULT.batches, impl=args.impl, dtype=args.dtype, device=device,
-                     decode_tokens=args.decode_tokens, repeats=args.repeats)
+    from archbench.harness.sweep import DEFAULT, PRESETS, SweepSpec, run_sweep
+    if args.preset and args.preset not in PRESETS:
+        raise ArchbenchError(f"unknown sweep preset {args.preset!r}; known: {', '.join(PRESETS)}")
+    base = PRESETS[args.preset] if args.preset else DEFAULT
+    device = args.device or (base.device if args.preset else ("cuda" if torch.cuda.is_available() else "cpu"))
+    spec = SweepSpec(models=args.models or base.models, contexts=args.contexts or base.contexts,
+                     batches=args.batches or base.batches, impl=args.impl, dtype=args.dtype or base.dtype,
+                     device=device, decode_tokens=args.decode_tokens or base.decode_tokens,
+                     repeats=args.repeats or base.repeats)
     print(f"sweep: {len(spec.models)} models x {len(spec.contexts)} contexts x {len(spec.batches)} batches "
-          f"on {device} ({args.dtype}) -> {args.out}")
+          f"on {device} ({spec.dtype}) -> {args.out}")
     store = run_sweep(spec, args.out, progress=not args.no_progress, isolate=not args.inline,
                       cell_timeout=args.cell_timeout)
     records = store.records()
@@ -84,17 +88,31 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    from archbench.harness.report import throughput_table, write_report
+def _run_records(run: str) -> list[dict]:
     from archbench.harness.results import ResultsStore
-    records = []
-    for run in args.runs:
-        path = Path(run)
-        path = path / "results.jsonl" if path.is_dir() else path
-        if not path.exists():
-            raise ArchbenchError(f"{run}: no results.jsonl there (run `archbench sweep --out {run}` first)")
-        records += ResultsStore(path).records()
+    path = Path(run)
+    path = path / "results.jsonl" if path.is_dir() else path
+    if not path.exists():
+        raise ArchbenchError(f"{run}: no results.jsonl there (run `archbench sweep --out {run}` first)")
+    return ResultsStore(path).records()
+
+
+def cmd_report(args) -> int:
+    from archbench.harness.report import compare_runs, throughput_table, write_report
     out = args.out or (Path(args.runs[0]) if Path(args.runs[0]).is_dir() else Path(args.runs[0]).parent)
+    if args.compare:
+        if len(args.runs) != 2:
+            raise ArchbenchError("--compare takes exactly two runs: BASE NEW")
+        table = compare_runs(_run_records(args.runs[0]), _run_records(args.runs[1]))
+        if table.empty:
+            raise ArchbenchError("the two runs share no successfully measured cell")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "compare.md").write_text(table.to_markdown(index=False) + "\n")
+        table.to_csv(Path(out) / "compare.csv", index=False)
+        print(table.to_markdown(index=False))
+        print(f"\nwrote {Path(out) / 'compare.md'}, {Path(out) / 'compare.csv'}")
+        return 0
+    records = [r for run in args.runs for r in _run_records(run)]
     paths = write_report(records, out)
     print(throughput_table(records).to_markdown(index=False))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
@@ -121,11 +139,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--models", nargs="+", help="presets or checkpoint paths (default: tiny preset of each family)")
     s.add_argument("--contexts", type=_ints, help="comma-separated context lengths, e.g. 512,4k,32k")
     s.add_argument("--batches", type=_ints, help="comma-separated batch sizes (default 1)")
-    s.add_argument("--impl", default="ref", help="kernel backend (default ref)")
-    s.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    s.add_argument("--preset", help="a named sweep: seed-speed, seed-memory (the article's tables)")
+    s.add_argument("--impl", default="auto", help="backend: auto (fastest here), ref, cuda, fla, ...")
+    s.add_argument("--dtype", help="float32, bfloat16 or float16 (default float32, or the preset's)")
     s.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    s.add_argument("--decode-tokens", type=int, default=16, help="tokens generated per decode measurement")
-    s.add_argument("--repeats", type=int, default=3, help="timed repeats per cell (median reported)")
+    s.add_argument("--decode-tokens", type=int, help="tokens generated per decode measurement (default 16)")
+    s.add_argument("--repeats", type=int, help="timed repeats per cell, median reported (default 3)")
     s.add_argument("--out", default="runs/default", help="folder for results.jsonl, tables and plots")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--inline", action="store_true",
@@ -137,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
                        description="Build tables (markdown, CSV) and plots from one or more runs' results.")
     s.add_argument("runs", nargs="+", help="run folders or results.jsonl files")
     s.add_argument("--out", help="where to write (default: the first run's folder)")
+    s.add_argument("--compare", action="store_true", help="two runs, BASE NEW: side by side with new/base ratios")
     s.set_defaults(func=cmd_report)
     return p
 

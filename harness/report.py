@@ -33,7 +33,31 @@ def throughput_table(records: list[dict]) -> pd.DataFrame:
         "peak GiB": (df["peak_allocated_bytes"] / 2**30).map(lambda v: f"{v:.2f}" if pd.notna(v) else "-"),
         "status": df["status"],
     })
+    from archbench.suites.seed_article import ARTICLE_DECODE_TOKENS_PER_S as article
+    if df["model"].isin(list(article)).any():
+        out["article A100 decode tok/s"] = [article.get(m, {}).get(c, "") for m, c in zip(df["model"], df["context"])]
     return out.reset_index(drop=True)
+
+
+COMPARE_KEYS = ["model", "dtype", "batch", "context"]
+
+
+def compare_runs(base: list[dict], new: list[dict]) -> pd.DataFrame:
+    """Cells measured in both runs, side by side, with new / base ratios."""
+    def ok(records):
+        df = to_frame([r for r in records if r.get("status") == "ok"])
+        cols = COMPARE_KEYS + ["prefill_tokens_per_s", "decode_tokens_per_s", "peak_allocated_bytes"]
+        return df.reindex(columns=cols)
+
+    both = ok(base).merge(ok(new), on=COMPARE_KEYS, suffixes=(" base", " new"))
+    out = both[COMPARE_KEYS].copy()
+    for col, name in (("prefill_tokens_per_s", "prefill tok/s"), ("decode_tokens_per_s", "decode tok/s")):
+        out[f"{name} base"] = both[f"{col} base"].round(1)
+        out[f"{name} new"] = both[f"{col} new"].round(1)
+        out[f"{name} ratio"] = (both[f"{col} new"] / both[f"{col} base"]).round(3)
+    if both["peak_allocated_bytes base"].notna().any():
+        out["peak GiB ratio"] = (both["peak_allocated_bytes new"] / both["peak_allocated_bytes base"]).round(3)
+    return out.sort_values(COMPARE_KEYS).reset_index(drop=True)
 
 
 def plot_throughput(records: list[dict], path) -> Path:

@@ -26,7 +26,7 @@ class SweepSpec:
     models: list[str]
     contexts: list[int]
     batches: list[int] = field(default_factory=lambda: [1])
-    impl: str = "ref"
+    impl: str = "auto"
     dtype: str = "float32"
     device: str = "cpu"
     decode_tokens: int = 16
@@ -37,6 +37,15 @@ class SweepSpec:
                      decode_tokens=self.decode_tokens)
                 for m in self.models for c in self.contexts for b in self.batches]
 
+
+SEED_MODELS = ["rwkv6-3b", "rwkv7-2b9", "pythia-2.8b", "mamba-2.8b", "mamba2-2.7b"]
+# named sweeps: the article's speed table (512 ... 512K) and memory table (1K ... 1M)
+PRESETS = {
+    "seed-speed": SweepSpec(models=SEED_MODELS, contexts=[512, 2048, 8192, 32768, 131072, 524288], dtype="bfloat16",
+                            device="cuda", decode_tokens=64),
+    "seed-memory": SweepSpec(models=SEED_MODELS, contexts=[1024, 8192, 131072, 1048576], dtype="bfloat16",
+                             device="cuda", decode_tokens=16, repeats=1),
+}
 
 # the embedded default: a tiny model of every family, about a minute on a 2-core CPU
 DEFAULT = SweepSpec(models=["rwkv4-tiny", "rwkv5-tiny", "rwkv6-tiny", "rwkv7-tiny", "pythia-tiny", "mamba-tiny",

@@ -56,7 +56,7 @@ def measure_cell(cell: dict, spec: dict, models: dict) -> dict:
             make = load if Path(name).exists() else build
             models[name] = make(name, impl=spec["impl"], dtype=spec["dtype"], device=spec["device"])
         model = models[name]
-        record.update(family=model.family, params=model.num_params(), impl=getattr(model, "impl", spec["impl"]))
+        record.update(family=model.family, params=model.num_params(), impl_used=getattr(model, "impl", spec["impl"]))
         _inject_fault(cell)
         record.update(throughput.measure(model, cell["batch"], cell["context"], spec["decode_tokens"], spec["repeats"]))
     except Exception as err:  # one failed cell never ends the sweep

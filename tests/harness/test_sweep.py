@@ -98,3 +98,28 @@ def test_report_from_records_only(tmp_path):
     assert "128,000" in md and "OOM" in md
     assert paths["plot"].stat().st_size > 10_000
     assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerun_with_auto_impl_skips_finished_cells(tmp_path):
+    spec = SweepSpec(models=["rwkv4-tiny"], contexts=[8], decode_tokens=1, repeats=1, impl="auto")
+    run_sweep(spec, tmp_path, progress=False, isolate=False)
+    run_sweep(spec, tmp_path, progress=False, isolate=False)
+    records = ResultsStore(tmp_path / "results.jsonl").records()
+    assert len(records) == 1 and records[0]["impl_used"] == "ref"
+
+
+def test_compare_two_runs_gives_ratios():
+    from archbench.harness.report import compare_runs
+    base = [dict(model="m", dtype="bf16", batch=1, context=c, status="ok", prefill_tokens_per_s=100.0,
+                 decode_tokens_per_s=10.0) for c in (512, 1024)]
+    new = [dict(r, prefill_tokens_per_s=150.0, decode_tokens_per_s=5.0) for r in base[:1]]
+    new.append(dict(base[1], status="OOM"))
+    table = compare_runs(base, new)
+    assert len(table) == 1
+    assert table.loc[0, "prefill tok/s ratio"] == 1.5 and table.loc[0, "decode tok/s ratio"] == 0.5
+
+
+def test_article_column_beside_ours():
+    records = [dict(model="rwkv6-3b", dtype="bfloat16", device="cuda", batch=1, context=8192, status="ok",
+                    prefill_tokens_per_s=1.0, decode_tokens_per_s=2.0, state_nbytes=1)]
+    assert throughput_table(records).loc[0, "article A100 decode tok/s"] == 2300
