@@ -72,7 +72,7 @@ def cmd_sweep(args) -> int:
     spec = SweepSpec(models=args.models or base.models, contexts=args.contexts or base.contexts,
                      batches=args.batches or base.batches, impl=args.impl, dtype=args.dtype or base.dtype,
                      device=device, decode_tokens=args.decode_tokens or base.decode_tokens,
-                     repeats=args.repeats or base.repeats)
+                     repeats=args.repeats or base.repeats, prefill_chunk=args.prefill_chunk)
     print(f"sweep: {len(spec.models)} models x {len(spec.contexts)} contexts x {len(spec.batches)} batches "
           f"on {device} ({spec.dtype}) -> {args.out}")
     store = run_sweep(spec, args.out, progress=not args.no_progress, isolate=not args.inline,
@@ -145,6 +145,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     s.add_argument("--decode-tokens", type=int, help="tokens generated per decode measurement (default 16)")
     s.add_argument("--repeats", type=int, help="timed repeats per cell, median reported (default 3)")
+    s.add_argument("--prefill-chunk", type=int, help="feed prompts in pieces of this many tokens, state carried "
+                   "(flat memory for RNN/SSM)")
     s.add_argument("--out", default="runs/default", help="folder for results.jsonl, tables and plots")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--inline", action="store_true",

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from archbench.harness.env import environment
 from archbench.harness.results import ResultsStore
 
-CELL_KEYS = ["model", "impl", "dtype", "device", "context", "batch", "decode_tokens"]
+CELL_KEYS = ["model", "impl", "dtype", "device", "context", "batch", "decode_tokens", "prefill_chunk"]
 
 
 @dataclass
@@ -31,10 +31,11 @@ class SweepSpec:
     device: str = "cpu"
     decode_tokens: int = 16
     repeats: int = 3
+    prefill_chunk: int | None = None  # feed the prompt in pieces, state carried
 
     def cells(self) -> list[dict]:
         return [dict(model=m, impl=self.impl, dtype=self.dtype, device=self.device, context=c, batch=b,
-                     decode_tokens=self.decode_tokens)
+                     decode_tokens=self.decode_tokens, prefill_chunk=self.prefill_chunk)
                 for m in self.models for c in self.contexts for b in self.batches]
 
 

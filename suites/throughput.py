@@ -9,7 +9,10 @@ import torch
 from archbench.harness.timing import time_fn
 
 
-def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: int = 3, seed: int = 0) -> dict:
+def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: int = 3, seed: int = 0,
+            prefill_chunk: int | None = None) -> dict:
+    """prefill_chunk: feed the prompt in pieces of this many tokens with the state carried
+    (for an RNN or SSM, memory then stays flat in the context length)."""
     device = model.device
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, model.config.vocab_size, (batch, context), generator=gen).to(device)
@@ -23,7 +26,9 @@ def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: i
         box["state"] = model.init_state(batch, max_len=max_len)
 
     def prefill():
-        box["logits"], box["state"] = model.forward(tokens, box["state"])
+        step = prefill_chunk or context
+        for start in range(0, context, step):
+            box["logits"], box["state"] = model.forward(tokens[:, start:start + step], box["state"])
 
     prefill_t = time_fn(prefill, device, warmup=1, repeats=repeats, setup=fresh_state)
     first = box["logits"][:, -1].argmax(-1)
@@ -40,6 +45,7 @@ def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: i
 
     decode_t = time_fn(decode, device, warmup=1, repeats=repeats, setup=copy_prompt_state)
     out = {
+        "prefill_chunk": prefill_chunk,
         "prefill_s": prefill_t["median_s"], "prefill_min_s": prefill_t["min_s"], "prefill_max_s": prefill_t["max_s"],
         "prefill_tokens_per_s": batch * context / prefill_t["median_s"],
         "decode_s_per_token": decode_t["median_s"] / decode_tokens,

@@ -123,3 +123,12 @@ def test_article_column_beside_ours():
     records = [dict(model="rwkv6-3b", dtype="bfloat16", device="cuda", batch=1, context=8192, status="ok",
                     prefill_tokens_per_s=1.0, decode_tokens_per_s=2.0, state_nbytes=1)]
     assert throughput_table(records).loc[0, "article A100 decode tok/s"] == 2300
+
+
+def test_chunked_prefill_is_recorded_as_its_own_cell(tmp_path):
+    for chunk in (None, 5):
+        spec = SweepSpec(models=["rwkv7-tiny"], contexts=[12], decode_tokens=1, repeats=1, prefill_chunk=chunk)
+        run_sweep(spec, tmp_path, progress=False, isolate=False)
+    records = ResultsStore(tmp_path / "results.jsonl").records()
+    assert sorted(r["prefill_chunk"] or 0 for r in records) == [0, 5]
+    assert all(r["status"] == "ok" for r in records)
