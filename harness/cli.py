@@ -119,6 +119,37 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_ppl(args) -> int:
+    import json as _json
+
+    from archbench.harness.env import environment
+    from archbench.harness.results import ResultsStore
+    from archbench.models.tokenizer import load_tokenizer
+    from archbench.suites.perplexity import evaluate, load_documents
+    docs = load_documents(args.data, args.field)
+    model = _model(args)
+    is_checkpoint = Path(args.model).exists()
+    # random-weight presets have no tokenizer of their own: bytes fit every vocabulary
+    tokenizer = load_tokenizer(args.tokenizer or (args.model if is_checkpoint else "bytes"))
+    if getattr(tokenizer, "vocab_size", 0) > model.config.vocab_size:
+        raise ArchbenchError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} ids but {args.model} only "
+                             f"{model.config.vocab_size}; pass a matching --tokenizer")
+    result = evaluate(model, tokenizer, docs, mode=args.mode, max_length=args.max_length, stride=args.stride,
+                      chunk=args.chunk, progress=not args.no_progress)
+    record = dict(model=args.model, data=str(args.data), field=args.field, tokenizer=tokenizer.name,
+                  max_length=args.max_length, stride=args.stride, chunk=args.chunk, dtype=args.dtype,
+                  documents=len(docs), env=environment(str(model.device)), **result.summary())
+    store = ResultsStore(Path(args.out) / "ppl.jsonl")
+    store.append(record)
+    from archbench.harness.report import plot_loss_by_position
+    plot = plot_loss_by_position(store.records(), Path(args.out) / "loss_by_position.png")
+    print(f"{args.model} {args.mode}: token ppl {result.token_perplexity:.4f}, bits/byte {result.bits_per_byte:.4f}, "
+          f"word ppl {result.word_perplexity:.4f} ({result.tokens} tokens, {result.bytes} bytes, {result.words} words)")
+    print("loss by position: " + _json.dumps({k: round(v, 4) for k, v in result.loss_by_position().items()}))
+    print(f"appended to {store.path}; plot of every record there: {plot}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archbench", description="Sequence-model architectures measured side by side.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -153,6 +184,25 @@ def parser() -> argparse.ArgumentParser:
                    help="measure in this process (default: worker processes, so a crash or hang is one cell's result)")
     s.add_argument("--cell-timeout", type=float, default=1800, help="seconds before a cell is recorded as timeout")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("ppl", help="perplexity, bits per byte and loss by position",
+                       description="Perplexity of a model on local text (.txt, .jsonl, .parquet): windowed like "
+                                   "lm-eval's loglikelihood_rolling, sliding with a stride, or streaming the whole "
+                                   "document through the state.")
+    s.add_argument("--model", required=True, help="preset or checkpoint path")
+    s.add_argument("--data", required=True, help=".txt (one document), .jsonl or .parquet (one per row)")
+    s.add_argument("--field", default="text", help="field or column holding the text (default text)")
+    s.add_argument("--tokenizer", help="rwkv-world, bytes, or a folder/file (default: the checkpoint's; bytes for presets)")
+    s.add_argument("--mode", default="windowed", choices=["windowed", "sliding", "streaming"])
+    s.add_argument("--max-length", type=int, default=2048, help="window length (windowed, sliding)")
+    s.add_argument("--stride", type=int, help="sliding: tokens a window adds (default max-length/2)")
+    s.add_argument("--chunk", type=int, help="streaming: tokens per forward call, state carried")
+    s.add_argument("--impl", default="auto")
+    s.add_argument("--dtype", default="float32")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", default="runs/ppl", help="folder for ppl.jsonl")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_ppl)
 
     s = sub.add_parser("report", help="tables and plots from recorded results",
                        description="Build tables (markdown, CSV) and plots from one or more runs' results.")

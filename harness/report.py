@@ -90,6 +90,27 @@ def plot_throughput(records: list[dict], path) -> Path:
     return path
 
 
+def plot_loss_by_position(records: list[dict], path) -> Path:
+    """Mean loss in log-spaced position buckets, one line per model and mode (ppl records)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in records:
+        points = sorted((int(k), v) for k, v in r["loss_by_position"].items())
+        ax.plot([max(k, 1) for k, _ in points], [v for _, v in points], marker="o", label=f"{r['model']} ({r['mode']})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("token position (bucket start)")
+    ax.set_ylabel("mean loss (nats)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_report(records: list[dict], out_dir) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ __all__ = [
     "Tokenizer",
     "RWKVWorldTokenizer",
     "HFTokenizer",
+    "ByteTokenizer",
     "load_tokenizer",
     "WORLD_VOCAB_FILE",
     "WORLD_SPECS",
@@ -383,10 +384,33 @@ def _from_folder(folder: Path, trust_remote_code: bool):
     return None
 
 
+class ByteTokenizer:
+    """UTF-8 bytes as ids 1-256 and 0 as end of text: for the tiny random-weight presets
+    (vocabulary 512), so suites run end to end with no vocabulary file."""
+
+    name = "bytes"
+    vocab_size = 257
+    eos_token_id = 0
+    bos_token_id = None
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_bytes(text.encode("utf-8"))
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        return [b + 1 for b in data]
+
+    def decode_bytes(self, ids) -> bytes:
+        return bytes(int(i) - 1 for i in ids if 0 < int(i) <= 256)
+
+    def decode(self, ids) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
 def load_tokenizer(spec: str | os.PathLike, *, trust_remote_code: bool = False):
     """A tokenizer from a spec:
 
     - "rwkv-world": the RWKV World tokenizer from the `rwkv` package's vocabulary;
+    - "bytes": UTF-8 bytes (ids 1-256; for tiny presets);
     - a folder: rwkv_vocab_v20230424.txt in it gives the World tokenizer, else
       tokenizer.json / tokenizer_config.json give a Hugging Face tokenizer;
     - a .pth/.pt checkpoint: the tokenizer in its folder if one sits beside it, else World;
@@ -397,6 +421,8 @@ def load_tokenizer(spec: str | os.PathLike, *, trust_remote_code: bool = False):
     ArchbenchError naming the path and what was looked for."""
     if isinstance(spec, str) and spec.strip().lower() in WORLD_SPECS:
         return _packaged_world()
+    if isinstance(spec, str) and spec.strip().lower() == "bytes":
+        return ByteTokenizer()
     path = Path(spec).expanduser()
     if path.is_dir():
         tok = _from_folder(path, trust_remote_code)

@@ -14,7 +14,7 @@ def subcommands():
     return list(parser()._subparsers._group_actions[0].choices)
 
 
-@pytest.mark.parametrize("command", [[]] + [[c] for c in ["list", "info", "sweep", "report"]])
+@pytest.mark.parametrize("command", [[]] + [[c] for c in ["list", "info", "sweep", "ppl", "report"]])
 def test_help_on_every_subcommand(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(command + ["--help"])
@@ -23,7 +23,7 @@ def test_help_on_every_subcommand(command, capsys):
 
 
 def test_every_subcommand_is_tested():
-    assert set(subcommands()) == {"list", "info", "sweep", "report"}
+    assert set(subcommands()) == {"list", "info", "sweep", "ppl", "report"}
 
 
 def test_console_script_installed():
