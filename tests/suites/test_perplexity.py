@@ -98,3 +98,31 @@ def test_cli_appends_a_record(tmp_path, capsys):
     assert record["documents"] == 2 and record["tokens"] == len(TEXT.encode()) + 16
     assert "bits/byte" in capsys.readouterr().out
     assert (tmp_path / "run" / "loss_by_position.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_windowed_equals_lm_eval_loglikelihood_rolling(tmp_path):
+    """The same tiny GPT-NeoX weights and tokenizer, the same text: our windowed log-likelihood
+    equals lm-eval's HFLM.loglikelihood_rolling."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path / "tiny-neox"
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator([TEXT] * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>", "<unk>"],
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", unk_token="<unk>").save_pretrained(folder)
+    archbench.build("pythia-tiny", seed=2).lm.save_pretrained(folder)
+
+    texts = [TEXT, "a document shorter than one window"]
+    hflm = HFLM(pretrained=str(folder), device="cpu", max_length=32, batch_size=1, dtype="float32")
+    theirs = hflm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)],
+                                        disable_tqdm=True)
+    ours = [-evaluate(archbench.load(folder), load_tokenizer(folder), [t], mode="windowed", max_length=32).nll
+            for t in texts]
+    assert len(load_tokenizer(folder).encode(TEXT)) > 3 * 32  # several windows
+    for a, b in zip(ours, theirs):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
