@@ -28,7 +28,10 @@ MODES = ("windowed", "sliding", "streaming")
 # ---- inputs ---------------------------------------------------------------------------
 def load_documents(path, field_name: str = "text") -> list[str]:
     """Documents from a .txt file (one document), a .jsonl file or a .parquet file (one
-    document per row, in `field_name`)."""
+    document per row, in `field_name`), or a Hugging Face dataset written
+    "hf:NAME[:CONFIG[:SPLIT]]" (e.g. hf:wikitext:wikitext-2-raw-v1:test) where reachable."""
+    if str(path).startswith("hf:"):
+        return _hf_dataset(str(path)[3:], field_name)
     path = Path(path)
     if not path.exists():
         raise ArchbenchError(f"{path}: no such file")
@@ -58,6 +61,23 @@ def load_documents(path, field_name: str = "text") -> list[str]:
     docs = [d for d in docs if d.strip()]
     if not docs:
         raise ArchbenchError(f"{path}: no text to score (the file or field is empty)")
+    return docs
+
+
+def _hf_dataset(spec: str, field_name: str) -> list[str]:
+    name, config, split = (spec.split(":") + [None, None])[:3]
+    try:
+        import datasets
+        data = datasets.load_dataset(name, config, split=split or "test")
+    except ImportError:
+        raise ArchbenchError("hf: datasets need the `datasets` package (pip install datasets)") from None
+    except Exception as e:  # offline, unknown name or config: one line, not a traceback
+        raise ArchbenchError(f"could not load dataset {spec!r}: {type(e).__name__}: {str(e)[:300]}") from None
+    if field_name not in data.column_names:
+        raise ArchbenchError(f"dataset {spec!r} has no column {field_name!r} (columns: {', '.join(data.column_names)})")
+    docs = [d for d in data[field_name] if d.strip()]
+    if not docs:
+        raise ArchbenchError(f"dataset {spec!r}: no text in {field_name!r}")
     return docs
 
 

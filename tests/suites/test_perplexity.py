@@ -89,6 +89,14 @@ def test_bad_inputs_are_clear(tmp_path):
         load_documents(tmp_path / "missing.txt")
 
 
+def test_unreachable_dataset_is_one_clear_error(monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ArchbenchError, match="could not load dataset 'no-such-org/no-such-set'"):
+        load_documents("hf:no-such-org/no-such-set")
+
+
 def test_cli_appends_a_record(tmp_path, capsys):
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in (TEXT, "another document")))
