@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 
 from archbench.harness.errors import ArchbenchError, CheckpointError, MissingDependencyError
-from archbench.harness.interface import State, resolve_dtype
+from archbench.harness.interface import State
+from archbench.models.library import LibraryModel
 
 IMPLS = ("hf", "mamba_ssm")
 INSTALL_HINT = ("Install them with `pip install archbench[gpu]` (with internet), or on the offline GPU "
@@ -221,7 +222,7 @@ def resolve_impl(impl: str | None, device=None) -> str:
     return impl
 
 
-class MambaBase(nn.Module):
+class MambaBase(LibraryModel):
     """A Mamba language model of either library, with the state in and out."""
 
     config_cls = MambaConfig
@@ -262,18 +263,6 @@ class MambaBase(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.embedding.weight.device
-
-    def cast(self, dtype) -> "MambaBase":
-        """Every parameter to dtype, as both libraries run them (the state follows the model)."""
-        dtype = resolve_dtype(dtype)
-        for p in self.parameters():
-            p.data = p.data.to(dtype)
-        return self
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self._tie()  # leaving the meta device makes new parameters, untying shared ones
-        return self
 
     def _tie(self) -> None:
         if self.config.tie_embeddings:

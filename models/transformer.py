@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from archbench.harness.errors import ArchbenchError, CheckpointError, MissingDependencyError
 from archbench.harness.interface import State, resolve_dtype
+from archbench.models.library import LibraryModel
 
 ARCHS = ("gpt_neox", "llama")
 IMPLS = ("sdpa", "flash_attn")
@@ -159,7 +160,7 @@ def _grouped_sdpa(q, k, v, mask, scale):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale).view(B, H, T, D)
 
 
-class Transformer(nn.Module):
+class Transformer(LibraryModel):
     config_cls = TransformerConfig
     family = "transformer"
     resolve_impl = staticmethod(resolve_impl)
@@ -196,18 +197,6 @@ class Transformer(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.lm.get_input_embeddings().weight.device
-
-    def cast(self, dtype) -> "Transformer":
-        """Parameters to dtype; the rotary frequencies stay fp32, as transformers keeps them."""
-        dtype = resolve_dtype(dtype)
-        for p in self.parameters():
-            p.data = p.data.to(dtype)
-        return self
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self._tie()  # moving from the meta device makes new parameters, untying shared ones
-        return self
 
     def to_empty(self, *, device, recurse=True):
         super().to_empty(device=device, recurse=recurse)
