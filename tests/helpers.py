@@ -14,3 +14,19 @@ def run_rwkv_oracle(jobs: list[dict], workdir: Path, v7: bool = False) -> None:
     done = subprocess.run([sys.executable, str(ORACLE), str(spec)] + (["--v7"] if v7 else []),
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def tiny_neox_folder(folder: Path, text: str) -> Path:
+    """A Hugging Face folder with tiny random GPT-NeoX weights (archbench's pythia-tiny) and
+    a byte-level BPE trained on text: what lm-eval's HFLM and archbench both load."""
+    import archbench
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator([text] * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>", "<unk>"],
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", unk_token="<unk>").save_pretrained(folder)
+    archbench.build("pythia-tiny", seed=2).lm.save_pretrained(folder)
+    return folder

@@ -11,6 +11,7 @@ from archbench.harness.cli import main
 from archbench.harness.errors import ArchbenchError
 from archbench.models.tokenizer import load_tokenizer
 from archbench.suites.perplexity import evaluate, load_documents, token_logprobs
+from helpers import tiny_neox_folder
 
 TEXT = "Perplexity is how people compare language models: ünïcödé bytes count too. " * 3
 
@@ -114,17 +115,8 @@ def test_windowed_equals_lm_eval_loglikelihood_rolling(tmp_path):
     pytest.importorskip("lm_eval")
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    folder = tmp_path / "tiny-neox"
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.train_from_iterator([TEXT] * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>", "<unk>"],
-                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", unk_token="<unk>").save_pretrained(folder)
-    archbench.build("pythia-tiny", seed=2).lm.save_pretrained(folder)
-
+    folder = tiny_neox_folder(tmp_path / "tiny-neox", TEXT)
     texts = [TEXT, "a document shorter than one window"]
     hflm = HFLM(pretrained=str(folder), device="cpu", max_length=32, batch_size=1, dtype="float32")
     theirs = hflm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)],

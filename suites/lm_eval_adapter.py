@@ -1,0 +1,131 @@
+"""archbench models inside lm-evaluation-harness.
+
+    from archbench.suites.lm_eval_adapter import ArchbenchLM   # registers "archbench"
+    lm = ArchbenchLM(model="RWKV-x070-World-1.5B.pth", dtype="bfloat16", device="cuda")
+    lm_eval.simple_evaluate(model=lm, tasks=["lambada_openai"])
+
+Requests are encoded exactly as lm-eval's own HFLM does (trailing context spaces move to
+the continuation, an empty context becomes the end-of-text token, inputs are truncated
+on the left to max_length), so the same weights give the same numbers. For every model,
+the context shared by several continuations (multiple choice) runs once and its state is
+reused for each continuation (`reuse_state=False` scores each pair from scratch).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from tqdm.auto import tqdm
+
+from archbench.suites.perplexity import token_logprobs
+
+
+@register_model("archbench")
+class ArchbenchLM(TemplateLM):
+    def __init__(self, model: str = "rwkv7-tiny", impl: str = "auto", dtype: str = "float32", device: str = "cpu",
+                 tokenizer: str | None = None, max_length: int = 2048, max_gen_toks: int = 256,
+                 reuse_state: bool = True, batch_size: int = 1, seed: int = 0, **_ignored):
+        super().__init__()
+        from archbench.harness.registry import build, load
+        from archbench.models.tokenizer import load_tokenizer
+        is_path = Path(model).exists()
+        self.model = (load if is_path else build)(model, impl=impl, dtype=dtype, device=device)
+        # random-weight presets have no tokenizer of their own: bytes fit every vocabulary
+        self.tokenizer = load_tokenizer(tokenizer or (model if is_path else "bytes"))
+        self.max_length = int(max_length)
+        self.max_gen_toks = int(max_gen_toks)
+        self.reuse_state = str(reuse_state).lower() not in ("false", "0", "no")
+        self.seed = int(seed)
+
+    # ---- what TemplateLM needs ------------------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        eos = self.tokenizer.eos_token_id
+        return 0 if eos is None else eos
+
+    def tok_encode(self, string: str, left_truncate_len: int | None = None, **kwargs) -> list[int]:
+        ids = self.tokenizer.encode(string)
+        return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    def tok_decode(self, ids) -> str:
+        return self.tokenizer.decode(ids)
+
+    @torch.no_grad()
+    def _forward(self, tokens: list[int], state=None):
+        return self.model.forward(torch.tensor([tokens], device=self.model.device), state)
+
+    @staticmethod
+    def _score(logits: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
+        target = torch.tensor(continuation, device=logits.device)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        return (logprobs.gather(-1, target[:, None]).sum().item(),
+                bool((logits.argmax(-1) == target).all().item()))
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """requests: ((context, continuation), context_enc, continuation_enc) as TemplateLM encodes them."""
+        results: list = [None] * len(requests)
+        by_context: dict[tuple, list[int]] = {}
+        for i, (_, ctx, _) in enumerate(requests):
+            by_context.setdefault(tuple(ctx), []).append(i)
+        for ctx, idxs in tqdm(by_context.items(), desc="loglikelihood", disable=disable_tqdm):
+            ctx = list(ctx)
+            conts = [requests[i][2] for i in idxs]
+            fits = all(len(ctx) + len(c) <= self.max_length + 1 for c in conts)
+            if self.reuse_state and fits and len(ctx) > 1 and len(idxs) > 1:
+                _, state = self._forward(ctx[:-1])  # the shared context, once
+                for i, cont in zip(idxs, conts):
+                    logits, _ = self._forward([ctx[-1]] + cont[:-1], state.clone())
+                    results[i] = self._score(logits[0], cont)
+            else:
+                for i, cont in zip(idxs, conts):
+                    inputs = (ctx + cont)[-(self.max_length + 1):][:-1]
+                    logits, _ = self._forward(inputs)
+                    results[i] = self._score(logits[0, -len(cont):], cont)
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        out = []
+        for (string,) in tqdm([r.args for r in requests], desc="loglikelihood_rolling", disable=disable_tqdm):
+            tokens = self.tok_encode(string)
+            lp = token_logprobs(self.model, tokens, self.prefix_token_id, "windowed", max_length=self.max_length)
+            out.append(lp.double().sum().item())
+        return out
+
+    @torch.no_grad()
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        gen = torch.Generator(device=self.model.device).manual_seed(self.seed)
+        out = []
+        for context, kwargs in tqdm([r.args for r in requests], desc="generate_until", disable=disable_tqdm):
+            kwargs = dict(kwargs or {})
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            eos_text = self.tok_decode([self.eot_token_id])
+            if eos_text and eos_text not in until:
+                until.append(eos_text)
+            max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
+            temperature = float(kwargs.get("temperature", 0.0))
+            sample = bool(kwargs.get("do_sample", False)) and temperature > 0
+            ctx = self.tok_encode(context, left_truncate_len=self.max_length - max_new) or [self.prefix_token_id]
+            logits, state = self._forward(ctx)
+            logits, generated = logits[0, -1], []
+            for _ in range(max_new):
+                if sample:
+                    probs = torch.softmax(logits.float() / temperature, dim=-1)
+                    nxt = int(torch.multinomial(probs, 1, generator=gen).item())
+                else:
+                    nxt = int(logits.argmax().item())
+                if nxt == self.eot_token_id:
+                    break
+                generated.append(nxt)
+                text = self.tok_decode(generated)
+                if any(u in text for u in until):
+                    break
+                step, state = self.model.step(torch.tensor([nxt], device=self.model.device), state)
+                logits = step[0]
+            text = self.tok_decode(generated)
+            for u in until:
+                text = text.split(u)[0]
+            out.append(text)
+        return out

@@ -1,0 +1,73 @@
+"""archbench inside lm-eval: the same numbers as lm-eval's own HFLM on the same weights,
+for the three request types; state reuse changes nothing but the work done."""
+import pytest
+import torch
+
+pytest.importorskip("lm_eval")
+from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.models.huggingface import HFLM  # noqa: E402
+
+from archbench.suites.lm_eval_adapter import ArchbenchLM  # noqa: E402
+from helpers import tiny_neox_folder  # noqa: E402
+
+TEXT = "The quick brown fox jumps over the lazy dog. Then it sleeps, and the dog barks twice.\n" * 4
+CHOICES = [("The quick brown fox", " jumps"), ("The quick brown fox", " sleeps"), ("The quick brown fox ", "barks"),
+           ("", "The dog"), ("Then it", " sleeps, and the dog barks twice.")]
+
+
+def requests(kind, args):
+    return [Instance(kind, {}, a, i) for i, a in enumerate(args)]
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    folder = tiny_neox_folder(tmp_path_factory.mktemp("m") / "tiny-neox", TEXT)
+    theirs = HFLM(pretrained=str(folder), device="cpu", max_length=24, batch_size=1, dtype="float32")
+    ours = ArchbenchLM(model=str(folder), max_length=24)
+    return ours, theirs
+
+
+def test_loglikelihood_equals_hflm(both):
+    ours, theirs = both
+    a = ours.loglikelihood(requests("loglikelihood", CHOICES), disable_tqdm=True)
+    b = theirs.loglikelihood(requests("loglikelihood", CHOICES), disable_tqdm=True)
+    for (la, ga), (lb, gb) in zip(a, b):
+        assert la == pytest.approx(lb, rel=1e-6, abs=1e-6) and ga == gb
+
+
+def test_loglikelihood_rolling_equals_hflm(both):
+    ours, theirs = both
+    docs = [(TEXT,), ("short one",)]
+    for x, y in zip(ours.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True),
+                    theirs.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True)):
+        assert x == pytest.approx(y, rel=1e-6, abs=1e-6)
+
+
+def test_generate_until_equals_hflm_greedy(both):
+    ours, theirs = both
+    args = [("The quick brown", {"until": ["\n"], "max_gen_toks": 12, "do_sample": False}),
+            ("Then it sleeps", {"until": ["dog", "."], "max_gen_toks": 8})]
+    assert ours.generate_until(requests("generate_until", args), disable_tqdm=True) == \
+        theirs.generate_until(requests("generate_until", args), disable_tqdm=True)
+
+
+@pytest.mark.parametrize("model", ["rwkv7-tiny", "mamba-tiny"])
+def test_state_reuse_gives_identical_results(model):
+    """Four continuations of one long context: scored with the context's state reused, and
+    each pair from scratch."""
+    context = "Question: which animal sleeps after jumping over the dog? Answer:"
+    choices = requests("loglikelihood", [(context, c) for c in (" the fox", " the dog", " a cat", " nobody")])
+    reuse = ArchbenchLM(model=model, reuse_state=True).loglikelihood(choices, disable_tqdm=True)
+    fresh = ArchbenchLM(model=model, reuse_state=False).loglikelihood(choices, disable_tqdm=True)
+    for (a, ga), (b, gb) in zip(reuse, fresh):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-5) and ga == gb
+    assert len({round(a, 4) for a, _ in reuse}) == 4  # the choices really differ
+
+
+def test_sampling_is_seeded():
+    lm = ArchbenchLM(model="rwkv6-tiny", seed=3)
+    args = requests("generate_until", [("abc", {"until": ["zzz"], "max_gen_toks": 6, "do_sample": True,
+                                                 "temperature": 1.0})])
+    torch.manual_seed(0)
+    assert lm.generate_until(args, disable_tqdm=True) == ArchbenchLM(model="rwkv6-tiny", seed=3).generate_until(
+        args, disable_tqdm=True)
