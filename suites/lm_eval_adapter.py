@@ -12,6 +12,7 @@ reused for each continuation (`reuse_state=False` scores each pair from scratch)
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,6 +31,9 @@ class ArchbenchLM(TemplateLM):
         super().__init__()
         from archbench.harness.registry import build, load
         from archbench.models.tokenizer import load_tokenizer
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn(f"device {device!r} requested (lm-eval's default) but no CUDA GPU is visible: using the CPU")
+            device = "cpu"
         is_path = Path(model).exists()
         self.model = (load if is_path else build)(model, impl=impl, dtype=dtype, device=device)
         # random-weight presets have no tokenizer of their own: bytes fit every vocabulary
@@ -129,3 +133,14 @@ class ArchbenchLM(TemplateLM):
                 text = text.split(u)[0]
             out.append(text)
         return out
+
+
+def cli() -> None:
+    """`archbench-lm-eval`: lm-eval's own command line with the "archbench" model registered
+    (lm-eval 0.4 finds models only in modules that are imported; this one is)."""
+    from lm_eval.__main__ import cli_evaluate
+    cli_evaluate()
+
+
+if __name__ == "__main__":
+    cli()
