@@ -20,11 +20,12 @@ def tiny_neox_folder(folder: Path, text: str) -> Path:
     """A Hugging Face folder with tiny random GPT-NeoX weights (archbench's pythia-tiny) and
     a byte-level BPE trained on text: what lm-eval's HFLM and archbench both load."""
     import archbench
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator([text] * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>", "<unk>"],
                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", unk_token="<unk>").save_pretrained(folder)
