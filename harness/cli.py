@@ -150,6 +150,27 @@ def cmd_ppl(args) -> int:
     return 0
 
 
+def cmd_niah(args) -> int:
+    from archbench.models.tokenizer import load_tokenizer
+    from archbench.suites.niah import grid, plot_heatmap, read_haystack, run_grid
+    cells = grid(args.contexts, depths=args.depths, trials=args.trials, task=args.task)
+    haystack = read_haystack(args.haystack) if args.haystack else None
+    model = _model(args)
+    tokenizer = load_tokenizer(args.tokenizer or (args.model if Path(args.model).exists() else "bytes"))
+    store = run_grid(model, tokenizer, cells, args.out, args.model, chunk=args.chunk, haystack=haystack,
+                     progress=not args.no_progress)
+    records = [r for r in store.records() if r["model"] == args.model]
+    plot = plot_heatmap(records, Path(args.out) / f"heatmap_{Path(args.model).name}.png", model=args.model)
+    import pandas as pd
+    df = pd.DataFrame(records)
+    table = df.groupby("context").agg(accuracy=("correct", "mean"), cells=("status", "size"),
+                                      oom=("status", lambda s: int((s == "OOM").sum())),
+                                      seconds_per_cell=("seconds", "median"))
+    print(table.to_markdown())
+    print(f"\nwrote {store.path}, {plot}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archbench", description="Sequence-model architectures measured side by side.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -203,6 +224,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/ppl", help="folder for ppl.jsonl")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_ppl)
+
+    s = sub.add_parser("niah", help="needle-in-a-haystack and passkey retrieval over length and depth",
+                       description="Retrieval accuracy over context length x needle depth, with a heatmap. "
+                                   "Cells already recorded in --out are skipped.")
+    s.add_argument("--model", required=True, help="preset or checkpoint path")
+    s.add_argument("--task", default="passkey", choices=["passkey", "needle", "multi-query"])
+    s.add_argument("--contexts", type=_ints, default=[1024, 4096], help="e.g. 1k,4k,32k,512k")
+    s.add_argument("--depths", type=_ints, default=list(range(0, 101, 10)), help="percents, e.g. 0,50,100")
+    s.add_argument("--trials", type=int, default=1)
+    s.add_argument("--chunk", type=int, help="read the prompt in pieces of this many tokens, state carried")
+    s.add_argument("--haystack", help="a text file to use as haystack (default: generated sentences)")
+    s.add_argument("--tokenizer", help="default: the checkpoint's; bytes for presets")
+    s.add_argument("--impl", default="auto")
+    s.add_argument("--dtype", default="float32")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", default="runs/niah")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_niah)
 
     s = sub.add_parser("report", help="tables and plots from recorded results",
                        description="Build tables (markdown, CSV) and plots from one or more runs' results.")

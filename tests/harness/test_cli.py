@@ -14,7 +14,7 @@ def subcommands():
     return list(parser()._subparsers._group_actions[0].choices)
 
 
-@pytest.mark.parametrize("command", [[]] + [[c] for c in ["list", "info", "sweep", "ppl", "report"]])
+@pytest.mark.parametrize("command", [[]] + [[c] for c in ["list", "info", "sweep", "ppl", "niah", "report"]])
 def test_help_on_every_subcommand(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(command + ["--help"])
@@ -23,7 +23,7 @@ def test_help_on_every_subcommand(command, capsys):
 
 
 def test_every_subcommand_is_tested():
-    assert set(subcommands()) == {"list", "info", "sweep", "ppl", "report"}
+    assert set(subcommands()) == {"list", "info", "sweep", "ppl", "niah", "report"}
 
 
 def test_console_script_installed():
@@ -56,3 +56,11 @@ def test_readme_quick_start_is_what_ci_runs():
     assert block[0].endswith("archbench sweep")
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci == block[1]
+
+
+def test_niah_command_and_a_malformed_grid(tmp_path, capsys):
+    assert main(["niah", "--model", "rwkv7-tiny", "--contexts", "400", "--depths", "0,100", "--chunk", "100",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    assert (tmp_path / "heatmap_rwkv7-tiny.png").exists() and "accuracy" in capsys.readouterr().out
+    assert main(["niah", "--model", "rwkv7-tiny", "--depths", "0,150", "--out", str(tmp_path)]) == 2
+    assert "percents" in capsys.readouterr().err
