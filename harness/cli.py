@@ -91,7 +91,9 @@ def cmd_sweep(args) -> int:
 def _run_records(run: str) -> list[dict]:
     from archbench.harness.results import ResultsStore
     path = Path(run)
-    path = path / "results.jsonl" if path.is_dir() else path
+    if path.is_dir():
+        path = next((path / n for n in ("results.jsonl", "ppl.jsonl", "niah.jsonl") if (path / n).exists()),
+                    path / "results.jsonl")
     if not path.exists():
         raise ArchbenchError(f"{run}: no results.jsonl there (run `archbench sweep --out {run}` first)")
     return ResultsStore(path).records()
@@ -171,6 +173,31 @@ def cmd_niah(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    import glob
+
+    from archbench.suites.reproduce import build_report
+    if args.what != "seed":
+        raise ArchbenchError(f"unknown article {args.what!r}; known: seed")
+    runs = args.results or sorted(glob.glob("results/sweeps/*/results.jsonl"))
+    records = [r for run in runs for r in _run_records(run)]
+    checkpoints = dict(c.split("=", 1) for c in args.checkpoint or [] if "=" in c)
+    ppl = {}
+    for name, path in checkpoints.items():  # perplexities recorded by `archbench ppl --model PATH`
+        for run in args.ppl or []:
+            for r in _run_records(run):
+                if r.get("model") == path and r.get("mode") == "windowed":
+                    ppl[name] = r["token_perplexity"]
+    only = set(args.only.split(",")) if args.only else None
+    report = build_report(records, checkpoints=checkpoints, ppl=ppl, only=only)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seed.md").write_text(report)
+    print(report)
+    print(f"wrote {out / 'seed.md'} from {len(runs)} sweep run(s), {len(records)} record(s)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archbench", description="Sequence-model architectures measured side by side.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -242,6 +269,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/niah")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_niah)
+
+    s = sub.add_parser("reproduce", help="the article's tables, from recorded measurements",
+                       description="Rebuild the comparison tables of the article in shared/seed (speed, memory, "
+                                   "quality, complexity) beside the article's figures, from recorded results.")
+    s.add_argument("what", help="the article: seed")
+    s.add_argument("--only", help="comma-separated: speed,memory,quality,complexity")
+    s.add_argument("--results", nargs="*", help="sweep runs (default results/sweeps/*/results.jsonl)")
+    s.add_argument("--ppl", nargs="*", help="ppl runs (folders with ppl.jsonl) for the quality table")
+    s.add_argument("--checkpoint", action="append", metavar="NAME=PATH",
+                   help="a checkpoint for a quality row, e.g. \"RWKV-7 Goose=RWKV-x070-World-2.9B.pth\"")
+    s.add_argument("--out", default="results/reproduce")
+    s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("report", help="tables and plots from recorded results",
                        description="Build tables (markdown, CSV) and plots from one or more runs' results.")

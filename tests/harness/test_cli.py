@@ -14,7 +14,7 @@ def subcommands():
     return list(parser()._subparsers._group_actions[0].choices)
 
 
-@pytest.mark.parametrize("command", [[]] + [[c] for c in ["list", "info", "sweep", "ppl", "niah", "report"]])
+@pytest.mark.parametrize("command", [[]] + [[c] for c in ["list", "info", "sweep", "ppl", "niah", "reproduce", "report"]])
 def test_help_on_every_subcommand(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(command + ["--help"])
@@ -23,7 +23,7 @@ def test_help_on_every_subcommand(command, capsys):
 
 
 def test_every_subcommand_is_tested():
-    assert set(subcommands()) == {"list", "info", "sweep", "ppl", "niah", "report"}
+    assert set(subcommands()) == {"list", "info", "sweep", "ppl", "niah", "reproduce", "report"}
 
 
 def test_console_script_installed():
@@ -64,3 +64,12 @@ def test_niah_command_and_a_malformed_grid(tmp_path, capsys):
     assert (tmp_path / "heatmap_rwkv7-tiny.png").exists() and "accuracy" in capsys.readouterr().out
     assert main(["niah", "--model", "rwkv7-tiny", "--depths", "0,150", "--out", str(tmp_path)]) == 2
     assert "percents" in capsys.readouterr().err
+
+
+def test_reproduce_from_a_recorded_sweep(tmp_path, capsys):
+    from archbench.harness.sweep import SweepSpec, run_sweep
+    run_sweep(SweepSpec(models=["rwkv6-tiny"], contexts=[16, 32, 64], decode_tokens=1, repeats=1), tmp_path / "sweep",
+              progress=False, isolate=False)
+    assert main(["reproduce", "seed", "--results", str(tmp_path / "sweep"), "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "seed.md").read_text()
+    assert "| rwkv6-tiny | rwkv6 |" in report and "not measured" in report and "no checkpoint" in report

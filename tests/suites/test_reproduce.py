@@ -1,0 +1,38 @@
+"""The article's tables rebuilt from records: every article row appears, missing
+measurements and checkpoints are said per row, and slopes are right on synthetic timings."""
+import pytest
+
+from archbench.suites.reproduce import (ARTICLE_QUALITY, build_report, fit_slopes, loglog_slope)
+from archbench.suites.seed_article import ARTICLE_DECODE_TOKENS_PER_S, ARTICLE_MEMORY_GB
+
+
+def synthetic(model, family, prefill_exp, decode_exp, memory_exp, contexts=(4096, 16384, 65536, 262144)):
+    return [dict(model=model, family=family, context=c, batch=1, status="ok", prefill_s=1e-6 * c ** prefill_exp,
+                 decode_s_per_token=1e-3 * c ** decode_exp, decode_tokens_per_s=1 / (1e-3 * c ** decode_exp),
+                 peak_allocated_bytes=5e9 + 1e3 * c ** memory_exp, weight_nbytes=5e9, state_nbytes=1e3 * c ** memory_exp,
+                 env={"gpu": "Test GPU"}) for c in contexts]
+
+
+def test_slopes_recover_known_exponents():
+    assert loglog_slope([1, 10, 100], [3, 30, 300]) == pytest.approx(1)
+    records = synthetic("rnn", "rwkv7", 1, 0, 0) + synthetic("attn", "transformer", 2, 1, 1)
+    slopes = fit_slopes(records)
+    assert slopes["rnn"]["prefill_time"] == pytest.approx(1) and slopes["rnn"]["decode_time_per_token"] == pytest.approx(0)
+    assert slopes["rnn"]["memory"] == pytest.approx(0, abs=1e-9)
+    assert slopes["attn"]["prefill_time"] == pytest.approx(2) and slopes["attn"]["memory"] == pytest.approx(1)
+
+
+def test_report_has_every_article_row_and_says_what_is_missing():
+    records = synthetic("rwkv6-3b", "rwkv6", 1, 0, 0, contexts=(512, 2048, 8192))
+    records.append(dict(model="pythia-2.8b", family="transformer", context=131072, batch=1, status="OOM"))
+    report = build_report(records, checkpoints={"RWKV-7 Goose": "x.pth"}, ppl={"RWKV-7 Goose": 9.9})
+    for model, figures in ARTICLE_DECODE_TOKENS_PER_S.items():
+        for ctx in figures:
+            assert f"| {model} | {ctx:,} |" in report
+    for model in ARTICLE_MEMORY_GB:
+        assert model in report
+    for model in ARTICLE_QUALITY:
+        assert f"| {model} |" in report
+    assert report.count("no checkpoint: pass") == len(ARTICLE_QUALITY) - 1
+    assert "| 9.90 |" in report and "| OOM |" in report and "Test GPU" in report
+    assert "not measured: `archbench sweep --preset seed-speed` (mamba2-2.7b)" in report
