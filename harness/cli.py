@@ -72,7 +72,9 @@ def cmd_sweep(args) -> int:
     spec = SweepSpec(models=args.models or base.models, contexts=args.contexts or base.contexts,
                      batches=args.batches or base.batches, impl=args.impl, dtype=args.dtype or base.dtype,
                      device=device, decode_tokens=args.decode_tokens or base.decode_tokens,
-                     repeats=args.repeats or base.repeats, prefill_chunk=args.prefill_chunk)
+                     repeats=args.repeats or base.repeats,
+                     prefill_chunk=args.prefill_chunk if args.prefill_chunk is not None else base.prefill_chunk,
+                     cuda_graphs=not args.no_cuda_graphs, peers=args.peers or base.peers)
     print(f"sweep: {len(spec.models)} models x {len(spec.contexts)} contexts x {len(spec.batches)} batches "
           f"on {device} ({spec.dtype}) -> {args.out}")
     store = run_sweep(spec, args.out, progress=not args.no_progress, isolate=not args.inline,
@@ -136,17 +138,30 @@ def cmd_ppl(args) -> int:
     if getattr(tokenizer, "vocab_size", 0) > model.config.vocab_size:
         raise ArchbenchError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} ids but {args.model} only "
                              f"{model.config.vocab_size}; pass a matching --tokenizer")
+    import time
+
+    import torch
+    on_gpu = model.device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(model.device)
+    started = time.perf_counter()
     result = evaluate(model, tokenizer, docs, mode=args.mode, max_length=args.max_length, stride=args.stride,
                       chunk=args.chunk, progress=not args.no_progress)
+    seconds = time.perf_counter() - started
+    usage = {"seconds": seconds, "tokens_per_s": result.tokens / seconds}
+    if on_gpu:
+        usage.update(peak_allocated_bytes=torch.cuda.max_memory_allocated(model.device),
+                     peak_reserved_bytes=torch.cuda.max_memory_reserved(model.device))
     record = dict(model=args.model, data=str(args.data), field=args.field, tokenizer=tokenizer.name,
                   max_length=args.max_length, stride=args.stride, chunk=args.chunk, dtype=args.dtype,
-                  documents=len(docs), env=environment(str(model.device)), **result.summary())
+                  documents=len(docs), env=environment(str(model.device)), **result.summary(), **usage)
     store = ResultsStore(Path(args.out) / "ppl.jsonl")
     store.append(record)
     from archbench.harness.report import plot_loss_by_position
     plot = plot_loss_by_position(store.records(), Path(args.out) / "loss_by_position.png")
     print(f"{args.model} {args.mode}: token ppl {result.token_perplexity:.4f}, bits/byte {result.bits_per_byte:.4f}, "
-          f"word ppl {result.word_perplexity:.4f} ({result.tokens} tokens, {result.bytes} bytes, {result.words} words)")
+          f"word ppl {result.word_perplexity:.4f} ({result.tokens} tokens, {result.bytes} bytes, {result.words} words) "
+          f"in {seconds:.1f} s" + (f", peak {usage['peak_allocated_bytes'] / 2**30:.2f} GiB allocated" if on_gpu else ""))
     print("loss by position: " + _json.dumps({k: round(v, 4) for k, v in result.loss_by_position().items()}))
     print(f"appended to {store.path}; plot of every record there: {plot}")
     return 0
@@ -225,7 +240,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--decode-tokens", type=int, help="tokens generated per decode measurement (default 16)")
     s.add_argument("--repeats", type=int, help="timed repeats per cell, median reported (default 3)")
     s.add_argument("--prefill-chunk", type=int, help="feed prompts in pieces of this many tokens, state carried "
-                   "(flat memory for RNN/SSM)")
+                   "(flat memory for RWKV; 0: whole prompts)")
+    s.add_argument("--no-cuda-graphs", action="store_true", help="decode with eager steps instead of graph replays")
+    s.add_argument("--peers", action="store_true", help="also time each library's own decode path on the same "
+                   "weights (transformers generate, mamba_ssm generate(cg=True), fla RWKV-7), per cell")
     s.add_argument("--out", default="runs/default", help="folder for results.jsonl, tables and plots")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--inline", action="store_true",

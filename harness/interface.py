@@ -8,9 +8,11 @@
 `forward` over T tokens equals T calls of `step` and equals `forward` over any split of
 the T tokens with the state carried between the pieces.
 
-`forward` and `step` consume the state they are given: RWKV returns new tensors, while the
-Transformer (a preallocated KV cache) and Mamba update their buffers in place, so that a
-decode step can be captured in a CUDA graph. Keep `state.clone()` to reuse a state.
+`forward` and `step` consume the state they are given: every family updates its tensors in
+place (RWKV's shifts and WKV state, Mamba's conv and SSM state, the Transformer's
+preallocated KV cache), so that a decode step can be captured in a CUDA graph. Keep
+`state.clone()` to reuse a state. `forward(tokens, state, last_only=True)` returns only the
+last position's logits (B, 1, V): a long prompt then never holds (B, T, V) logits.
 """
 from __future__ import annotations
 
@@ -51,6 +53,21 @@ class State:
     def clone(self) -> "State":
         return type(self)(**{f.name: (v.clone() if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
                              for f in fields(self)})
+
+    def checkpoint(self) -> "State":
+        """What `restore` needs to bring this state back to now (a clone; a KV cache only
+        keeps its counters, since later tokens never overwrite earlier slots)."""
+        return self.clone()
+
+    def restore(self, saved: "State") -> None:
+        """Back to `saved` (from `checkpoint`), into this state's own tensors, so a CUDA
+        graph captured on them replays from there."""
+        for f in fields(self):
+            value = getattr(saved, f.name)
+            if isinstance(value, torch.Tensor):
+                getattr(self, f.name).copy_(value)
+            else:
+                setattr(self, f.name, value)
 
 
 @runtime_checkable

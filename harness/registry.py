@@ -85,9 +85,9 @@ def make(family: str, config, impl: str = "auto", dtype="float32", device="cpu")
 def build(name: str, impl: str = "auto", dtype="float32", device="cpu", seed: int = 0):
     """A preset's exact shape with random weights. impl "auto": the fastest backend here."""
     family, config = config_for(name)
-    cls = family_class(family)
-    impl = _impl(cls, impl, device)
-    model = cls(config, impl=impl).init_random_(seed)  # initialised on the CPU, deterministic
+    impl = _impl(family_class(family), impl, device)
+    # initialised on the CPU in fp32 (the same weights on every device), no default init first
+    model = make(family, config, impl=impl, dtype="float32", device="cpu").init_random_(seed)
     return model.to(device=device).cast(resolve_dtype(dtype)).eval()
 
 

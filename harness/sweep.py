@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from archbench.harness.env import environment
 from archbench.harness.results import ResultsStore
 
-CELL_KEYS = ["model", "impl", "dtype", "device", "context", "batch", "decode_tokens", "prefill_chunk"]
+CELL_KEYS = ["model", "impl", "dtype", "device", "context", "batch", "decode_tokens", "prefill_chunk", "cuda_graphs"]
 
 
 @dataclass
@@ -31,21 +31,24 @@ class SweepSpec:
     device: str = "cpu"
     decode_tokens: int = 16
     repeats: int = 3
-    prefill_chunk: int | None = None  # feed the prompt in pieces, state carried
+    prefill_chunk: int | None = None  # feed the prompt in pieces, state carried (models that can: RWKV)
+    cuda_graphs: bool = True  # decode steps replayed from a CUDA graph (on a GPU)
+    peers: bool = False  # also time the library's own decode path on the same weights, per cell
 
     def cells(self) -> list[dict]:
         return [dict(model=m, impl=self.impl, dtype=self.dtype, device=self.device, context=c, batch=b,
-                     decode_tokens=self.decode_tokens, prefill_chunk=self.prefill_chunk)
+                     decode_tokens=self.decode_tokens, prefill_chunk=self.prefill_chunk, cuda_graphs=self.cuda_graphs)
                 for m in self.models for c in self.contexts for b in self.batches]
 
 
 SEED_MODELS = ["rwkv6-3b", "rwkv7-2b9", "pythia-2.8b", "mamba-2.8b", "mamba2-2.7b"]
-# named sweeps: the article's speed table (512 ... 512K) and memory table (1K ... 1M)
+# named sweeps: the article's speed table (512 ... 512K) and memory table (1K ... 1M), with
+# the peers' own decode paths timed in the same cells; RWKV reads prompts in 64K pieces
 PRESETS = {
     "seed-speed": SweepSpec(models=SEED_MODELS, contexts=[512, 2048, 8192, 32768, 131072, 524288], dtype="bfloat16",
-                            device="cuda", decode_tokens=64),
+                            device="cuda", decode_tokens=64, prefill_chunk=65536, peers=True),
     "seed-memory": SweepSpec(models=SEED_MODELS, contexts=[1024, 8192, 131072, 1048576], dtype="bfloat16",
-                             device="cuda", decode_tokens=16, repeats=1),
+                             device="cuda", decode_tokens=16, repeats=1, prefill_chunk=65536),
 }
 
 # the embedded default: a tiny model of every family, about a minute on a 2-core CPU

@@ -59,7 +59,8 @@ def measure_cell(cell: dict, spec: dict, models: dict) -> dict:
         record.update(family=model.family, params=model.num_params(), impl_used=getattr(model, "impl", spec["impl"]))
         _inject_fault(cell)
         record.update(throughput.measure(model, cell["batch"], cell["context"], spec["decode_tokens"], spec["repeats"],
-                                         prefill_chunk=cell.get("prefill_chunk")))
+                                         prefill_chunk=cell.get("prefill_chunk"),
+                                         cuda_graphs=cell.get("cuda_graphs", True), peers=spec.get("peers", False)))
     except Exception as err:  # one failed cell never ends the sweep
         record["status"] = "OOM" if is_oom(err) else "error"
         record["error"] = f"{type(err).__name__}: {err}"[:500]

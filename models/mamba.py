@@ -352,15 +352,16 @@ class MambaBase(LibraryModel):
         return n
 
     @torch.no_grad()
-    def forward(self, tokens: torch.Tensor, state: MambaState | None = None):
-        """tokens (B, T) -> logits (B, T, V) in fp32, and the state after the last token."""
+    def forward(self, tokens: torch.Tensor, state: MambaState | None = None, last_only: bool = False):
+        """tokens (B, T) -> logits (B, T, V) in fp32 ((B, 1, V) with last_only), and the
+        state after the last token."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
         state = self.init_state(tokens.shape[0]) if state is None else state
         if state.length and tokens.shape[1] > 1 and not (self.impl == "hf" and self.version == 2):
             steps = [self.step(tokens[:, t], state)[0] for t in range(tokens.shape[1])]
-            return torch.stack(steps, dim=1), state
-        logits = self._run(tokens, state, started=state.length > 0)
+            return torch.stack(steps[-1:] if last_only else steps, dim=1), state
+        logits = self._run(tokens, state, started=state.length > 0, last_only=last_only)
         state.length += tokens.shape[1]
         return logits, state
 
@@ -373,10 +374,11 @@ class MambaBase(LibraryModel):
         return logits, state
 
     # ---- the two libraries ----------------------------------------------------------
-    def _run(self, tokens: torch.Tensor, state: MambaState, started: bool) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, state: MambaState, started: bool, last_only: bool = False) -> torch.Tensor:
+        keep = 1 if last_only else 0
         if self.impl == "hf":
             cache = self._hf_cache(state, started)
-            out = self.lm(input_ids=tokens, use_cache=True, **{self._cache_arg: cache})
+            out = self.lm(input_ids=tokens, use_cache=True, logits_to_keep=keep, **{self._cache_arg: cache})
         else:
             if self.device.type != "cuda":
                 raise ArchbenchError("impl 'mamba_ssm' runs on CUDA only; use impl 'hf' on a CPU")
@@ -384,7 +386,7 @@ class MambaBase(LibraryModel):
             params = InferenceParams(max_seqlen=state.length + tokens.shape[1], max_batch_size=tokens.shape[0],
                                      seqlen_offset=int(started))  # > 0 selects the one-token step kernels
             params.key_value_memory_dict = {i: (state.conv[i], state.ssm[i]) for i in range(self.config.n_layer)}
-            out = self.lm(tokens, inference_params=params)
+            out = self.lm(tokens, inference_params=params, num_last_tokens=keep)
         return out.logits.float()
 
     def _hf_cache(self, state: MambaState, started: bool):

@@ -7,6 +7,7 @@ version file (rwkv4.py ... rwkv7.py) supplies its TimeMix and ChannelMix modules
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -85,13 +86,16 @@ class RWKVBase(nn.Module):
     time_mix_cls: type[nn.Module]
     channel_mix_cls: type[nn.Module]
     wkv_op: str
+    chunked_prefill = True  # forward continues a state in parallel: a prompt can go in pieces
 
     def __init__(self, config: RWKVConfig, impl: str = "ref"):
         super().__init__()
         self.config = config
         self.family = config.family
         self.impl = impl
-        self.wkv = get_op(self.wkv_op, impl)
+        op = get_op(self.wkv_op, impl)
+        # our kernels write the state they are given; the others return a new one, copied back
+        self.wkv = functools.partial(op, inplace=True) if impl == "cuda" else op
         # the reference's RWKV_RESCALE_LAYER; 0 turns it off
         self.fp16_rescale_every = RESCALE_EVERY_FP16 if config.version != "7" else 0
         C = config.n_embd
@@ -167,8 +171,10 @@ class RWKVBase(nn.Module):
         return n
 
     @torch.no_grad()
-    def forward(self, tokens: torch.Tensor, state: RWKVState | None = None) -> tuple[torch.Tensor, RWKVState]:
-        """tokens (B, T) -> logits (B, T, V) in fp32, and the state after the last token."""
+    def forward(self, tokens: torch.Tensor, state: RWKVState | None = None,
+                last_only: bool = False) -> tuple[torch.Tensor, RWKVState]:
+        """tokens (B, T) -> logits (B, T, V) in fp32 ((B, 1, V) with last_only), and the
+        state after the last token, written into the given state's tensors."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
         if state is None:
@@ -176,20 +182,23 @@ class RWKVBase(nn.Module):
         rescale = self.fp16_rescale_every if self.dtype == torch.float16 else 0
         x = self.emb(tokens)
         v_first = None
-        att_shift, ffn_shift, wkv = [], [], []
         for i, block in enumerate(self.blocks):
             scale = 0.5 ** (i // rescale) if rescale else 1.0
-            x, v_first, (a, f, s) = block(x, (state.att_shift[i], state.ffn_shift[i], state.wkv[i]), v_first, scale)
-            att_shift.append(a)
-            ffn_shift.append(f)
-            wkv.append(s)
+            wkv = state.wkv[i]
+            x, v_first, (a, f, s) = block(x, (state.att_shift[i], state.ffn_shift[i], wkv), v_first, scale)
+            state.att_shift[i].copy_(a)
+            state.ffn_shift[i].copy_(f)
+            if s is not wkv:
+                wkv.copy_(s)
             if rescale and (i + 1) % rescale == 0:
                 x = x / 2
-        logits = self.head(self.ln_out(x)).float()
-        return logits, RWKVState(torch.stack(att_shift), torch.stack(ffn_shift), torch.stack(wkv))
+        if last_only:
+            x = x[:, -1:]
+        return self.head(self.ln_out(x)).float(), state
 
     def step(self, tokens: torch.Tensor, state: RWKVState) -> tuple[torch.Tensor, RWKVState]:
-        """tokens (B,) -> logits (B, V): one decode step."""
+        """tokens (B,) -> logits (B, V): one decode step, the state updated in place (so a
+        CUDA graph can capture it)."""
         logits, state = self.forward(tokens.view(-1, 1), state)
         return logits[:, 0], state
 

@@ -107,6 +107,15 @@ class TransformerState(State):
     def capacity(self) -> int:
         return self.k.shape[3]
 
+    def checkpoint(self) -> "TransformerState":
+        return TransformerState(k=self.k, v=self.v, pos=self.pos.clone(), length=self.length)
+
+    def restore(self, saved: "TransformerState") -> None:
+        if saved.k is not self.k:  # a clone, not a checkpoint: copy the cache too
+            return super().restore(saved)
+        self.pos.copy_(saved.pos)
+        self.length = saved.length
+
 
 @dataclass
 class _Call:
@@ -203,6 +212,10 @@ class Transformer(LibraryModel):
         self._rebuild_rotary(self.lm, device)
         return self
 
+    def use_own_attention(self) -> None:
+        """Back to our attention (after a library path switched `lm` to its own, e.g. "sdpa")."""
+        self.lm.set_attn_implementation(ATTENTION)
+
     def _tie(self) -> None:
         if self.config.tie_embeddings:
             self.lm.get_output_embeddings().weight = self.lm.get_input_embeddings().weight
@@ -283,8 +296,9 @@ class Transformer(LibraryModel):
         return n
 
     @torch.no_grad()
-    def forward(self, tokens: torch.Tensor, state: TransformerState | None = None):
-        """tokens (B, T) -> logits (B, T, V) in fp32, and the state holding T more tokens. A
+    def forward(self, tokens: torch.Tensor, state: TransformerState | None = None, last_only: bool = False):
+        """tokens (B, T) -> logits (B, T, V) in fp32 ((B, 1, V) with last_only), and the
+        state holding T more tokens. A
         new state (state=None) gets room for KV_RESERVE tokens of decode beyond the T."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
@@ -295,7 +309,7 @@ class Transformer(LibraryModel):
         positions = torch.arange(start, end, device=self.device)
         mask = None if start == 0 else positions[:, None] >= torch.arange(end, device=self.device)
         seqlens = torch.full((B,), start, dtype=torch.int32, device=self.device)
-        logits = self._run(tokens, positions, _Call(state, positions, mask, end, seqlens))
+        logits = self._run(tokens, positions, _Call(state, positions, mask, end, seqlens), last_only)
         state.pos.fill_(end)
         state.length = end
         return logits, state
@@ -314,10 +328,11 @@ class Transformer(LibraryModel):
         return logits[:, 0], state
 
     # ---- internals ------------------------------------------------------------------
-    def _run(self, tokens, positions, call: _Call) -> torch.Tensor:
+    def _run(self, tokens, positions, call: _Call, last_only: bool = False) -> torch.Tensor:
         self._call = call
         try:
-            out = self.lm(input_ids=tokens, position_ids=positions.view(1, -1), use_cache=False)
+            out = self.lm(input_ids=tokens, position_ids=positions.view(1, -1), use_cache=False,
+                          logits_to_keep=1 if last_only else 0)
         finally:
             self._call = None
         return out.logits.float()

@@ -10,7 +10,13 @@
 #   MAMBA_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE pip download --no-deps \
 #     --no-binary=:all: --no-build-isolation mamba-ssm==2.3.2.post1 causal-conv1d==1.7.0 -d .whl
 #
+# A build takes minutes of a short GPU lease, so the result can travel back: --export DIR
+# writes the installed packages, shared objects stripped, as one xz tarball in parts of 15 MB
+# (a device call returns files of at most 16 MB) to DIR. Put the parts in .whl/: this
+# script and scripts/gpu_check.sh then unpack them into $SITE instead of building.
+#
 # Usage: bash scripts/build_mamba.sh            build and install (logs in $OUT/build_*.log)
+#        bash scripts/build_mamba.sh --export D  build, install, and write the parts to D
 #        bash scripts/build_mamba.sh --check    then the baseline GPU tests and the decode
 #                                               benchmark (the whole GPU check of issue 4)
 set -euo pipefail
@@ -43,15 +49,30 @@ EOF
 }
 
 start=$SECONDS
-build causal_conv1d CAUSAL_CONV1D_FORCE_BUILD & conv=$!
-build mamba_ssm MAMBA_FORCE_BUILD & ssm=$!
-failed=0; wait $conv || failed=1; wait $ssm || failed=1
-(( failed == 0 )) || exit 1
-python3 -m pip install -q --no-index --no-deps --upgrade --target "$SITE" "$BUILD"/wheels/*.whl
-export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
-python3 -c "import torch, causal_conv1d, mamba_ssm; print('mamba_ssm', mamba_ssm.__version__, 'imports')"
-echo "built and installed in $((SECONDS - start)) s into $SITE (export PYTHONPATH=$SITE)"
+if ls .whl/mamba-site-*.tar.xz.part-* >/dev/null 2>&1; then  # built earlier on this kind of machine
+  cat .whl/mamba-site-*.tar.xz.part-* | tar xJ -C "$SITE"
+  echo "mamba_ssm and causal_conv1d unpacked from .whl/ into $SITE"
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+  python3 -c "import causal_conv1d, mamba_ssm; print('mamba_ssm', mamba_ssm.__version__, 'imports')"
+  [[ "${1:-}" == "--check" ]] || exit 0
+else
+  build causal_conv1d CAUSAL_CONV1D_FORCE_BUILD & conv=$!
+  build mamba_ssm MAMBA_FORCE_BUILD & ssm=$!
+  failed=0; wait $conv || failed=1; wait $ssm || failed=1
+  (( failed == 0 )) || exit 1
+  python3 -m pip install -q --no-index --no-deps --upgrade --target "$SITE" "$BUILD"/wheels/*.whl
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+  python3 -c "import torch, causal_conv1d, mamba_ssm; print('mamba_ssm', mamba_ssm.__version__, 'imports')"
+  echo "built and installed in $((SECONDS - start)) s into $SITE (export PYTHONPATH=$SITE)"
+fi
 
+if [[ "${1:-}" == "--export" ]]; then
+  stage="$BUILD/stage"; rm -rf "$stage"; mkdir -p "$stage" "$2"
+  for whl in "$BUILD"/wheels/*.whl; do (cd "$stage" && python3 -m zipfile -e "$whl" .); done
+  strip --strip-unneeded "$stage"/*.so
+  tar cJ -C "$stage" . | split -b 15M -d - "$2/mamba-site-cp312-sm$ARCH.tar.xz.part-"
+  ls -la "$2"
+fi
 if [[ "${1:-}" == "--check" ]]; then
   bash scripts/gpu_check.sh tests/models/test_baselines_gpu.py || echo "GPU tests FAILED (see $OUT/pytest.log)"
   python3 -m archbench.suites.decode_vs_generate --out "$OUT" 2>&1 | tee "$OUT/decode_vs_generate.log"

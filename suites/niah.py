@@ -119,9 +119,10 @@ def score(output: str, answers: list[str]) -> bool:
 @torch.no_grad()
 def generate(model, tokens: list[int], max_new: int, chunk: int | None, eos: int | None) -> list[int]:
     state, logits = None, None
-    step = chunk or len(tokens)
+    step = chunk if chunk and getattr(model, "chunked_prefill", False) else len(tokens)
     for start in range(0, len(tokens), step):
-        logits, state = model.forward(torch.tensor([tokens[start:start + step]], device=model.device), state)
+        logits, state = model.forward(torch.tensor([tokens[start:start + step]], device=model.device), state,
+                                      last_only=True)
     nxt, out = int(logits[0, -1].argmax()), []
     for _ in range(max_new):
         if nxt == eos:
@@ -146,7 +147,8 @@ def run_grid(model, tokenizer, cells: list[Cell], out_dir, model_name: str, chun
     todo = [c for c in cells if ResultsStore.key(dict(model=model_name, **c.key())) not in done]
     for cell in tqdm(todo, desc="niah", unit="cell", disable=not progress):
         prompt = build_prompt(tokenizer, cell, seed, haystack)
-        record = dict(model=model_name, **cell.key(), chunk=chunk, answers=prompt["answers"],
+        record = dict(model=model_name, **cell.key(), answers=prompt["answers"],
+                      chunk=chunk if getattr(model, "chunked_prefill", False) else None,
                       env=environment(str(model.device)))
         t0 = time.perf_counter()
         try:

@@ -1,6 +1,12 @@
 """Prefill and decode throughput and peak memory of one cell (model x context x batch).
 
     metrics = measure(model, batch=1, context=4096, decode_tokens=32)
+
+Prefill: the whole prompt (or pieces of prefill_chunk tokens with the state carried, for a
+model whose forward continues a state in parallel: RWKV), keeping only the last position's
+logits. Decode: greedy steps from the prompt's state, each one replay of a CUDA graph on a
+GPU (cuda_graphs=False: eager steps). peers=True adds the library's own decode path on the
+same weights (suites/peers.py) at the same context.
 """
 from __future__ import annotations
 
@@ -9,52 +15,84 @@ import torch
 from archbench.harness.timing import time_fn
 
 
+WARMUP_UP_TO = 32768
+
+
 def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: int = 3, seed: int = 0,
-            prefill_chunk: int | None = None) -> dict:
-    """prefill_chunk: feed the prompt in pieces of this many tokens with the state carried
-    (for an RNN or SSM, memory then stays flat in the context length)."""
+            prefill_chunk: int | None = None, cuda_graphs: bool = True, peers: bool = False,
+            max_prefill_s: float = 30.0) -> dict:
+    """max_prefill_s: after the warm-up prefill, time only as many repeats (at least one) as
+    fit in this many seconds (a 512K-token prompt takes seconds per pass)."""
     device = model.device
+    on_gpu = device.type == "cuda"
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, model.config.vocab_size, (batch, context), generator=gen).to(device)
-    if device.type == "cuda":
+    if on_gpu:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     box = {}
-    max_len = context + decode_tokens  # a KV cache sized once, so decode never regrows it
+    max_len = context + decode_tokens + 3  # a KV cache sized once (3: the graph's warm-up steps)
+    chunk = prefill_chunk if prefill_chunk and getattr(model, "chunked_prefill", False) else None
 
     def fresh_state():
         box["state"] = model.init_state(batch, max_len=max_len)
 
     def prefill():
-        step = prefill_chunk or context
+        step = chunk or context
         for start in range(0, context, step):
-            box["logits"], box["state"] = model.forward(tokens[:, start:start + step], box["state"])
+            box["logits"], box["state"] = model.forward(tokens[:, start:start + step], box["state"], last_only=True)
 
-    prefill_t = time_fn(prefill, device, warmup=1, repeats=repeats, setup=fresh_state)
-    first = box["logits"][:, -1].argmax(-1)
-    prompt_state = box["state"]
-
-    def copy_prompt_state():  # outside the timing: states may be updated in place
-        box["state"] = prompt_state.clone()
+    # a long prompt is not warmed up: it reuses the kernels (and their compiled shapes) of the
+    # shorter contexts the sweep measured before it in the same process
+    warmup = 1 if context <= WARMUP_UP_TO else 0
+    prefill_t = time_fn(prefill, device, warmup=warmup, repeats=repeats, setup=fresh_state, max_total_s=max_prefill_s)
+    ours_first = box["logits"][:, -1]
+    first = ours_first.argmax(-1)
+    state = box["state"]
+    prompt_state = state.checkpoint()
+    graphed = None
+    if on_gpu and cuda_graphs:
+        from archbench.harness.graphs import GraphedStep
+        graphed = GraphedStep(model, state, first, greedy=True)
 
     def decode():
-        state, nxt = box["state"], first
+        if graphed is not None:
+            graphed(first)
+            for _ in range(decode_tokens - 1):
+                graphed()
+            return
+        nxt = first
         for _ in range(decode_tokens):
-            logits, state = model.step(nxt, state)
+            logits, _ = model.step(nxt, state)
             nxt = logits.argmax(-1)
 
-    decode_t = time_fn(decode, device, warmup=1, repeats=repeats, setup=copy_prompt_state)
+    # outside the timing: back to the prompt's state (states are updated in place)
+    decode_t = time_fn(decode, device, warmup=1, repeats=repeats, setup=lambda: state.restore(prompt_state))
+    weight_nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    decode_tps = batch * decode_tokens / decode_t["median_s"]
     out = {
-        "prefill_chunk": prefill_chunk,
+        "prefill_chunk_used": chunk, "cuda_graphs_used": graphed is not None,
         "prefill_s": prefill_t["median_s"], "prefill_min_s": prefill_t["min_s"], "prefill_max_s": prefill_t["max_s"],
+        "prefill_repeats": prefill_t["repeats"],
         "prefill_tokens_per_s": batch * context / prefill_t["median_s"],
         "decode_s_per_token": decode_t["median_s"] / decode_tokens,
-        "decode_tokens_per_s": batch * decode_tokens / decode_t["median_s"],
+        "decode_tokens_per_s": decode_tps,
         "decode_min_s": decode_t["min_s"], "decode_max_s": decode_t["max_s"],
         "state_nbytes": model.state_nbytes(batch, context),
-        "weight_nbytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "weight_nbytes": weight_nbytes,
+        # every weight read once per step (the batch shares it): bytes/s the decode achieved
+        "decode_weight_bytes_per_s": weight_nbytes * decode_tps / batch,
     }
-    if device.type == "cuda":
+    if on_gpu:
         out["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+    if on_gpu and peers:  # our cache, state and graph pool go first: the peer allocates its own
+        box.clear()
+        graphed = state = prompt_state = None  # noqa: F841
+        torch.cuda.empty_cache()
+        from archbench.suites.peers import peer_decode
+        peer = peer_decode(model, tokens, decode_tokens, repeats=1 if context > 32768 else repeats, ours=ours_first)
+        if peer.get("peer_status") == "ok":
+            peer["decode_vs_peer"] = decode_tps / peer["peer_decode_tokens_per_s"]
+        out.update(peer)
     return out

@@ -11,7 +11,7 @@ from archbench.harness.registry import make
 from archbench.harness.testing import assert_close
 from archbench.models import mamba as mb
 from archbench.models import transformer as tf
-from archbench.suites.decode_vs_generate import GraphedStep, restore
+from archbench.harness.graphs import GraphedStep
 
 pytestmark = pytest.mark.gpu
 BF16 = torch.bfloat16
@@ -137,7 +137,7 @@ def test_transformer_graphed_step_equals_eager(name):
     replayed = [graphed(x[:, t]).clone() for t in range(100, 120)]
     assert_close(torch.stack(replayed), torch.stack(eager), dtype=BF16, what="graph vs eager")
     assert state.length == 120 and state.pos.item() == 120
-    restore(state, saved)
+    state.restore(saved)
     assert state.length == 120
 
 
