@@ -9,7 +9,9 @@ Adding a family means one model file and one line in FAMILIES.
 from __future__ import annotations
 
 import difflib
+import os
 import importlib
+from pathlib import Path
 
 import torch
 
@@ -82,13 +84,29 @@ def make(family: str, config, impl: str = "auto", dtype="float32", device="cpu")
     return model.cast(resolve_dtype(dtype)).eval()
 
 
+# a folder where build() keeps the random weights it made, for the next process to load
+# (a 3B model takes about 40 s to draw on the CPU, a few to load); unset: no cache
+WEIGHT_CACHE_ENV = "ARCHBENCH_WEIGHT_CACHE"
+
+
 def build(name: str, impl: str = "auto", dtype="float32", device="cpu", seed: int = 0):
     """A preset's exact shape with random weights. impl "auto": the fastest backend here."""
     family, config = config_for(name)
     impl = _impl(family_class(family), impl, device)
+    cache = os.environ.get(WEIGHT_CACHE_ENV)
+    path = Path(cache) / f"{name}-seed{seed}-{resolve_dtype(dtype)}.pt".replace("torch.", "") if cache else None
+    if path is not None and path.exists():
+        model = make(family, config, impl=impl, dtype=dtype, device=device)
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True, mmap=True))
+        return model
     # initialised on the CPU in fp32 (the same weights on every device), no default init first
     model = make(family, config, impl=impl, dtype="float32", device="cpu").init_random_(seed)
-    return model.to(device=device).cast(resolve_dtype(dtype)).eval()
+    model = model.to(device=device).cast(resolve_dtype(dtype)).eval()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+    return model
 
 
 def load(path, impl: str = "auto", dtype="float32", device="cpu"):

@@ -49,8 +49,10 @@ def fla_rwkv7(model):
 
     from archbench.models.hf_formats import blink_to_fla_rwkv7
     sd, kwargs = blink_to_fla_rwkv7(model.state_dict())
+    # fla decodes (T <= 64) with its fused_recurrent kernels whatever attn_mode says; reading
+    # the prompt with them too spares compiling the chunk kernels (minutes on a bare machine)
     with torch.device("meta"):
-        lm = RWKV7ForCausalLM(RWKV7Config(**kwargs))
+        lm = RWKV7ForCausalLM(RWKV7Config(**{**kwargs, "attn_mode": "fused_recurrent"}))
     lm.load_state_dict({k: v.to(model.dtype) for k, v in sd.items()}, assign=True)
     return lm.to(model.device).eval()
 
