@@ -188,6 +188,30 @@ def cmd_niah(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    try:
+        from archbench.suites import eval as ev
+    except ImportError as e:
+        raise ArchbenchError(f"archbench eval needs lm-eval ({e}): pip install 'archbench[eval]'") from None
+    from archbench.harness.env import environment
+    from archbench.harness.registry import config_for
+    from archbench.harness.results import ResultsStore
+    tasks = [t for t in args.tasks.split(",") if t]
+    if not Path(args.model).exists():
+        config_for(args.model)  # an unknown name fails here, before lm-eval indexes its tasks
+    results = ev.evaluate(args.model, tasks, impl=args.impl, dtype=args.dtype, device=args.device, limit=args.limit,
+                          reuse_state=not args.no_reuse_state, max_length=args.max_length, tokenizer=args.tokenizer)
+    run = dict(impl=args.impl, dtype=args.dtype, device=args.device, limit=args.limit,
+               reuse_state=not args.no_reuse_state, max_length=args.max_length, env=environment(args.device))
+    rows = ev.records(results, args.model, run)
+    store = ResultsStore(Path(args.out) / "eval.jsonl")
+    for row in rows:
+        store.append(row)
+    print(ev.table(rows))
+    print(f"\nappended {len(rows)} records to {store.path}")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     import glob
 
@@ -250,6 +274,22 @@ def parser() -> argparse.ArgumentParser:
                    help="measure in this process (default: worker processes, so a crash or hang is one cell's result)")
     s.add_argument("--cell-timeout", type=float, default=1800, help="seconds before a cell is recorded as timeout")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("eval", help="lm-eval tasks on a model; results as JSON lines and a table",
+                       description="lm-evaluation-harness tasks (ours: archbench_mc, archbench_cloze, "
+                       "archbench_rolling, archbench_gen; any of lm-eval's where its data is reachable) on a preset or "
+                       "checkpoint, with the RNN state of a shared context reused across continuations.")
+    s.add_argument("--model", required=True, help="preset or checkpoint path")
+    s.add_argument("--tasks", required=True, help="comma-separated task names")
+    s.add_argument("--impl", default="auto")
+    s.add_argument("--dtype", default="float32")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--limit", type=int, help="at most this many documents per task")
+    s.add_argument("--max-length", type=int, default=2048)
+    s.add_argument("--tokenizer", help="default: the checkpoint's; bytes for presets")
+    s.add_argument("--no-reuse-state", action="store_true", help="score every continuation from scratch")
+    s.add_argument("--out", default="runs/eval", help="folder for eval.jsonl")
+    s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("ppl", help="perplexity, bits per byte and loss by position",
                        description="Perplexity of a model on local text (.txt, .jsonl, .parquet): windowed like "

@@ -33,6 +33,15 @@ def throughput_table(records: list[dict]) -> pd.DataFrame:
         "peak GiB": (df["peak_allocated_bytes"] / 2**30).map(lambda v: f"{v:.2f}" if pd.notna(v) else "-"),
         "status": df["status"],
     })
+    if "decode_weight_bytes_per_s" in df and df["decode_weight_bytes_per_s"].notna().any():
+        out["decode weights TB/s"] = (df["decode_weight_bytes_per_s"] / 1e12).map(
+            lambda v: f"{v:.2f}" if pd.notna(v) else "")
+    if "peer_status" in df and df["peer_status"].notna().any():  # the library's own decode, same cell
+        peer = df.get("peer_decode_tokens_per_s", pd.Series(float("nan"), index=df.index))
+        out["peer"] = df.get("peer_path", "").fillna("")
+        out["peer decode tok/s"] = [f"{v:,.1f}" if pd.notna(v) else (st if isinstance(st, str) else "")
+                                    for v, st in zip(peer, df["peer_status"])]
+        out["ours / peer"] = (df["decode_tokens_per_s"] / peer).map(lambda v: f"{v:.2f}x" if pd.notna(v) else "")
     from archbench.suites.seed_article import ARTICLE_DECODE_TOKENS_PER_S as article
     if df["model"].isin(list(article)).any():
         out["article A100 decode tok/s"] = [article.get(m, {}).get(c, "") for m, c in zip(df["model"], df["context"])]

@@ -77,9 +77,10 @@ def library_forward(model, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _fla_lm(model):
-    if getattr(model, "_fla_peer", None) is None:
-        model._fla_peer = fla_rwkv7(model)
-    return model._fla_peer
+    """Kept in the model's __dict__, not as a submodule: our parameters and state_dict stay ours."""
+    if "_fla_peer" not in model.__dict__:
+        model.__dict__["_fla_peer"] = fla_rwkv7(model)
+    return model.__dict__["_fla_peer"]
 
 
 def _generate(model):

@@ -74,24 +74,17 @@ def test_sampling_is_seeded():
 
 
 def test_lm_eval_command_line_runs_a_local_task(tmp_path):
-    """lm-eval's command line, with archbench registered, on a task defined in YAML over
-    local JSON lines (nothing downloaded)."""
-    import json
+    """lm-eval's own command line, with archbench registered, on one of our shipped tasks
+    (YAML over local JSON lines: nothing downloaded)."""
     import os
     import subprocess
     import sys
-    rows = [{"question": "The quick brown fox", "choices": [" jumps", " sleeps"], "answer": 0},
-            {"question": "The lazy", "choices": [" dog", " fox", " cat"], "answer": 0}]
-    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "task.yaml").write_text(
-        "task: archbench_tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {tmp_path / 'mc.jsonl'}\ntest_split: test\noutput_type: multiple_choice\n"
-        'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{answer}}"\n'
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+
+    from archbench.suites.eval import local_tasks_dir
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
     done = subprocess.run([sys.executable, "-m", "archbench.suites.lm_eval_adapter", "--model", "archbench",
-                           "--model_args", "model=rwkv7-tiny", "--tasks", "archbench_tiny_mc",
-                           "--include_path", str(tmp_path), "--output_path", str(tmp_path / "out")],
+                           "--model_args", "model=rwkv7-tiny", "--tasks", "archbench_mc",
+                           "--include_path", str(local_tasks_dir()), "--output_path", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "archbench_tiny_mc" in done.stdout and "acc" in done.stdout
+    assert "archbench_mc" in done.stdout and "acc" in done.stdout
