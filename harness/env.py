@@ -23,10 +23,12 @@ def _git(*args: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def environment(device: str = "cpu") -> dict:
-    sha = _git("rev-parse", "HEAD")
+    # a copy whose .git is missing or stale (the GPU machine) is told its commit through the
+    # environment, and that wins over what git says there
+    told = os.environ.get("ARCHBENCH_GIT_SHA")
+    sha = None if told else _git("rev-parse", "HEAD")
     env = {
-        # a copy without .git (the GPU machine) is told its commit through the environment
-        "git_sha": sha or os.environ.get("ARCHBENCH_GIT_SHA"),
+        "git_sha": told or sha,
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if sha
         else os.environ.get("ARCHBENCH_GIT_DIRTY") == "1",
         "host": socket.gethostname(),

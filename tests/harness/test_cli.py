@@ -23,7 +23,8 @@ def test_help_on_every_subcommand(command, capsys):
 
 
 def test_every_subcommand_is_tested():
-    assert set(subcommands()) == {"list", "info", "sweep", "ppl", "niah", "reproduce", "report"}
+    # eval: tests/suites/test_eval.py
+    assert set(subcommands()) == {"list", "info", "sweep", "ppl", "niah", "reproduce", "report", "eval"}
 
 
 def test_console_script_installed():
@@ -73,3 +74,15 @@ def test_reproduce_from_a_recorded_sweep(tmp_path, capsys):
     assert main(["reproduce", "seed", "--results", str(tmp_path / "sweep"), "--out", str(tmp_path / "rep")]) == 0
     report = (tmp_path / "rep" / "seed.md").read_text()
     assert "| rwkv6-tiny | rwkv6 |" in report and "not measured" in report and "no checkpoint" in report
+
+
+def test_a_told_commit_wins_over_a_stale_git(monkeypatch):
+    """The GPU machine's copy may carry an old .git: ARCHBENCH_GIT_SHA says what really ran."""
+    from archbench.harness import env
+    env.environment.cache_clear()
+    monkeypatch.setenv("ARCHBENCH_GIT_SHA", "0123abc")
+    try:
+        record = env.environment("cpu")
+        assert record["git_sha"] == "0123abc" and record["git_dirty"] is False
+    finally:
+        env.environment.cache_clear()
