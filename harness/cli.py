@@ -237,6 +237,15 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _model_args(s) -> None:
+    """The arguments that pick one model: eval, ppl and niah share them."""
+    s.add_argument("--model", required=True, help="preset or checkpoint path")
+    s.add_argument("--impl", default="auto", help="backend: auto (fastest here), ref, cuda, fla, ...")
+    s.add_argument("--dtype", default="float32")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--tokenizer", help="rwkv-world, bytes, or a folder/file (default: the checkpoint's; bytes for presets)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archbench", description="Sequence-model architectures measured side by side.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -279,14 +288,10 @@ def parser() -> argparse.ArgumentParser:
                        description="lm-evaluation-harness tasks (ours: archbench_mc, archbench_cloze, "
                        "archbench_rolling, archbench_gen; any of lm-eval's where its data is reachable) on a preset or "
                        "checkpoint, with the RNN state of a shared context reused across continuations.")
-    s.add_argument("--model", required=True, help="preset or checkpoint path")
+    _model_args(s)
     s.add_argument("--tasks", required=True, help="comma-separated task names")
-    s.add_argument("--impl", default="auto")
-    s.add_argument("--dtype", default="float32")
-    s.add_argument("--device", default="cpu")
     s.add_argument("--limit", type=int, help="at most this many documents per task")
     s.add_argument("--max-length", type=int, default=2048)
-    s.add_argument("--tokenizer", help="default: the checkpoint's; bytes for presets")
     s.add_argument("--no-reuse-state", action="store_true", help="score every continuation from scratch")
     s.add_argument("--out", default="runs/eval", help="folder for eval.jsonl")
     s.set_defaults(func=cmd_eval)
@@ -295,17 +300,13 @@ def parser() -> argparse.ArgumentParser:
                        description="Perplexity of a model on local text (.txt, .jsonl, .parquet): windowed like "
                                    "lm-eval's loglikelihood_rolling, sliding with a stride, or streaming the whole "
                                    "document through the state.")
-    s.add_argument("--model", required=True, help="preset or checkpoint path")
+    _model_args(s)
     s.add_argument("--data", required=True, help=".txt (one document), .jsonl or .parquet (one per row)")
     s.add_argument("--field", default="text", help="field or column holding the text (default text)")
-    s.add_argument("--tokenizer", help="rwkv-world, bytes, or a folder/file (default: the checkpoint's; bytes for presets)")
     s.add_argument("--mode", default="windowed", choices=["windowed", "sliding", "streaming"])
     s.add_argument("--max-length", type=int, default=2048, help="window length (windowed, sliding)")
     s.add_argument("--stride", type=int, help="sliding: tokens a window adds (default max-length/2)")
     s.add_argument("--chunk", type=int, help="streaming: tokens per forward call, state carried")
-    s.add_argument("--impl", default="auto")
-    s.add_argument("--dtype", default="float32")
-    s.add_argument("--device", default="cpu")
     s.add_argument("--out", default="runs/ppl", help="folder for ppl.jsonl")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_ppl)
@@ -313,17 +314,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("niah", help="needle-in-a-haystack and passkey retrieval over length and depth",
                        description="Retrieval accuracy over context length x needle depth, with a heatmap. "
                                    "Cells already recorded in --out are skipped.")
-    s.add_argument("--model", required=True, help="preset or checkpoint path")
+    _model_args(s)
     s.add_argument("--task", default="passkey", choices=["passkey", "needle", "multi-query"])
     s.add_argument("--contexts", type=_ints, default=[1024, 4096], help="e.g. 1k,4k,32k,512k")
     s.add_argument("--depths", type=_ints, default=list(range(0, 101, 10)), help="percents, e.g. 0,50,100")
     s.add_argument("--trials", type=int, default=1)
     s.add_argument("--chunk", type=int, help="read the prompt in pieces of this many tokens, state carried")
     s.add_argument("--haystack", help="a text file to use as haystack (default: generated sentences)")
-    s.add_argument("--tokenizer", help="default: the checkpoint's; bytes for presets")
-    s.add_argument("--impl", default="auto")
-    s.add_argument("--dtype", default="float32")
-    s.add_argument("--device", default="cpu")
     s.add_argument("--out", default="runs/niah")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_niah)
