@@ -214,6 +214,7 @@ def cmd_eval(args) -> int:
 
 def cmd_reproduce(args) -> int:
     import glob
+    import json
 
     from archbench.suites.reproduce import build_report
     if args.what != "seed":
@@ -228,7 +229,10 @@ def cmd_reproduce(args) -> int:
                 if r.get("model") == path and r.get("mode") == "windowed":
                     ppl[name] = r["token_perplexity"]
     only = set(args.only.split(",")) if args.only else None
-    report = build_report(records, checkpoints=checkpoints, ppl=ppl, only=only)
+    copy_rate = None  # the device copy rate a decode_vs_generate run measured, for the weight-read floor
+    for path in sorted(glob.glob("results/decode/*.json")):
+        copy_rate = json.loads(Path(path).read_text()).get("copy_bytes_per_s") or copy_rate
+    report = build_report(records, checkpoints=checkpoints, ppl=ppl, only=only, copy_rate=copy_rate)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "seed.md").write_text(report)

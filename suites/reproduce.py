@@ -133,8 +133,90 @@ def complexity_section(slopes: dict) -> str:
     return "\n".join(rows)
 
 
+def _ok(records, kind):
+    by_model = defaultdict(list)
+    for r in records:
+        if r.get("status") == "ok" and r.get("batch", 1) == 1 and family_kind(r.get("family", r["model"])) == kind:
+            by_model[r["model"]].append(r)
+    return {m: sorted(rs, key=lambda r: r["context"]) for m, rs in by_model.items()}
+
+
+def claims_section(records: list[dict], copy_rate: float | None = None) -> list[str]:
+    """Each claim of the article, and whether the recorded measurements support it,
+    contradict it, or cannot say yet (with what is missing)."""
+    out = []
+    # 1. recurrent decode speed does not depend on context
+    for kind in ("rwkv", "mamba"):
+        for model, rs in _ok(records, kind).items():
+            tps = [r["decode_tokens_per_s"] for r in rs]
+            spread = max(tps) / min(tps)
+            span = f"{rs[0]['context']:,} to {rs[-1]['context']:,} tokens ({len(rs)} contexts)"
+            verdict = "supports" if spread <= 1.10 else "contradicts"
+            out.append(f"- *Recurrent decode speed is independent of context* ({model}): {verdict} it: "
+                       f"{min(tps):.1f}-{max(tps):.1f} tok/s from {span}, spread {spread:.3f}x."
+                       + (" Only short contexts measured so far." if rs[-1]["context"] < 131072 else ""))
+    # 2. and 3. the Transformer: decode slows with context; out of memory at 128K on 80 GB
+    for model, rs in _ok(records, "transformer").items():
+        a, b = rs[0], rs[-1]
+        theirs = ARTICLE_DECODE_TOKENS_PER_S.get(model, {})
+        both = [c for c in (a["context"], b["context"]) if isinstance(theirs.get(c), (int, float))]
+        article = (f"; the article's own figures fall {theirs[both[0]] / theirs[both[1]]:.1f}x over the same span"
+                   if len(both) == 2 else "")
+        out.append(f"- *Transformer decode slows as the context grows* ({model}): supports it: "
+                   f"{a['decode_tokens_per_s']:.1f} tok/s at {a['context']:,} -> {b['decode_tokens_per_s']:.1f} at "
+                   f"{b['context']:,} ({a['decode_tokens_per_s'] / b['decode_tokens_per_s']:.1f}x){article}.")
+    for model, figures in ARTICLE_DECODE_TOKENS_PER_S.items():
+        for ctx, theirs in figures.items():
+            if theirs != "OOM":
+                continue
+            r = _cell(records, model, ctx)
+            if r is None:
+                out.append(f"- *{model} runs out of memory at {ctx:,} tokens* (article, A100 80GB): cannot say yet, "
+                           f"not measured (`archbench sweep --preset seed-speed --models {model}`).")
+            elif r["status"] == "ok":
+                out.append(f"- *{model} runs out of memory at {ctx:,} tokens* (article, A100 80GB): contradicts it: "
+                           f"ran with {r['peak_allocated_bytes'] / 2**30:.1f} GiB peak on "
+                           f"{r.get('env', {}).get('gpu', r.get('device'))}.")
+            else:
+                out.append(f"- *{model} runs out of memory at {ctx:,} tokens* (article, A100 80GB): supports it: "
+                           f"{r['status']} ({r.get('error', '')[:90]}...).")
+    # 4. the article's absolute decode speeds against the weight-read floor
+    if copy_rate:
+        for model, figures in ARTICLE_DECODE_TOKENS_PER_S.items():
+            r = next((r for r in records if r["model"] == model and r.get("weight_nbytes")), None)
+            nums = [v for v in figures.values() if isinstance(v, (int, float))]
+            if r is None or not nums:
+                continue
+            floor = copy_rate / r["weight_nbytes"]
+            above = [v for v in nums if v > floor]
+            bound = (f"reading the {r['weight_nbytes'] / 1e9:.2f} GB of weights once per token bounds batch-1 decode "
+                     f"at {floor:.0f} tok/s on the H100 measured here (copy rate {copy_rate / 1e12:.2f} TB/s), and "
+                     "an A100 has less bandwidth")
+            if above:
+                out.append(f"- *{model} decodes at up to {max(nums):,} tok/s* (article, A100, batch size not stated): "
+                           f"contradicts batch-1 decode for {len(above)} of its {len(nums)} figures: {bound}; "
+                           f"{max(nums):,} tok/s needs a batch of at least {max(nums) / floor:.1f}.")
+            else:
+                out.append(f"- *{model} decode speeds* (article): all under the floor ({bound}).")
+    # 5. recurrent inference memory is constant
+    for kind in ("rwkv", "mamba"):
+        for model, rs in _ok(records, kind).items():
+            states = {r["state_nbytes"] for r in rs}
+            peaks = [r.get("peak_allocated_bytes") for r in rs if r.get("peak_allocated_bytes")]
+            if not peaks:
+                continue
+            chunk = rs[-1].get("prefill_chunk_used")
+            out.append(f"- *Recurrent inference memory is constant* ({model}): the state is "
+                       + ("constant" if len(states) == 1 else "NOT constant")
+                       + f" ({max(states) / 2**20:.1f} MiB); peak memory {peaks[0] / 2**30:.2f} -> "
+                       f"{peaks[-1] / 2**30:.2f} GiB from {rs[0]['context']:,} to {rs[-1]['context']:,} tokens "
+                       + (f"(prompt read in pieces of up to {chunk:,} tokens)" if chunk else
+                          "(prompt read in one pass: the prefill's activations grow with it)") + ".")
+    return out or ["- no recorded measurements yet"]
+
+
 def build_report(records: list[dict], checkpoints: dict[str, str] | None = None, ppl: dict | None = None,
-                 evals: dict | None = None, only: set[str] | None = None) -> str:
+                 evals: dict | None = None, only: set[str] | None = None, copy_rate: float | None = None) -> str:
     only = only or {"speed", "memory", "quality", "complexity"}
     parts = ["# The article's tables, measured", "",
              f"Article figures: {ARTICLE_HARDWARE}. Ours: the hardware named in each row, from recorded results.", ""]
@@ -147,4 +229,6 @@ def build_report(records: list[dict], checkpoints: dict[str, str] | None = None,
     if "complexity" in only:
         parts += ["## Complexity: log-log slopes against context length (the article's O() exponent in brackets)", "",
                   complexity_section(fit_slopes(records)), ""]
+    parts += ["## What the measurements say about the article's claims", "",
+              *claims_section(records, copy_rate), ""]
     return "\n".join(parts)

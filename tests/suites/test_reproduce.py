@@ -36,3 +36,20 @@ def test_report_has_every_article_row_and_says_what_is_missing():
     assert report.count("no checkpoint: pass") == len(ARTICLE_QUALITY) - 1
     assert "| 9.90 |" in report and "| OOM |" in report and "Test GPU" in report
     assert "not measured: `archbench sweep --preset seed-speed` (mamba2-2.7b)" in report
+
+
+def test_claims_follow_the_measurements():
+    from archbench.suites.reproduce import claims_section
+    flat = synthetic("rwkv6-3b", "rwkv6", 1, 0, 0)
+    slowing = synthetic("pythia-2.8b", "transformer", 2, 1, 1, contexts=(512, 32768))
+    fits = [dict(model="pythia-2.8b", family="transformer", context=131072, batch=1, status="ok",
+                 decode_tokens_per_s=10.0, peak_allocated_bytes=60 * 2**30, weight_nbytes=5e9, env={"gpu": "G"})]
+    text = "\n".join(claims_section(flat + slowing + fits, copy_rate=3e12))
+    assert "(rwkv6-3b): supports it" in text and "spread 1.000x" in text
+    assert "(pythia-2.8b): supports it" in text
+    assert "out of memory at 131,072 tokens* (article, A100 80GB): contradicts it: ran with 60.0 GiB" in text
+    assert "out of memory at 524,288 tokens* (article, A100 80GB): cannot say yet" in text
+    # 3e12 B/s over 5e9 B of weights: 600 tok/s at most at batch 1, under 2,200
+    assert "bounds batch-1 decode at 600 tok/s" in text and "batch of at least 3.7" in text
+    wobbly = [dict(r, decode_tokens_per_s=100.0 * (1 + i)) for i, r in enumerate(flat)]
+    assert "(rwkv6-3b): contradicts it" in "\n".join(claims_section(wobbly))
