@@ -162,6 +162,9 @@ def cmd_ppl(args) -> int:
     print(f"{args.model} {args.mode}: token ppl {result.token_perplexity:.4f}, bits/byte {result.bits_per_byte:.4f}, "
           f"word ppl {result.word_perplexity:.4f} ({result.tokens} tokens, {result.bytes} bytes, {result.words} words) "
           f"in {seconds:.1f} s" + (f", peak {usage['peak_allocated_bytes'] / 2**30:.2f} GiB allocated" if on_gpu else ""))
+    for stop in result.stopped:
+        print(f"document {stop['document']}: out of memory after {stop['tokens_scored']} of {stop['tokens']} tokens "
+              f"(scored up to there; recorded as status OOM)")
     print("loss by position: " + _json.dumps({k: round(v, 4) for k, v in result.loss_by_position().items()}))
     print(f"appended to {store.path}; plot of every record there: {plot}")
     return 0

@@ -82,14 +82,32 @@ def _hf_dataset(spec: str, field_name: str) -> list[str]:
 
 
 # ---- scoring ----------------------------------------------------------------------------
+class StoppedByOOM(Exception):
+    """Streaming ran out of memory (a Transformer's KV cache): what was scored before it."""
+
+    def __init__(self, logprobs: torch.Tensor, error: BaseException):
+        super().__init__(str(error))
+        self.logprobs, self.error = logprobs, error
+
+
 @torch.no_grad()
-def _logprobs(model, inputs: list[int], targets: list[int], state=None, chunk: int | None = None):
-    """Log-probabilities of targets[i] after inputs[: i + 1], fed in chunks through the state."""
+def _logprobs(model, inputs: list[int], targets: list[int], state=None, chunk: int | None = None,
+              stop_on_oom: bool = False):
+    """Log-probabilities of targets[i] after inputs[: i + 1], fed in chunks through the state.
+    stop_on_oom: an out-of-memory error raises StoppedByOOM with the chunks scored so far."""
+    from archbench.harness.worker import is_oom
     out = []
     step = chunk or len(inputs)
     for start in range(0, len(inputs), step):
         x = torch.tensor([inputs[start:start + step]], device=model.device)
-        logits, state = model.forward(x, state)
+        try:
+            logits, state = model.forward(x, state)
+        except Exception as err:
+            if not (stop_on_oom and is_oom(err)):
+                raise
+            if model.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise StoppedByOOM(torch.cat(out) if out else torch.zeros(0), err) from None
         y = torch.tensor(targets[start:start + step], device=model.device)
         out.append(torch.log_softmax(logits[0].float(), dim=-1).gather(-1, y[:, None])[:, 0].cpu())
     return torch.cat(out), state
@@ -106,8 +124,8 @@ def token_logprobs(model, tokens: list[int], prefix: int, mode: str, max_length:
                    stride: int | None = None, chunk: int | None = None) -> torch.Tensor:
     """Log-probability of every token of one document, each predicted once."""
     full = [prefix] + tokens
-    if mode == "streaming":
-        return _logprobs(model, full[:-1], tokens, chunk=chunk)[0]
+    if mode == "streaming":  # until memory runs out (StoppedByOOM), for a growing KV cache
+        return _logprobs(model, full[:-1], tokens, chunk=chunk, stop_on_oom=True)[0]
     if mode == "windowed":
         parts = []
         for s, e in rolling_windows(len(tokens), max_length):
@@ -138,6 +156,7 @@ class PerplexityResult:
     words: int = 0
     nll: float = 0.0                         # summed, natural log
     position_nll: dict = field(default_factory=dict)   # bucket start -> [sum, count]
+    stopped: list = field(default_factory=list)  # streaming: documents cut short by OOM, with tokens scored
 
     @property
     def token_perplexity(self) -> float:
@@ -158,7 +177,8 @@ class PerplexityResult:
         return dict(mode=self.mode, tokens=self.tokens, bytes=self.bytes, words=self.words, nll=self.nll,
                     token_perplexity=self.token_perplexity, bits_per_byte=self.bits_per_byte,
                     word_perplexity=self.word_perplexity,
-                    loss_by_position={str(k): v for k, v in self.loss_by_position().items()})
+                    loss_by_position={str(k): v for k, v in self.loss_by_position().items()},
+                    status="OOM" if self.stopped else "ok", stopped_by_oom=self.stopped)
 
 
 def position_bucket(pos: int) -> int:
@@ -171,22 +191,32 @@ def evaluate(model, tokenizer, documents: list[str], mode: str = "windowed", max
     from tqdm.auto import tqdm
     result = PerplexityResult(mode)
     prefix = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    for doc in tqdm(documents, desc=f"ppl {mode}", unit="doc", disable=not progress):
+    for index, doc in enumerate(tqdm(documents, desc=f"ppl {mode}", unit="doc", disable=not progress)):
         tokens = tokenizer.encode(doc)
         if not tokens:
             continue
-        lp = token_logprobs(model, tokens, prefix, mode, max_length, stride, chunk)
+        try:
+            lp = token_logprobs(model, tokens, prefix, mode, max_length, stride, chunk)
+        except StoppedByOOM as stop:  # count what was scored; the record says where it stopped
+            lp = stop.logprobs
+            result.stopped.append(dict(document=index, tokens_scored=len(lp), tokens=len(tokens),
+                                       error=f"{type(stop.error).__name__}: {stop.error}"[:300]))
+            if len(lp) == 0:
+                continue
+            doc = tokenizer.decode(tokens[:len(lp)])
         nll = -lp.double()
         result.nll += nll.sum().item()
-        result.tokens += len(tokens)
+        result.tokens += len(lp)
         result.bytes += len(doc.encode("utf-8"))
         result.words += len(re.split(r"\s+", doc.strip()))
-        buckets = torch.tensor([position_bucket(i) for i in range(len(tokens))])
+        buckets = torch.tensor([position_bucket(i) for i in range(len(lp))])
         for b in buckets.unique().tolist():
             sel = nll[buckets == b]
             acc = result.position_nll.setdefault(b, [0.0, 0])
             acc[0] += sel.sum().item()
             acc[1] += sel.numel()
     if result.tokens == 0:
+        if result.stopped:
+            raise ArchbenchError(f"out of memory before the first chunk was scored: {result.stopped[0]['error']}")
         raise ArchbenchError("the documents produced no tokens")
     return result

@@ -126,3 +126,32 @@ def test_windowed_equals_lm_eval_loglikelihood_rolling(tmp_path):
     assert len(load_tokenizer(folder).encode(TEXT)) > 3 * 32  # several windows
     for a, b in zip(ours, theirs):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
+
+
+class RunsOutOfMemory:
+    """A Transformer whose cache cannot hold more than `limit` tokens: forward raises CUDA's
+    out-of-memory error past it, as a growing KV cache does on a GPU."""
+
+    def __init__(self, limit: int):
+        self.inner, self.limit = archbench.build("pythia-tiny", seed=1), limit
+        self.device, self.config = self.inner.device, self.inner.config
+
+    def forward(self, tokens, state=None, **kw):
+        held = 0 if state is None else state.length
+        if held + tokens.shape[1] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner.forward(tokens, state, **kw)
+
+
+def test_streaming_a_transformer_stops_at_oom_and_keeps_what_it_scored():
+    tok = load_tokenizer("bytes")
+    docs = [TEXT, TEXT[:20]]
+    model = RunsOutOfMemory(limit=100)
+    result = evaluate(model, tok, docs, mode="streaming", chunk=32)
+    # document 0: three chunks of 32 fit (96 tokens), the fourth would pass 100; document 1 fits
+    assert result.stopped == [dict(document=0, tokens_scored=96, tokens=len(tok.encode(TEXT)),
+                                   error=result.stopped[0]["error"])]
+    assert "out of memory" in result.stopped[0]["error"] and result.summary()["status"] == "OOM"
+    expected = evaluate(model.inner, tok, [tok.decode(tok.encode(TEXT)[:96]), TEXT[:20]], mode="streaming", chunk=32)
+    assert result.tokens == expected.tokens == 96 + 20 and result.bytes == expected.bytes
+    assert result.token_perplexity == pytest.approx(expected.token_perplexity, rel=1e-9)
