@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The H100 work, in stages that resume: run it in a device call with .whl/ carried, and the
+# committed results under results/ are picked up where they stopped (sweeps and NIAH grids
+# skip recorded cells). Everything new goes to results/ in the copy and comes back as
+# $OUT/results.tgz, with the Triton cache ($OUT/triton-cache.tar.xz: put it in .whl/ so the
+# next call does not compile fla's kernels again, minutes each time).
+#
+# Usage: SHA=$(git rev-parse --short HEAD) bash scripts/gpu_session.sh STAGE... [--until SECONDS]
+# Stages (in the order given):
+#   tests    GPU tests of the harness and baselines (graphs, peers, mamba_ssm vs transformers)
+#   speed    archbench sweep --preset seed-speed (all five models, peers' generate per cell)
+#   memory   archbench sweep --preset seed-memory
+#   niah     passkey grid 1K-512K for rwkv7-2b9, mamba-2.8b, pythia-2.8b
+#   evalbench  lm-eval state reuse on and off, 4-choice task, 2.9B shape (needs lm-eval wheels)
+#   kernels  the WKV kernel benchmark against fla
+# --until S: stop starting new work S seconds after the start (a call lasts at most 600 s).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-out}; mkdir -p "$OUT"; START=$SECONDS; UNTIL=560; STAGES=()
+while (($#)); do
+  case $1 in --until) UNTIL=$2; shift 2 ;; *) STAGES+=("$1"); shift ;; esac
+done
+export PYTHONUNBUFFERED=1 ARCHBENCH_GIT_SHA=${SHA:-unknown} ARCHBENCH_WEIGHT_CACHE=/tmp/weights PYTHONPATH=/tmp/site
+left() { echo $((UNTIL - SECONDS + START)); }
+pack() {
+  tar czf "$OUT/results.tgz" results runs 2>/dev/null
+  [[ -d ~/.triton/cache ]] && tar cJf "$OUT/triton-cache.tar.xz" -C ~/.triton cache
+}
+trap pack EXIT
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+[[ -f .whl/triton-cache.tar.xz ]] && mkdir -p ~/.triton && tar xJf .whl/triton-cache.tar.xz -C ~/.triton
+bash scripts/build_mamba.sh >"$OUT/mamba.log" 2>&1 || echo "mamba_ssm unavailable (see mamba.log): its cells will fail"
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || cat "$OUT/install.log"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+echo "setup: $((SECONDS - START)) s"
+
+for stage in "${STAGES[@]}"; do
+  (( $(left) > 20 )) || { echo "no time left for $stage"; break; }
+  echo "== $stage ($(left) s left)"
+  case $stage in
+    tests) timeout "$(left)" python3 -m pytest -q -p no:cacheprovider tests/harness/test_decode_gpu.py \
+             tests/models/test_baselines_gpu.py tests/models/test_rwkv_gpu.py tests/kernels 2>&1 | tail -15 ;;
+    speed) timeout "$(left)" archbench sweep --preset seed-speed --out results/sweeps/seed-speed-h100 --no-progress \
+             --cell-timeout 300 2>&1 | tail -40 ;;
+    memory) timeout "$(left)" archbench sweep --preset seed-memory --out results/sweeps/seed-memory-h100 \
+              --no-progress --cell-timeout 300 2>&1 | tail -25 ;;
+    niah) for m in rwkv7-2b9 mamba-2.8b pythia-2.8b; do
+            timeout "$(left)" archbench niah --model $m --contexts 1k,8k,32k,128k,512k --depths 0,50,100 \
+              --chunk 65536 --dtype bfloat16 --device cuda --out results/niah/h100 --no-progress 2>&1 | tail -9
+          done ;;
+    evalbench) timeout "$(left)" python3 -m archbench.suites.lm_eval_reuse_bench --model rwkv7-2b9 --device cuda \
+                 --dtype bfloat16 2>&1 | tail -12 ;;
+    kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --shapes 2b9 --out results/kernels 2>&1 | tail -30 ;;
+    *) echo "unknown stage $stage" ;;
+  esac
+done
+echo "done at $((SECONDS - START)) s"
