@@ -54,6 +54,13 @@ class State:
         return type(self)(**{f.name: (v.clone() if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
                              for f in fields(self)})
 
+    def repeat_batch(self, n: int) -> "State":
+        """A new state with each sequence repeated n times (batch axis 1, after the layer
+        axis; a tensor of one dimension, like a shared position counter, is copied)."""
+        return type(self)(**{f.name: ((v.repeat_interleave(n, dim=1) if v.dim() >= 2 else v.clone())
+                                      if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
+                             for f in fields(self)})
+
     def checkpoint(self) -> "State":
         """What `restore` needs to bring this state back to now (a clone; a KV cache only
         keeps its counters, since later tokens never overwrite earlier slots)."""

@@ -42,6 +42,7 @@ class ArchbenchLM(TemplateLM):
         self.max_gen_toks = int(max_gen_toks)
         self.reuse_state = str(reuse_state).lower() not in ("false", "0", "no")
         self.seed = int(seed)
+        self.batch_size = max(1, int(batch_size)) if str(batch_size).isdigit() else 1  # lm-eval may pass "auto"
 
     # ---- what TemplateLM needs ------------------------------------------------------
     @property
@@ -68,26 +69,41 @@ class ArchbenchLM(TemplateLM):
                 bool((logits.argmax(-1) == target).all().item()))
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """requests: ((context, continuation), context_enc, continuation_enc) as TemplateLM encodes them."""
+        """requests: ((context, continuation), context_enc, continuation_enc) as TemplateLM
+        encodes them. Up to batch_size sequences go through the model at once, right-padded
+        (a causal model's logits at a position do not depend on what follows it)."""
         results: list = [None] * len(requests)
         by_context: dict[tuple, list[int]] = {}
         for i, (_, ctx, _) in enumerate(requests):
             by_context.setdefault(tuple(ctx), []).append(i)
+        fresh = []  # (index, inputs, continuation): scored from scratch
         for ctx, idxs in tqdm(by_context.items(), desc="loglikelihood", disable=disable_tqdm):
             ctx = list(ctx)
             conts = [requests[i][2] for i in idxs]
             fits = all(len(ctx) + len(c) <= self.max_length + 1 for c in conts)
             if self.reuse_state and fits and len(ctx) > 1 and len(idxs) > 1:
-                _, state = self._forward(ctx[:-1])  # the shared context, once
-                for i, cont in zip(idxs, conts):
-                    logits, _ = self._forward([ctx[-1]] + cont[:-1], state.clone())
-                    results[i] = self._score(logits[0], cont)
+                _, shared = self._forward(ctx[:-1])  # the shared context, once
+                for lo in range(0, len(idxs), self.batch_size):
+                    part = list(zip(idxs, conts))[lo:lo + self.batch_size]
+                    state = shared.repeat_batch(len(part))  # each row continues its own copy
+                    self._score_batch([(i, [ctx[-1]] + c[:-1], c) for i, c in part], results, state)
             else:
-                for i, cont in zip(idxs, conts):
-                    inputs = (ctx + cont)[-(self.max_length + 1):][:-1]
-                    logits, _ = self._forward(inputs)
-                    results[i] = self._score(logits[0, -len(cont):], cont)
+                fresh += [(i, (ctx + c)[-(self.max_length + 1):][:-1], c) for i, c in zip(idxs, conts)]
+        for lo in range(0, len(fresh), self.batch_size):
+            self._score_batch(fresh[lo:lo + self.batch_size], results)
         return results
+
+    @torch.no_grad()
+    def _score_batch(self, rows, results, state=None) -> None:
+        """rows: (request index, inputs, continuation); the continuation is the inputs' last
+        len(continuation) predictions."""
+        width = max(len(inputs) for _, inputs, _ in rows)
+        batch = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, (_, inputs, _) in enumerate(rows):
+            batch[b, :len(inputs)] = torch.tensor(inputs)
+        logits, _ = self.model.forward(batch.to(self.model.device), state)
+        for b, (i, inputs, cont) in enumerate(rows):
+            results[i] = self._score(logits[b, len(inputs) - len(cont):len(inputs)], cont)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         out = []

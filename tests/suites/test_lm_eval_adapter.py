@@ -64,6 +64,22 @@ def test_state_reuse_gives_identical_results(model):
     assert len({round(a, 4) for a, _ in reuse}) == 4  # the choices really differ
 
 
+@pytest.mark.parametrize("batch_size", [2, 3])
+@pytest.mark.parametrize("model", ["rwkv7-tiny", "mamba-tiny", "mamba2-tiny", "pythia-tiny"])
+def test_batched_scoring_gives_identical_results(model, batch_size):
+    """Right-padded batches, with and without the shared context's state (repeated per row),
+    score exactly what one request at a time scores."""
+    context = "Question: which animal sleeps after jumping over the dog? Answer:"
+    pairs = [(context, c) for c in (" the fox", " the dog", " a cat", " nobody at all")] + \
+        [("The lazy", " dog"), ("", "A whole sentence on its own."), ("Then it", " sleeps")]
+    args = requests("loglikelihood", pairs)
+    one = ArchbenchLM(model=model, batch_size=1).loglikelihood(args, disable_tqdm=True)
+    for reuse in (True, False):
+        many = ArchbenchLM(model=model, batch_size=batch_size, reuse_state=reuse).loglikelihood(args, disable_tqdm=True)
+        for (a, ga), (b, gb) in zip(many, one):
+            assert a == pytest.approx(b, rel=1e-5, abs=1e-5) and ga == gb
+
+
 def test_sampling_is_seeded():
     lm = ArchbenchLM(model="rwkv6-tiny", seed=3)
     args = requests("generate_until", [("abc", {"until": ["zzz"], "max_gen_toks": 6, "do_sample": True,
