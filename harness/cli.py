@@ -94,7 +94,8 @@ def _run_records(run: str) -> list[dict]:
     from archbench.harness.results import ResultsStore
     path = Path(run)
     if path.is_dir():
-        path = next((path / n for n in ("results.jsonl", "ppl.jsonl", "niah.jsonl") if (path / n).exists()),
+        path = next((path / n for n in ("results.jsonl", "ppl.jsonl", "niah.jsonl", "eval.jsonl")
+                     if (path / n).exists()),
                     path / "results.jsonl")
     if not path.exists():
         raise ArchbenchError(f"{run}: no results.jsonl there (run `archbench sweep --out {run}` first)")
@@ -219,7 +220,7 @@ def cmd_reproduce(args) -> int:
     import glob
     import json
 
-    from archbench.suites.reproduce import build_report
+    from archbench.suites.reproduce import QUALITY_METRICS, build_report
     if args.what != "seed":
         raise ArchbenchError(f"unknown article {args.what!r}; known: seed")
     runs = args.results or sorted(glob.glob("results/sweeps/*/results.jsonl"))
@@ -231,11 +232,17 @@ def cmd_reproduce(args) -> int:
             for r in _run_records(run):
                 if r.get("model") == path and r.get("mode") == "windowed":
                     ppl[name] = r["token_perplexity"]
+    evals = {}  # accuracies recorded by `archbench eval --model PATH --tasks lambada_openai,hellaswag`
+    for name, path in checkpoints.items():
+        for run in args.eval or []:
+            for r in _run_records(run):
+                if r.get("model") == path and (r.get("task"), r.get("metric")) in QUALITY_METRICS:
+                    evals.setdefault(name, {})[QUALITY_METRICS[r["task"], r["metric"]]] = 100 * r["value"]
     only = set(args.only.split(",")) if args.only else None
     copy_rate = None  # the device copy rate a decode_vs_generate run measured, for the weight-read floor
     for path in sorted(glob.glob("results/decode/*.json")):
         copy_rate = json.loads(Path(path).read_text()).get("copy_bytes_per_s") or copy_rate
-    report = build_report(records, checkpoints=checkpoints, ppl=ppl, only=only, copy_rate=copy_rate)
+    report = build_report(records, checkpoints=checkpoints, ppl=ppl, evals=evals, only=only, copy_rate=copy_rate)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "seed.md").write_text(report)
@@ -339,6 +346,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--only", help="comma-separated: speed,memory,quality,complexity")
     s.add_argument("--results", nargs="*", help="sweep runs (default results/sweeps/*/results.jsonl)")
     s.add_argument("--ppl", nargs="*", help="ppl runs (folders with ppl.jsonl) for the quality table")
+    s.add_argument("--eval", nargs="*", help="eval runs (folders with eval.jsonl: lambada_openai, hellaswag) for it")
     s.add_argument("--checkpoint", action="append", metavar="NAME=PATH",
                    help="a checkpoint for a quality row, e.g. \"RWKV-7 Goose=RWKV-x070-World-2.9B.pth\"")
     s.add_argument("--out", default="results/reproduce")

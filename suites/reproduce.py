@@ -22,6 +22,9 @@ ARTICLE_QUALITY = {
     "Mamba": ("2.8B", 9.80, 64.9, 50.3),
 }
 
+# lm-eval (task, metric) -> the quality table's column: LAMBADA accuracy, HellaSwag normalised accuracy
+QUALITY_METRICS = {("lambada_openai", "acc"): "lambada", ("hellaswag", "acc_norm"): "hellaswag"}
+
 # The article's complexity claims, as log-log slopes against context length T.
 ARTICLE_COMPLEXITY = {
     # family: (prefill time, decode time per token, inference memory)
@@ -117,9 +120,12 @@ def quality_section(checkpoints: dict[str, str], ppl: dict[str, float], evals: d
             rows.append(f"| {model} | {params} | {pile} | no checkpoint: pass `--checkpoint \"{model}=PATH\"` "
                         f"| {lambada} | - | {hella} | - |")
             continue
-        e = evals.get(model, {})
-        rows.append(f"| {model} | {params} | {pile} | {_fmt(ppl.get(model))} | {lambada} | {_fmt(e.get('lambada'))} "
-                    f"| {hella} | {_fmt(e.get('hellaswag'))} |")
+        e, path = evals.get(model, {}), checkpoints[model]
+        todo_ppl = f"run `archbench ppl --model {path} --data PILE_VAL.jsonl`, pass `--ppl RUN`"
+        todo_eval = f"run `archbench eval --model {path} --tasks lambada_openai,hellaswag`, pass `--eval RUN`"
+        rows.append(f"| {model} | {params} | {pile} | {_fmt(ppl.get(model)) if model in ppl else todo_ppl} | {lambada} "
+                    f"| {_fmt(e['lambada']) if 'lambada' in e else todo_eval} | {hella} "
+                    f"| {_fmt(e['hellaswag']) if 'hellaswag' in e else todo_eval} |")
     return "\n".join(rows)
 
 

@@ -53,3 +53,29 @@ def test_claims_follow_the_measurements():
     assert "bounds batch-1 decode at 600 tok/s" in text and "batch of at least 3.7" in text
     wobbly = [dict(r, decode_tokens_per_s=100.0 * (1 + i)) for i, r in enumerate(flat)]
     assert "(rwkv6-3b): contradicts it" in "\n".join(claims_section(wobbly))
+
+
+def test_quality_rows_fill_from_recorded_ppl_and_eval_runs(tmp_path, capsys):
+    """A checkpoint's row takes the windowed perplexity of `archbench ppl` and the LAMBADA /
+    HellaSwag accuracies of `archbench eval` recorded for that path; what is missing says
+    which command records it."""
+    import json
+
+    from archbench.harness.cli import main
+    ckpt, other = "/ckpt/rwkv7.pth", "/ckpt/mamba"
+    (tmp_path / "ppl").mkdir()
+    (tmp_path / "ppl" / "ppl.jsonl").write_text(json.dumps(dict(model=ckpt, mode="windowed", token_perplexity=9.87)) + "\n")
+    (tmp_path / "ev").mkdir()
+    rows = [dict(model=ckpt, task="lambada_openai", metric="acc", value=0.6543),
+            dict(model=ckpt, task="hellaswag", metric="acc_norm", value=0.5012),
+            dict(model=ckpt, task="hellaswag", metric="acc", value=0.4)]
+    (tmp_path / "ev" / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "results.jsonl").write_text("")
+    assert main(["reproduce", "seed", "--only", "quality", "--results", str(tmp_path / "sw"),
+                 "--checkpoint", f"RWKV-7 Goose={ckpt}", "--checkpoint", f"Mamba={other}",
+                 "--ppl", str(tmp_path / "ppl"), "--eval", str(tmp_path / "ev"), "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "seed.md").read_text()
+    assert "| RWKV-7 Goose | 2.9B | 9.6 | 9.87 | 65.8 | 65.43 | 51.0 | 50.12 |" in report
+    assert f"run `archbench eval --model {other} --tasks lambada_openai,hellaswag`" in report
+    assert f"run `archbench ppl --model {other}" in report
