@@ -5,6 +5,8 @@
 #include <cuda_runtime_api.h>
 #include <torch/extension.h>
 
+#include "wkv7/cuda/decode7.h"
+
 namespace archbench {
 cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
                          const void* v, float* state, void* y, cudaStream_t stream);
@@ -56,8 +58,74 @@ void wkv7(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Tensor a, 
                                 at::cuda::getCurrentCUDAStream()), "wkv7");
 }
 
+static const void* ptr_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr() : nullptr; }
+
+// The fused RWKV-7 decode step (decode7.cu). x: [B, C]; prev: [B, C] token shift (updated);
+// out: [len(maa), B, C]
+void rwkv7_norm_mix(at::Tensor x, at::Tensor ln_w, at::Tensor ln_b, at::Tensor prev, std::vector<at::Tensor> maa,
+                    at::Tensor out, double eps) {
+  TORCH_CHECK(maa.size() >= 1 && maa.size() <= archbench::MAX_MIX, "norm_mix: 1 to 6 interpolations");
+  archbench::MixArgs mix{};
+  for (size_t i = 0; i < maa.size(); ++i) mix.maa[i] = maa[i].data_ptr();
+  mix.n = (int)maa.size();
+  check(archbench::norm_mix(dtype_code(x), x.size(0), x.size(1), (float)eps, x.data_ptr(), ln_w.data_ptr(),
+                            ln_b.data_ptr(), prev.data_ptr(), mix, out.data_ptr(), at::cuda::getCurrentCUDAStream()),
+        "rwkv7_norm_mix");
+}
+
+// xs[g]: [B, C]; ws[g]: [C, rank_g] (empty for a missing group); partial: [ksplit, B, sum of ranks] fp32
+void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at::Tensor partial) {
+  TORCH_CHECK(xs.size() == archbench::LORA_GROUPS && ws.size() == archbench::LORA_GROUPS, "lora_down: 4 groups");
+  archbench::LoraDownArgs args{};
+  args.n = archbench::LORA_GROUPS;
+  args.col0[0] = 0;
+  for (int g = 0; g < archbench::LORA_GROUPS; ++g) {
+    args.x[g] = xs[g].data_ptr();
+    args.w[g] = ptr_or_null(ws[g]);
+    args.col0[g + 1] = args.col0[g] + (ws[g].numel() ? (int)ws[g].size(1) : 0);
+  }
+  TORCH_CHECK(partial.size(2) == args.col0[archbench::LORA_GROUPS], "lora_down: partial has the wrong width");
+  check(archbench::lora_down(dtype_code(xs[0]), xs[0].size(0), xs[0].size(1), partial.size(0), args,
+                             partial.data_ptr<float>(), at::cuda::getCurrentCUDAStream()),
+        "rwkv7_lora_down");
+}
+
+// r, k, v, out, v_first: [B, C]; partial from rwkv7_lora_down; w2s: [rank_g, C] (empty if
+// missing); params: w0 (fp32), a0, v0 (or empty), k_k, k_a, r_k, ln_x weight, ln_x bias
+// (fp32); state [B, H, N, N] fp32, updated in place.
+void rwkv7_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor partial, std::vector<at::Tensor> w2s,
+                       std::vector<at::Tensor> params, double lnx_eps, at::Tensor v_first, bool first_layer,
+                       at::Tensor state, at::Tensor out) {
+  TORCH_CHECK(w2s.size() == archbench::LORA_GROUPS && params.size() == 8, "tmix_decode: bad argument lists");
+  archbench::Tmix7Args p{};
+  p.r = r.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr();
+  p.partial = partial.data_ptr<float>();
+  p.ksplit = partial.size(0);
+  p.cols = partial.size(2);
+  p.col0[0] = 0;
+  for (int g = 0; g < archbench::LORA_GROUPS; ++g) {
+    p.w2[g] = ptr_or_null(w2s[g]);
+    p.col0[g + 1] = p.col0[g] + (w2s[g].numel() ? (int)w2s[g].size(0) : 0);
+  }
+  TORCH_CHECK(p.col0[archbench::LORA_GROUPS] == p.cols, "tmix_decode: LoRA widths do not match partial");
+  p.w0 = params[0].data_ptr<float>();
+  p.a0 = params[1].data_ptr(); p.v0 = ptr_or_null(params[2]); p.k_k = params[3].data_ptr();
+  p.k_a = params[4].data_ptr(); p.r_k = params[5].data_ptr();
+  p.lnx_w = params[6].data_ptr<float>(); p.lnx_b = params[7].data_ptr<float>();
+  p.lnx_eps = (float)lnx_eps;
+  p.v_first = v_first.data_ptr();
+  p.first_layer = first_layer;
+  p.state = state.data_ptr<float>();
+  p.out = out.data_ptr();
+  const int B = state.size(0), H = state.size(1), N = state.size(2);
+  check(archbench::tmix7_decode(dtype_code(r), B, H, N, p, at::cuda::getCurrentCUDAStream()), "rwkv7_tmix_decode");
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("wkv4", &wkv4);
   m.def("wkv6", &wkv6);
   m.def("wkv7", &wkv7);
+  m.def("rwkv7_norm_mix", &rwkv7_norm_mix);
+  m.def("rwkv7_lora_down", &rwkv7_lora_down);
+  m.def("rwkv7_tmix_decode", &rwkv7_tmix_decode);
 }

@@ -99,6 +99,39 @@ __device__ __forceinline__ float lane_group_sum(float x) {
   return x;
 }
 
+// Sums over the S lanes of a column for M values at once (M a multiple of S), without
+// repeating work: each round a lane keeps half of its values, sends the other half to its
+// partner and adds what comes back, so M values cost M - M / S shuffles instead of
+// M log2(S). Afterwards lane l of the group holds the sums of values l * M / S .. + M / S
+// in v[0 .. M / S).
+template <int M, int S>
+__device__ __forceinline__ void lane_group_reduce_scatter(float* v, int lane) {
+  static_assert(M % S == 0, "M must be a multiple of S");
+  int len = M;
+#pragma unroll
+  for (int m = S / 2; m > 0; m >>= 1) {
+    const bool upper = lane & m;
+    len /= 2;
+#pragma unroll
+    for (int i = 0; i < M / 2; ++i) {
+      if (i < len) {
+        const float send = upper ? v[i] : v[i + len];
+        const float keep = upper ? v[i + len] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, m);
+      }
+    }
+  }
+}
+
+// Dot product of n entries (n a multiple of 4) with four accumulators: a short chain.
+template <int n>
+__device__ __forceinline__ float dot4(const float* x, const float* y) {
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int e = 0; e < n; ++e) acc[e % 4] = fmaf(x[e], y[e], acc[e % 4]);
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
 }  // namespace archbench
 
 // Calls BODY with `using F = <element type>` for the runtime dtype code.

@@ -60,7 +60,8 @@ def _summary(per_token_s: list[float]) -> dict:
             "decode_tokens_per_s_max": 1 / min(per_token_s), "ms_per_token": med * 1e3, "repeats": len(per_token_s)}
 
 
-def bench_model(name: str, prompt: int, new: int, repeats: int, dtype: str, seed: int = 0) -> list[dict]:
+def bench_model(name: str, prompt: int, new: int, repeats: int, dtype: str, seed: int = 0,
+                peers: bool = True) -> list[dict]:
     family, config = config_for(name)
     model = make(family, config, impl=FAST_IMPL[family], dtype=dtype, device="cuda").init_random_(seed)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -90,25 +91,42 @@ def bench_model(name: str, prompt: int, new: int, repeats: int, dtype: str, seed
     again = lambda: state.restore(after_prefill)  # noqa: E731
     graph_t = _cuda_times(decode_graphed, 2, repeats, before=again)
     eager_t = _cuda_times(decode_eager, 1, max(1, repeats // 2), before=again)
+    unfused_t = None
+    if getattr(model, "fused_decode", False):  # RWKV-7: the same step on the unfused ops, for the gain
+        model.fused_decode = False
+        unfused_logits, _ = model.step(first, state)
+        state.restore(after_prefill)
+        unfused = GraphedStep(model, state, first, greedy=True)
+        unfused_t = _cuda_times(lambda: [unfused(first)] + [unfused() for _ in range(new - 1)], 2, repeats,
+                                before=again)
+        model.fused_decode = True
 
     # the library's own path on the same weights; its logits check ours (before any speed is reported)
-    reference = library_forward(model, torch.cat([tokens, first[:, None]], 1))[:, -1]
-    check = {"vs_library_rms_rel": errors(eager_logits, reference)["rms_rel"],
-             "graph_vs_eager_rms_rel": errors(graph_logits, eager_logits)["rms_rel"]}
-    check["ok"] = check["vs_library_rms_rel"] < CHECK_TOL[family] and check["graph_vs_eager_rms_rel"] < 0.01
-    peer = peer_decode(model, tokens, new, repeats)
+    check = {"graph_vs_eager_rms_rel": errors(graph_logits, eager_logits)["rms_rel"]}
+    check["ok"] = check["graph_vs_eager_rms_rel"] < 0.01
+    if peers:
+        reference = library_forward(model, torch.cat([tokens, first[:, None]], 1))[:, -1]
+        check["vs_library_rms_rel"] = errors(eager_logits, reference)["rms_rel"]
+        check["ok"] = check["ok"] and check["vs_library_rms_rel"] < CHECK_TOL[family]
+    if unfused_t is not None:
+        check["fused_vs_unfused_rms_rel"] = errors(eager_logits, unfused_logits)["rms_rel"]
+        check["ok"] = check["ok"] and check["fused_vs_unfused_rms_rel"] < 0.02
 
     base = {"model": name, "family": family, "dtype": dtype, "batch": 1, "prompt": prompt, "new_tokens": new,
             "weight_bytes": weight_bytes, "check": check}
     rows = [{**base, "path": "archbench step, CUDA graph", **_summary([t / new for t in graph_t])},
-            {**base, "path": "archbench step, eager", **_summary([t / new for t in eager_t])},
-            {**base, "path": peer["peer_path"], "decode_tokens_per_s": peer["peer_decode_tokens_per_s"],
-             "decode_tokens_per_s_min": peer["peer_decode_tokens_per_s_min"],
-             "decode_tokens_per_s_max": peer["peer_decode_tokens_per_s_max"],
-             "ms_per_token": 1e3 / peer["peer_decode_tokens_per_s"], "repeats": repeats}]
+            {**base, "path": "archbench step, eager", **_summary([t / new for t in eager_t])}]
+    if unfused_t is not None:
+        rows.append({**base, "path": "archbench step unfused, CUDA graph", **_summary([t / new for t in unfused_t])})
+    if peers:
+        peer = peer_decode(model, tokens, new, repeats)
+        rows.append({**base, "path": peer["peer_path"], "decode_tokens_per_s": peer["peer_decode_tokens_per_s"],
+                     "decode_tokens_per_s_min": peer["peer_decode_tokens_per_s_min"],
+                     "decode_tokens_per_s_max": peer["peer_decode_tokens_per_s_max"],
+                     "ms_per_token": 1e3 / peer["peer_decode_tokens_per_s"], "repeats": repeats})
     for row in rows:
         row["achieved_bytes_per_s"] = weight_bytes * row["decode_tokens_per_s"]
-        row["vs_library"] = row["decode_tokens_per_s"] / rows[-1]["decode_tokens_per_s"]
+        row["vs_library"] = row["decode_tokens_per_s"] / rows[-1]["decode_tokens_per_s"] if peers else None
     return rows
 
 
@@ -121,7 +139,7 @@ def table(rows: list[dict], copy_rate: float) -> str:
         achieved = r["achieved_bytes_per_s"]
         cells = [r["model"], r["path"], f"{tok_s:.1f} ({lo:.1f}-{hi:.1f})", f"{r['ms_per_token']:.2f}",
                  f"{r['weight_bytes'] / 1e9:.2f}", f"{achieved / 1e12:.2f}", f"{achieved / copy_rate:.0%}",
-                 f"{r['vs_library']:.2f}x", "ok" if r["check"]["ok"] else f"FAIL {r['check']}"]
+                 "-" if r["vs_library"] is None else f"{r['vs_library']:.2f}x", "ok" if r["check"]["ok"] else f"FAIL {r['check']}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -134,12 +152,14 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--out", default="results/decode_vs_generate")
+    p.add_argument("--no-peers", action="store_true",
+                   help="skip the libraries' own paths (their generate and the logits check against their forward)")
     args = p.parse_args(argv)
     from archbench.suites.kernel_bench import copy_bandwidth
     copy_rate = copy_bandwidth()
     rows = []
     for name in args.models:
-        rows += bench_model(name, args.prompt, args.new, args.repeats, args.dtype)
+        rows += bench_model(name, args.prompt, args.new, args.repeats, args.dtype, peers=not args.no_peers)
         torch.cuda.empty_cache()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -102,6 +102,8 @@ def backends(op: str) -> dict:
     if op != "wkv4":
         out["ours-8lane"] = lambda x, s: cuda(**x, state=s, variant=3)
         out["ours-2lane"] = lambda x, s: cuda(**x, state=s, variant=1)
+        if op == "wkv7":
+            out["ours-4lane"] = lambda x, s: cuda(**x, state=s, variant=2)
         out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
     if op in ("wkv6", "wkv7"):
         if importlib.util.find_spec("fla") is None:

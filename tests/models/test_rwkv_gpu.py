@@ -64,3 +64,29 @@ def test_cuda_impl_matches_ref_impl(name, dtype):
 def test_auto_impl_is_cuda_on_gpu():
     assert archbench.build("rwkv7-tiny", device="cuda", impl="auto").impl == "cuda"
     assert archbench.build("rwkv7-tiny", device="cpu", impl="auto").impl == "ref"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("head_size,layer0_v_lora", [(64, False), (32, True)])
+def test_rwkv7_fused_decode_equals_unfused_step(dtype, head_size, layer0_v_lora):
+    """kernels/wkv7/decode.py against the model's own step (the unfused ops), after a
+    prefill, over several tokens of a batch of 3: logits and every part of the state."""
+    cfg = RWKVConfig(version="7", vocab_size=1000, n_embd=256, n_layer=3, head_size=head_size, decay_lora=64,
+                     aaa_lora=64, mv_lora=32, gate_lora=128, layer0_v_lora=layer0_v_lora)
+    model = family_class(cfg.family)(cfg, impl="cuda").init_random_(0).cuda().cast(dtype).eval()
+    tokens = torch.randint(0, 1000, (3, 40), device="cuda")
+    _, state = model.forward(tokens[:, :30])
+    saved = state.checkpoint()
+    fused, unfused = [], []
+    for t in range(30, 40):
+        fused.append(model.step(tokens[:, t], state)[0].clone())
+    fused_state = state.checkpoint()
+    state.restore(saved)
+    model.fused_decode = False
+    for t in range(30, 40):
+        unfused.append(model.step(tokens[:, t], state)[0].clone())
+    tol = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 5e-3}[dtype]
+    err = assert_close(torch.stack(fused), torch.stack(unfused), rms_rel=tol, what=f"fused decode {dtype} logits")
+    print(f"fused vs unfused decode, {dtype}, N={head_size}: logits rms_rel {err['rms_rel']:.2e}")
+    for name in ("att_shift", "ffn_shift", "wkv"):
+        assert_close(getattr(fused_state, name), getattr(state, name), rms_rel=2 * tol, what=f"{dtype} state.{name}")

@@ -5,7 +5,8 @@
 // with w the log decay, per token for RWKV-6, fixed per channel ([H, N], fp32) for
 // RWKV-5. Tiling as in wkv7.cu: a column over S_LANES lanes, TC tokens staged in shared
 // memory while the next chunk loads into registers. The step has no reduction on its
-// serial path, so its chain is short.
+// serial path, so in a full chunk the TC steps are unrolled and the TC partial y of a
+// lane are reduced together at the end (one reduce-scatter).
 #include "../../common.cuh"
 
 namespace archbench {
@@ -56,23 +57,32 @@ wkv6_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
     __syncthreads();
     if (t0 + TC < T) chunk.fetch(ins, v, base, tok_stride, col0, t0 + TC, T, tid);
     const int len = min(TC, T - t0);
-    for (int tt = 0; tt < len; ++tt) {
-      float rr[E], kk[E], td[E];
+    auto step = [&](int tt) {  // one token: update this thread's entries, return its part of y
+      float rr[E], kk[E], td[E], yv[E];
       load_row<E, S_LANES>(s_in[0][tt], lane, rr);
       load_row<E, S_LANES>(s_in[1][tt], lane, kk);
       if constexpr (TOKEN_DECAY) load_row<E, S_LANES>(s_in[NFULL - 1][tt], lane, td);
       const float vj = s_v[tt][col];
-      float y0 = 0.f, y1 = 0.f;
 #pragma unroll
-      for (int e = 0; e < E; e += 2) {
-        const float kv0 = kk[e] * vj, kv1 = kk[e + 1] * vj;
-        y0 += rr[e] * (s[e] + uu[e] * kv0);
-        y1 += rr[e + 1] * (s[e + 1] + uu[e + 1] * kv1);
-        s[e] = s[e] * (TOKEN_DECAY ? td[e] : dd[e]) + kv0;
-        s[e + 1] = s[e + 1] * (TOKEN_DECAY ? td[e + 1] : dd[e + 1]) + kv1;
+      for (int e = 0; e < E; ++e) {
+        const float kv = kk[e] * vj;
+        yv[e] = fmaf(uu[e], kv, s[e]);
+        s[e] = fmaf(s[e], TOKEN_DECAY ? td[e] : dd[e], kv);
       }
-      const float yy = lane_group_sum<S_LANES>(y0 + y1);
-      if (lane == 0) s_y[tt][col] = yy;
+      return dot4<E>(rr, yv);
+    };
+    if (len == TC) {
+      float yp[TC];
+#pragma unroll
+      for (int tt = 0; tt < TC; ++tt) yp[tt] = step(tt);
+      lane_group_reduce_scatter<TC, S_LANES>(yp, lane);
+#pragma unroll
+      for (int q = 0; q < TC / S_LANES; ++q) s_y[lane * (TC / S_LANES) + q][col] = yp[q];
+    } else {
+      for (int tt = 0; tt < len; ++tt) {
+        const float yy = lane_group_sum<S_LANES>(step(tt));
+        if (lane == 0) s_y[tt][col] = yy;
+      }
     }
     __syncthreads();
     for (int idx = tid; idx < len * CB; idx += THREADS) {

@@ -7,9 +7,31 @@
 // chain of a step (batch 1), fewer lanes cost fewer instructions (large batch).
 // Inputs are staged TC tokens at a time in shared memory (as fp32, the decay already
 // exponentiated), the next chunk loading into registers while this one is computed.
+// The serial chain of a step is a . S (a dot product and a lane reduction) and one
+// multiply-add; y = r . S is off that chain, so in a full chunk the TC steps are unrolled
+// and the TC partial y of a lane are reduced together at the end (one reduce-scatter).
 #include "../../common.cuh"
 
 namespace archbench {
+
+// One token for one thread: updates its E entries of the column and returns its part of y.
+template <int E, int S_LANES, int TC, int N, int CB>
+__device__ __forceinline__ float wkv7_step(float* s, const float (*s_in)[TC][N], const float (*s_v)[CB], int tt,
+                                           int lane, int col) {
+  float rr[E], dd[E], kk[E], aa[E], bb[E], p[E];
+  load_row<E, S_LANES>(s_in[0][tt], lane, rr);
+  load_row<E, S_LANES>(s_in[1][tt], lane, dd);
+  load_row<E, S_LANES>(s_in[2][tt], lane, kk);
+  load_row<E, S_LANES>(s_in[3][tt], lane, aa);
+  load_row<E, S_LANES>(s_in[4][tt], lane, bb);
+  const float vj = s_v[tt][col];
+  const float sa = lane_group_sum<S_LANES>(dot4<E>(aa, s));
+#pragma unroll
+  for (int e = 0; e < E; ++e) p[e] = fmaf(s[e], dd[e], kk[e] * vj);  // while sa is reduced
+#pragma unroll
+  for (int e = 0; e < E; ++e) s[e] = fmaf(bb[e], sa, p[e]);
+  return dot4<E>(rr, s);
+}
 
 template <typename F, int N, int S_LANES, int CB, int TC>
 __global__ void __launch_bounds__(CB * S_LANES)
@@ -51,31 +73,18 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
     __syncthreads();
     if (t0 + TC < T) chunk.fetch(ins, v, base, tok_stride, col0, t0 + TC, T, tid);  // in flight meanwhile
     const int len = min(TC, T - t0);
-    for (int tt = 0; tt < len; ++tt) {
-      float rr[E], dd[E], kk[E], aa[E], bb[E];
-      load_row<E, S_LANES>(s_in[0][tt], lane, rr);
-      load_row<E, S_LANES>(s_in[1][tt], lane, dd);
-      load_row<E, S_LANES>(s_in[2][tt], lane, kk);
-      load_row<E, S_LANES>(s_in[3][tt], lane, aa);
-      load_row<E, S_LANES>(s_in[4][tt], lane, bb);
-      float sa0 = 0.f, sa1 = 0.f;
+    if (len == TC) {
+      float yp[TC];
 #pragma unroll
-      for (int e = 0; e < E; e += 2) {
-        sa0 += aa[e] * s[e];
-        sa1 += aa[e + 1] * s[e + 1];
-      }
-      const float sa = lane_group_sum<S_LANES>(sa0 + sa1);
-      const float vj = s_v[tt][col];
-      float y0 = 0.f, y1 = 0.f;
+      for (int tt = 0; tt < TC; ++tt) yp[tt] = wkv7_step<E, S_LANES>(s, s_in, s_v, tt, lane, col);
+      lane_group_reduce_scatter<TC, S_LANES>(yp, lane);
 #pragma unroll
-      for (int e = 0; e < E; e += 2) {
-        s[e] = s[e] * dd[e] + bb[e] * sa + kk[e] * vj;
-        s[e + 1] = s[e + 1] * dd[e + 1] + bb[e + 1] * sa + kk[e + 1] * vj;
-        y0 += rr[e] * s[e];
-        y1 += rr[e + 1] * s[e + 1];
+      for (int q = 0; q < TC / S_LANES; ++q) s_y[lane * (TC / S_LANES) + q][col] = yp[q];
+    } else {
+      for (int tt = 0; tt < len; ++tt) {
+        const float yy = lane_group_sum<S_LANES>(wkv7_step<E, S_LANES>(s, s_in, s_v, tt, lane, col));
+        if (lane == 0) s_y[tt][col] = yy;
       }
-      const float yy = lane_group_sum<S_LANES>(y0 + y1);
-      if (lane == 0) s_y[tt][col] = yy;
     }
     __syncthreads();
     for (int idx = tid; idx < len * CB; idx += THREADS) {

@@ -1,0 +1,216 @@
+// The RWKV-7 decode step (one token per sequence, batch B) in three kernels around the
+// large matrix-vector products, which stay with cuBLAS:
+//
+//   norm_mix      layer norm of x, the token shift and up to six interpolations
+//                 x + (x_prev - x) * maa, in one pass (the time mix's six, the channel mix's one)
+//   lora_down     the first factor of the w, a, v and g LoRAs, four inputs in one launch: the
+//                 rows (C) are split over KSPLIT blocks that each write partial sums
+//   tmix7_decode  per (sequence, head): the partial sums reduced, tanh / sigmoid, the second
+//                 LoRA factors for this head's channels, decay, in-context rate, key
+//                 normalisation, value residual, the WKV7 state update in place, the group
+//                 norm, the bonus r.k.r_k v and the gate: out = (norm(y) + bonus) * g
+//
+// Everything is fp32 inside and rounded once on the way out (the unfused path rounds after
+// each op in the model dtype), so the two agree within the dtype's tolerance. No
+// allocation, no host synchronisation: the step can be captured in a CUDA graph.
+#include "../../common.cuh"
+#include "decode7.h"
+
+namespace archbench {
+
+// Sum over the block (blockDim a multiple of 32); red holds 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+  __syncthreads();  // red may still be read by a previous call
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+  __syncthreads();
+  float t = 0.f;
+  for (int i = 0; i < blockDim.x / 32; ++i) t += red[i];
+  return t;
+}
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
+
+template <typename F>
+__global__ void norm_mix_kernel(int B, int C, float eps, const F* __restrict__ x, const F* __restrict__ ln_w,
+                                const F* __restrict__ ln_b, F* __restrict__ prev, MixArgs mix, F* __restrict__ out) {
+  __shared__ float red[32];
+  const int b = blockIdx.x;
+  const F* xb = x + (size_t)b * C;
+  float s = 0.f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) s += to_f(xb[c]);
+  const float mean = block_sum(s, red) / C;
+  float q = 0.f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = to_f(xb[c]) - mean;
+    q += d * d;
+  }
+  const float rstd = rsqrtf(block_sum(q, red) / C + eps);
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const F xn = from_f<F>((to_f(xb[c]) - mean) * rstd * to_f(ln_w[c]) + to_f(ln_b[c]));
+    const float xf = to_f(xn);
+    const float dx = to_f(prev[(size_t)b * C + c]) - xf;
+    for (int m = 0; m < mix.n; ++m)
+      out[((size_t)m * B + b) * C + c] = from_f<F>(fmaf(dx, to_f(static_cast<const F*>(mix.maa[m])[c]), xf));
+    prev[(size_t)b * C + c] = xn;  // the shift for the next token
+  }
+}
+
+template <typename F>
+__global__ void lora_down_kernel(int B, int C, int rows, LoraDownArgs args, float* __restrict__ partial) {
+  const int ks = blockIdx.x, b = blockIdx.y;
+  const int c0 = ks * rows, c1 = min(C, c0 + rows);
+  const int cols = args.col0[args.n];
+  for (int col = threadIdx.x; col < cols; col += blockDim.x) {
+    int g = 0;
+    while (g + 1 < args.n && col >= args.col0[g + 1]) ++g;
+    const int rank = args.col0[g + 1] - args.col0[g], cc = col - args.col0[g];
+    const F* x = static_cast<const F*>(args.x[g]) + (size_t)b * C;
+    const F* w = static_cast<const F*>(args.w[g]) + cc;
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    int c = c0;
+    for (; c + 4 <= c1; c += 4) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u) acc[u] = fmaf(to_f(x[c + u]), to_f(w[(size_t)(c + u) * rank]), acc[u]);
+    }
+    for (; c < c1; ++c) acc[0] = fmaf(to_f(x[c]), to_f(w[(size_t)c * rank]), acc[0]);
+    partial[((size_t)ks * B + b) * cols + col] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  }
+}
+
+// One block per (head, sequence), 4 N threads: thread (l, j) = (tid / N, tid % N).
+template <typename F, int N>
+__global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7Args p) {
+  constexpr int THREADS = 4 * N, ROWS = N / 4;
+  const int h = blockIdx.x, b = blockIdx.y, C = H * N;
+  const int tid = threadIdx.x, l = tid / N, j = tid % N;
+  const size_t bc = (size_t)b * C, c = (size_t)h * N + j;  // this thread's channel / column
+
+  __shared__ float hid[MAX_LORA_COLS];
+  __shared__ float low[4][N];                                  // the four LoRA outputs
+  __shared__ float s_r[N], s_d[N], s_k[N], s_a[N], s_b[N], s_v[N], s_g[N];
+  __shared__ float part[4][N], kk2[N], bon[N];
+
+  // partial sums of the first LoRA factors, reduced; tanh for the decay, sigmoid for the gate
+  for (int col = tid; col < p.cols; col += THREADS) {
+    float s = 0.f;
+    for (int ks = 0; ks < p.ksplit; ++ks) s += p.partial[((size_t)ks * B + b) * p.cols + col];
+    if (col < p.col0[1]) s = tanhf(s);
+    else if (col >= p.col0[3]) s = sigmoidf_(s);
+    hid[col] = s;
+  }
+  __syncthreads();
+  // second factors for this head's channels: part l of thread (l, j) is group l
+  {
+    float acc = 0.f;
+    const F* w2 = static_cast<const F*>(p.w2[l]);
+    if (w2 != nullptr)
+      for (int q = p.col0[l]; q < p.col0[l + 1]; ++q) acc = fmaf(hid[q], to_f(w2[(size_t)(q - p.col0[l]) * C + c]), acc);
+    low[l][j] = acc;
+  }
+  __syncthreads();
+  if (tid < N) {
+    const float r = to_f(static_cast<const F*>(p.r)[bc + c]);
+    const float k = to_f(static_cast<const F*>(p.k)[bc + c]);
+    float v = to_f(static_cast<const F*>(p.v)[bc + c]);
+    const float log_w = -0.6065306597126334f * sigmoidf_(p.w0[c] + low[0][j]);  // exp(-0.5) * sigmoid
+    const float a = sigmoidf_(to_f(static_cast<const F*>(p.a0)[c]) + low[1][j]);
+    const float kk = k * to_f(static_cast<const F*>(p.k_k)[c]);
+    const float kmod = k * (1.f + (a - 1.f) * to_f(static_cast<const F*>(p.k_a)[c]));
+    F* vf = static_cast<F*>(p.v_first);
+    if (p.first_layer) {
+      vf[bc + c] = from_f<F>(v);
+    } else {
+      const float mixv = sigmoidf_(to_f(static_cast<const F*>(p.v0)[c]) + low[2][j]);
+      v = fmaf(to_f(vf[bc + c]) - v, mixv, v);
+    }
+    s_r[j] = r; s_d[j] = __expf(log_w); s_k[j] = kmod; s_v[j] = v; s_g[j] = low[3][j];
+    s_a[j] = a;  // becomes kk * a below
+    kk2[j] = kk;
+    bon[j] = r * kmod * to_f(static_cast<const F*>(p.r_k)[c]);
+  }
+  __syncthreads();
+  // key normalisation (F.normalize: x / max(|x|, 1e-12)) and the bonus, over the head
+  float norm2 = 0.f, bonus = 0.f;
+  for (int i = 0; i < N; ++i) {
+    norm2 = fmaf(kk2[i], kk2[i], norm2);
+    bonus += bon[i];
+  }
+  const float inv = 1.f / fmaxf(sqrtf(norm2), 1e-12f);
+  __syncthreads();
+  if (tid < N) {
+    const float kn = kk2[j] * inv;
+    s_b[j] = kn * s_a[j];  // b = kk * a
+    s_a[j] = -kn;          // a = -kk
+  }
+  __syncthreads();
+  // the state update: thread (l, j) holds rows l * ROWS .. of column j
+  float* st = p.state + ((size_t)b * H + h) * N * N;
+  float s[ROWS];
+  float sa = 0.f;
+#pragma unroll
+  for (int q = 0; q < ROWS; ++q) {
+    s[q] = st[(size_t)(l * ROWS + q) * N + j];
+    sa = fmaf(s_a[l * ROWS + q], s[q], sa);
+  }
+  part[l][j] = sa;
+  __syncthreads();
+  sa = part[0][j] + part[1][j] + part[2][j] + part[3][j];
+  const float vj = s_v[j];
+  float y = 0.f;
+#pragma unroll
+  for (int q = 0; q < ROWS; ++q) {
+    const int i = l * ROWS + q;
+    s[q] = fmaf(s[q], s_d[i], fmaf(s_b[i], sa, s_k[i] * vj));
+    st[(size_t)i * N + j] = s[q];
+    y = fmaf(s_r[i], s[q], y);
+  }
+  __syncthreads();  // every thread has read part[] for sa
+  part[l][j] = y;
+  __syncthreads();
+  // group norm over the head, the bonus and the gate
+  if (tid < N) kk2[j] = part[0][j] + part[1][j] + part[2][j] + part[3][j];
+  __syncthreads();
+  float mean = 0.f;
+  for (int i = 0; i < N; ++i) mean += kk2[i];
+  mean /= N;
+  float var = 0.f;
+  for (int i = 0; i < N; ++i) var = fmaf(kk2[i] - mean, kk2[i] - mean, var);
+  var /= N;
+  if (tid < N) {
+    const float yn = (kk2[j] - mean) * rsqrtf(var + p.lnx_eps) * p.lnx_w[c] + p.lnx_b[c];
+    static_cast<F*>(p.out)[bc + c] = from_f<F>((yn + bonus * vj) * s_g[j]);
+  }
+}
+
+cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
+                     const MixArgs& mix, void* out, cudaStream_t stream) {
+  ARCHBENCH_DISPATCH_DTYPE(dtype, {
+    norm_mix_kernel<F><<<B, 256, 0, stream>>>(B, C, eps, (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev,
+                                             mix, (F*)out);
+  })
+  return cudaGetLastError();
+}
+
+cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& args, float* partial,
+                      cudaStream_t stream) {
+  const int cols = args.col0[args.n];
+  if (cols > MAX_LORA_COLS) return cudaErrorInvalidValue;
+  const int threads = min(1024, (cols + 31) / 32 * 32);
+  const int rows = (C + ksplit - 1) / ksplit;
+  ARCHBENCH_DISPATCH_DTYPE(dtype, {
+    lora_down_kernel<F><<<dim3(ksplit, B), threads, 0, stream>>>(B, C, rows, args, partial);
+  })
+  return cudaGetLastError();
+}
+
+cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, cudaStream_t stream) {
+  if (args.cols > MAX_LORA_COLS) return cudaErrorInvalidValue;
+  ARCHBENCH_DISPATCH_DTYPE(dtype, ARCHBENCH_DISPATCH_HEAD(N, {
+    if constexpr (N >= 16) tmix7_decode_kernel<F, N><<<dim3(H, B), 4 * N, 0, stream>>>(B, H, args);
+  }))
+  return cudaGetLastError();
+}
+
+}  // namespace archbench

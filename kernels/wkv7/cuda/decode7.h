@@ -1,0 +1,45 @@
+// Arguments of the fused RWKV-7 decode kernels (decode7.cu), shared with the binding.
+#pragma once
+#include <cuda_runtime_api.h>
+
+namespace archbench {
+
+constexpr int MAX_MIX = 6;
+constexpr int LORA_GROUPS = 4;      // w, a, v, g
+constexpr int MAX_LORA_COLS = 1024;  // sum of the four LoRA widths (832 at 7B)
+
+struct MixArgs {
+  const void* maa[MAX_MIX];
+  int n;
+};
+
+struct LoraDownArgs {
+  const void* x[LORA_GROUPS];  // [B, C] inputs
+  const void* w[LORA_GROUPS];  // [C, rank] first factors
+  int col0[LORA_GROUPS + 1];   // column offsets of the groups in the output; col0[n] = total
+  int n;
+};
+
+struct Tmix7Args {
+  const void *r, *k, *v;                 // [B, C] projections
+  const float* partial;                  // [KSPLIT, B, cols] from lora_down
+  int ksplit, cols;
+  int col0[LORA_GROUPS + 1];             // w, a, v, g (v empty on layer 0)
+  const void* w2[LORA_GROUPS];           // [rank, C] second factors (v may be null)
+  const float* w0;                       // [C] fp32
+  const void *a0, *v0, *k_k, *k_a, *r_k;  // [C] ([H, N] for r_k), model dtype
+  const float *lnx_w, *lnx_b;            // [C] fp32
+  float lnx_eps;
+  void* v_first;                         // [B, C]: written on layer 0, read after
+  bool first_layer;
+  float* state;                          // [B, H, N, N] fp32, [K, V], updated in place
+  void* out;                             // [B, C]
+};
+
+cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
+                     const MixArgs& mix, void* out, cudaStream_t stream);
+cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& args, float* partial,
+                      cudaStream_t stream);
+cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, cudaStream_t stream);
+
+}  // namespace archbench
