@@ -55,7 +55,7 @@ def extension():
     major, minor = torch.cuda.get_device_capability()
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
     name = f"archbench_wkv_sm{major}{minor}_{_source_hash()}"
-    flags = ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo", f"-I{ROOT}"]
+    flags = ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo", "--split-compile=0", f"-I{ROOT}"]
     return load(name=name, sources=[str(s) for s in SOURCES], extra_cuda_cflags=flags,
                 extra_cflags=["-O3", f"-I{ROOT}"], verbose=os.environ.get("ARCHBENCH_VERBOSE_BUILD") == "1")
 

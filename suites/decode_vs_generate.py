@@ -94,6 +94,7 @@ def bench_model(name: str, prompt: int, new: int, repeats: int, dtype: str, seed
     unfused_t = None
     if getattr(model, "fused_decode", False):  # RWKV-7: the same step on the unfused ops, for the gain
         model.fused_decode = False
+        state.restore(after_prefill)
         unfused_logits, _ = model.step(first, state)
         state.restore(after_prefill)
         unfused = GraphedStep(model, state, first, greedy=True)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from archbench.kernels.build import extension
 
-KSPLIT = 32  # row blocks of the LoRA first factors (their partial sums meet in the head kernel)
+KSPLIT = 16  # row blocks of the LoRA first factors (their partial sums meet in the head kernel)
 LN_EPS = 1e-5
 GROUP_NORM_EPS = 64e-5
 
@@ -69,6 +69,9 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
 
 
 def can_fuse(model) -> bool:
-    """The fused step covers RWKV-7 on our CUDA kernels, head sizes 16-128, no fp16 rescale."""
-    return (model.impl == "cuda" and model.device.type == "cuda" and model.config.head_size in (16, 32, 64, 128)
-            and not model.fp16_rescale_every)
+    """The fused step covers RWKV-7 on our CUDA kernels: head sizes 16-128, LoRA widths that
+    are multiples of 8 (16-byte loads) and sum to at most 1024."""
+    cfg = model.config
+    widths = (cfg.decay_lora, cfg.aaa_lora, cfg.mv_lora, cfg.gate_lora)
+    return (model.impl == "cuda" and model.device.type == "cuda" and cfg.head_size in (16, 32, 64, 128)
+            and all(w % 8 == 0 for w in widths) and sum(widths) <= 1024 and not model.fp16_rescale_every)

@@ -5,8 +5,8 @@
 // with w the log decay, per token for RWKV-6, fixed per channel ([H, N], fp32) for
 // RWKV-5. Tiling as in wkv7.cu: a column over S_LANES lanes, TC tokens staged in shared
 // memory while the next chunk loads into registers. The step has no reduction on its
-// serial path, so in a full chunk the TC steps are unrolled and the TC partial y of a
-// lane are reduced together at the end (one reduce-scatter).
+// serial path, so with 4 or more lanes a full chunk's TC steps are unrolled and the TC
+// partial y of a lane reduced together at the end (one reduce-scatter).
 #include "../../common.cuh"
 
 namespace archbench {
@@ -71,7 +71,7 @@ wkv6_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
       }
       return dot4<E>(rr, yv);
     };
-    if (len == TC) {
+    if (S_LANES >= 4 && len == TC) {  // measured: with 1-2 lanes the unrolled chunk costs occupancy
       float yp[TC];
 #pragma unroll
       for (int tt = 0; tt < TC; ++tt) yp[tt] = step(tt);

@@ -57,25 +57,43 @@ __global__ void norm_mix_kernel(int B, int C, float eps, const F* __restrict__ x
   }
 }
 
+// Block (ks, b): rows ks * rows .. of every group. Thread (rl, cv) reads the 16-byte vector
+// cv of rows rl, rl + RL, ... (RL row lanes, many loads in flight), and the RL row lanes
+// meet in shared memory. Every LoRA width is a multiple of the vector width.
 template <typename F>
-__global__ void lora_down_kernel(int B, int C, int rows, LoraDownArgs args, float* __restrict__ partial) {
+__global__ void lora_down_kernel(int B, int C, int rows, int RL, LoraDownArgs args, float* __restrict__ partial) {
+  constexpr int VN = Vec<F>::n;
+  __shared__ float red[8][MAX_LORA_COLS];
   const int ks = blockIdx.x, b = blockIdx.y;
+  const int cols = args.col0[args.n], nvec = cols / VN;
   const int c0 = ks * rows, c1 = min(C, c0 + rows);
-  const int cols = args.col0[args.n];
-  for (int col = threadIdx.x; col < cols; col += blockDim.x) {
+  const int rl = threadIdx.x / nvec, cv = threadIdx.x % nvec;
+  if (rl < RL) {
+    const int col = cv * VN;
     int g = 0;
     while (g + 1 < args.n && col >= args.col0[g + 1]) ++g;
-    const int rank = args.col0[g + 1] - args.col0[g], cc = col - args.col0[g];
+    const int rank = args.col0[g + 1] - args.col0[g];
     const F* x = static_cast<const F*>(args.x[g]) + (size_t)b * C;
-    const F* w = static_cast<const F*>(args.w[g]) + cc;
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    int c = c0;
-    for (; c + 4 <= c1; c += 4) {
+    const F* w = static_cast<const F*>(args.w[g]) + (col - args.col0[g]);
+    float acc[VN];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) acc[u] = fmaf(to_f(x[c + u]), to_f(w[(size_t)(c + u) * rank]), acc[u]);
+    for (int u = 0; u < VN; ++u) acc[u] = 0.f;
+#pragma unroll 4
+    for (int c = c0 + rl; c < c1; c += RL) {
+      float wv[VN];
+      load_vec<F>(w + (size_t)c * rank, wv);
+      const float xc = to_f(x[c]);
+#pragma unroll
+      for (int u = 0; u < VN; ++u) acc[u] = fmaf(xc, wv[u], acc[u]);
     }
-    for (; c < c1; ++c) acc[0] = fmaf(to_f(x[c]), to_f(w[(size_t)c * rank]), acc[0]);
-    partial[((size_t)ks * B + b) * cols + col] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+#pragma unroll
+    for (int u = 0; u < VN; ++u) red[rl][col + u] = acc[u];
+  }
+  __syncthreads();
+  for (int col = threadIdx.x; col < cols; col += blockDim.x) {
+    float t = 0.f;
+    for (int q = 0; q < RL; ++q) t += red[q][col];
+    partial[((size_t)ks * B + b) * cols + col] = t;
   }
 }
 
@@ -83,6 +101,7 @@ __global__ void lora_down_kernel(int B, int C, int rows, LoraDownArgs args, floa
 template <typename F, int N>
 __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7Args p) {
   constexpr int THREADS = 4 * N, ROWS = N / 4;
+  constexpr int VN = Vec<F>::n, NV = N / VN, RSTEP = THREADS / NV;
   const int h = blockIdx.x, b = blockIdx.y, C = H * N;
   const int tid = threadIdx.x, l = tid / N, j = tid % N;
   const size_t bc = (size_t)b * C, c = (size_t)h * N + j;  // this thread's channel / column
@@ -91,25 +110,51 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7
   __shared__ float low[4][N];                                  // the four LoRA outputs
   __shared__ float s_r[N], s_d[N], s_k[N], s_a[N], s_b[N], s_v[N], s_g[N];
   __shared__ float part[4][N], kk2[N], bon[N];
+  __shared__ float lred[RSTEP][N];
 
   // partial sums of the first LoRA factors, reduced; tanh for the decay, sigmoid for the gate
   for (int col = tid; col < p.cols; col += THREADS) {
-    float s = 0.f;
-    for (int ks = 0; ks < p.ksplit; ++ks) s += p.partial[((size_t)ks * B + b) * p.cols + col];
-    if (col < p.col0[1]) s = tanhf(s);
-    else if (col >= p.col0[3]) s = sigmoidf_(s);
-    hid[col] = s;
+    float t = 0.f;
+#pragma unroll 8
+    for (int ks = 0; ks < p.ksplit; ++ks) t += p.partial[((size_t)ks * B + b) * p.cols + col];
+    if (col < p.col0[1]) t = tanhf(t);
+    else if (col >= p.col0[3]) t = sigmoidf_(t);
+    hid[col] = t;
   }
   __syncthreads();
-  // second factors for this head's channels: part l of thread (l, j) is group l
+  // second factors for this head's channels, 16-byte loads of every group issued before
+  // any reduction: thread t takes vector column t % NV and rows t / NV + RSTEP * i
   {
-    float acc = 0.f;
-    const F* w2 = static_cast<const F*>(p.w2[l]);
-    if (w2 != nullptr)
-      for (int q = p.col0[l]; q < p.col0[l + 1]; ++q) acc = fmaf(hid[q], to_f(w2[(size_t)(q - p.col0[l]) * C + c]), acc);
-    low[l][j] = acc;
+    const int vc = tid % NV, r0 = tid / NV;
+    float acc[LORA_GROUPS][VN];
+#pragma unroll
+    for (int g = 0; g < LORA_GROUPS; ++g) {
+#pragma unroll
+      for (int u = 0; u < VN; ++u) acc[g][u] = 0.f;
+      const F* w2 = static_cast<const F*>(p.w2[g]);
+      if (w2 == nullptr) continue;
+#pragma unroll 4
+      for (int q = r0; q < p.col0[g + 1] - p.col0[g]; q += RSTEP) {
+        float wv[VN];
+        load_vec<F>(w2 + (size_t)q * C + (size_t)h * N + vc * VN, wv);
+        const float hq = hid[p.col0[g] + q];
+#pragma unroll
+        for (int u = 0; u < VN; ++u) acc[g][u] = fmaf(hq, wv[u], acc[g][u]);
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < LORA_GROUPS; ++g) {
+#pragma unroll
+      for (int u = 0; u < VN; ++u) lred[r0][vc * VN + u] = acc[g][u];
+      __syncthreads();
+      if (tid < N) {
+        float t = 0.f;
+        for (int q = 0; q < RSTEP; ++q) t += lred[q][tid];
+        low[g][tid] = t;
+      }
+      __syncthreads();
+    }
   }
-  __syncthreads();
   if (tid < N) {
     const float r = to_f(static_cast<const F*>(p.r)[bc + c]);
     const float k = to_f(static_cast<const F*>(p.k)[bc + c]);
@@ -187,7 +232,7 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7
 cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
                      const MixArgs& mix, void* out, cudaStream_t stream) {
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
-    norm_mix_kernel<F><<<B, 256, 0, stream>>>(B, C, eps, (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev,
+    norm_mix_kernel<F><<<B, 1024, 0, stream>>>(B, C, eps, (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev,
                                              mix, (F*)out);
   })
   return cudaGetLastError();
@@ -197,10 +242,14 @@ cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& a
                       cudaStream_t stream) {
   const int cols = args.col0[args.n];
   if (cols > MAX_LORA_COLS) return cudaErrorInvalidValue;
-  const int threads = min(1024, (cols + 31) / 32 * 32);
   const int rows = (C + ksplit - 1) / ksplit;
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
-    lora_down_kernel<F><<<dim3(ksplit, B), threads, 0, stream>>>(B, C, rows, args, partial);
+    constexpr int VN = Vec<F>::n;
+    for (int g = 0; g < args.n; ++g)
+      if ((args.col0[g + 1] - args.col0[g]) % VN) return cudaErrorInvalidValue;
+    const int nvec = cols / VN, RL = max(1, min(8, 1024 / nvec));
+    const int threads = (RL * nvec + 31) / 32 * 32;
+    lora_down_kernel<F><<<dim3(ksplit, B), threads, 0, stream>>>(B, C, rows, RL, args, partial);
   })
   return cudaGetLastError();
 }

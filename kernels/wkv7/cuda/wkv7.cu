@@ -8,8 +8,8 @@
 // Inputs are staged TC tokens at a time in shared memory (as fp32, the decay already
 // exponentiated), the next chunk loading into registers while this one is computed.
 // The serial chain of a step is a . S (a dot product and a lane reduction) and one
-// multiply-add; y = r . S is off that chain, so in a full chunk the TC steps are unrolled
-// and the TC partial y of a lane are reduced together at the end (one reduce-scatter).
+// multiply-add; y = r . S is off that chain, so with 4 or more lanes a full chunk's TC
+// steps are unrolled and the TC partial y of a lane reduced together (one reduce-scatter).
 #include "../../common.cuh"
 
 namespace archbench {
@@ -73,7 +73,7 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
     __syncthreads();
     if (t0 + TC < T) chunk.fetch(ins, v, base, tok_stride, col0, t0 + TC, T, tid);  // in flight meanwhile
     const int len = min(TC, T - t0);
-    if (len == TC) {
+    if (S_LANES >= 4 && len == TC) {  // measured: with 1-2 lanes the unrolled chunk costs occupancy
       float yp[TC];
 #pragma unroll
       for (int tt = 0; tt < TC; ++tt) yp[tt] = wkv7_step<E, S_LANES>(s, s_in, s_v, tt, lane, col);
