@@ -74,7 +74,7 @@ def cmd_sweep(args) -> int:
                      device=device, decode_tokens=args.decode_tokens or base.decode_tokens,
                      repeats=args.repeats or base.repeats,
                      prefill_chunk=args.prefill_chunk if args.prefill_chunk is not None else base.prefill_chunk,
-                     cuda_graphs=not args.no_cuda_graphs, peers=args.peers or base.peers)
+                     cuda_graphs=not args.no_cuda_graphs, peers=(args.peers or base.peers) and not args.no_peers)
     print(f"sweep: {len(spec.models)} models x {len(spec.contexts)} contexts x {len(spec.batches)} batches "
           f"on {device} ({spec.dtype}) -> {args.out}")
     store = run_sweep(spec, args.out, progress=not args.no_progress, isolate=not args.inline,
@@ -291,6 +291,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cuda-graphs", action="store_true", help="decode with eager steps instead of graph replays")
     s.add_argument("--peers", action="store_true", help="also time each library's own decode path on the same "
                    "weights (transformers generate, mamba_ssm generate(cg=True), fla RWKV-7), per cell")
+    s.add_argument("--no-peers", action="store_true", help="leave the peers out (where a preset has them)")
     s.add_argument("--out", default="runs/default", help="folder for results.jsonl, tables and plots")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--inline", action="store_true",

@@ -111,7 +111,8 @@ def bench_model(name: str, prompt: int, new: int, repeats: int, dtype: str, seed
         check["ok"] = check["ok"] and check["vs_library_rms_rel"] < CHECK_TOL[family]
     if unfused_t is not None:
         check["fused_vs_unfused_rms_rel"] = errors(eager_logits, unfused_logits)["rms_rel"]
-        check["ok"] = check["ok"] and check["fused_vs_unfused_rms_rel"] < 0.02
+        # the unfused ops round to the model dtype after each op, the fused kernels once
+        check["ok"] = check["ok"] and check["fused_vs_unfused_rms_rel"] < CHECK_TOL[family]
 
     base = {"model": name, "family": family, "dtype": dtype, "batch": 1, "prompt": prompt, "new_tokens": new,
             "weight_bytes": weight_bytes, "check": check}

@@ -69,9 +69,10 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
 
 
 def can_fuse(model) -> bool:
-    """The fused step covers RWKV-7 on our CUDA kernels: head sizes 16-128, LoRA widths that
-    are multiples of 8 (16-byte loads) and sum to at most 1024."""
+    """The fused step covers RWKV-7 on our CUDA kernels: head sizes 16-128, a width of at
+    most 4096, LoRA widths that are multiples of 8 (16-byte loads) and sum to at most 1024."""
     cfg = model.config
     widths = (cfg.decay_lora, cfg.aaa_lora, cfg.mv_lora, cfg.gate_lora)
     return (model.impl == "cuda" and model.device.type == "cuda" and cfg.head_size in (16, 32, 64, 128)
+            and cfg.n_embd <= 4096
             and all(w % 8 == 0 for w in widths) and sum(widths) <= 1024 and not model.fp16_rescale_every)

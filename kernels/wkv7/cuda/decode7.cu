@@ -32,27 +32,48 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
 
+// One block per sequence; thread t owns channels t, t + blockDim, ... (at most NM_PER of
+// them). Every load is issued before the first reduction, so the block waits for memory
+// once, not once per input.
+constexpr int NM_PER = 8, NM_THREADS = 512;  // C up to 4096
 template <typename F>
-__global__ void norm_mix_kernel(int B, int C, float eps, const F* __restrict__ x, const F* __restrict__ ln_w,
+__global__ void __launch_bounds__(NM_THREADS) norm_mix_kernel(int B, int C, float eps, const F* __restrict__ x, const F* __restrict__ ln_w,
                                 const F* __restrict__ ln_b, F* __restrict__ prev, MixArgs mix, F* __restrict__ out) {
   __shared__ float red[32];
   const int b = blockIdx.x;
-  const F* xb = x + (size_t)b * C;
+  float xv[NM_PER], pv[NM_PER], wv[NM_PER], bv[NM_PER], mv[MAX_MIX][NM_PER];
+#pragma unroll
+  for (int e = 0; e < NM_PER; ++e) {
+    const int c = threadIdx.x + e * blockDim.x;
+    const bool in = c < C;
+    xv[e] = in ? to_f(x[(size_t)b * C + c]) : 0.f;
+    pv[e] = in ? to_f(prev[(size_t)b * C + c]) : 0.f;
+    wv[e] = in ? to_f(ln_w[c]) : 0.f;
+    bv[e] = in ? to_f(ln_b[c]) : 0.f;
+#pragma unroll
+    for (int m = 0; m < MAX_MIX; ++m) mv[m][e] = in && m < mix.n ? to_f(static_cast<const F*>(mix.maa[m])[c]) : 0.f;
+  }
   float s = 0.f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) s += to_f(xb[c]);
+#pragma unroll
+  for (int e = 0; e < NM_PER; ++e) s += xv[e];
   const float mean = block_sum(s, red) / C;
   float q = 0.f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const float d = to_f(xb[c]) - mean;
-    q += d * d;
+#pragma unroll
+  for (int e = 0; e < NM_PER; ++e) {
+    const int c = threadIdx.x + e * blockDim.x;
+    const float d = c < C ? xv[e] - mean : 0.f;
+    q = fmaf(d, d, q);
   }
   const float rstd = rsqrtf(block_sum(q, red) / C + eps);
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const F xn = from_f<F>((to_f(xb[c]) - mean) * rstd * to_f(ln_w[c]) + to_f(ln_b[c]));
-    const float xf = to_f(xn);
-    const float dx = to_f(prev[(size_t)b * C + c]) - xf;
-    for (int m = 0; m < mix.n; ++m)
-      out[((size_t)m * B + b) * C + c] = from_f<F>(fmaf(dx, to_f(static_cast<const F*>(mix.maa[m])[c]), xf));
+#pragma unroll
+  for (int e = 0; e < NM_PER; ++e) {
+    const int c = threadIdx.x + e * blockDim.x;
+    if (c >= C) break;
+    const F xn = from_f<F>((xv[e] - mean) * rstd * wv[e] + bv[e]);
+    const float xf = to_f(xn), dx = pv[e] - xf;
+#pragma unroll
+    for (int m = 0; m < MAX_MIX; ++m)
+      if (m < mix.n) out[((size_t)m * B + b) * C + c] = from_f<F>(fmaf(dx, mv[m][e], xf));
     prev[(size_t)b * C + c] = xn;  // the shift for the next token
   }
 }
@@ -112,10 +133,35 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7
   __shared__ float part[4][N], kk2[N], bon[N];
   __shared__ float lred[RSTEP][N];
 
+  // Loads that depend on nothing computed here go first, so their latency overlaps the
+  // LoRA phase: this thread's rows of the state, and (threads j < N) the channel's inputs.
+  float* st = p.state + ((size_t)b * H + h) * N * N;
+  float s[ROWS];
+#pragma unroll
+  for (int q = 0; q < ROWS; ++q) s[q] = st[(size_t)(l * ROWS + q) * N + j];
+  float in_r = 0.f, in_k = 0.f, in_v = 0.f, in_w0 = 0.f, in_a0 = 0.f, in_v0 = 0.f, in_kk = 0.f, in_ka = 0.f,
+        in_rk = 0.f, in_vf = 0.f, in_lw = 0.f, in_lb = 0.f;
+  if (tid < N) {
+    in_r = to_f(static_cast<const F*>(p.r)[bc + c]);
+    in_k = to_f(static_cast<const F*>(p.k)[bc + c]);
+    in_v = to_f(static_cast<const F*>(p.v)[bc + c]);
+    in_w0 = p.w0[c];
+    in_a0 = to_f(static_cast<const F*>(p.a0)[c]);
+    in_kk = to_f(static_cast<const F*>(p.k_k)[c]);
+    in_ka = to_f(static_cast<const F*>(p.k_a)[c]);
+    in_rk = to_f(static_cast<const F*>(p.r_k)[c]);
+    in_lw = p.lnx_w[c];
+    in_lb = p.lnx_b[c];
+    if (!p.first_layer) {
+      in_v0 = to_f(static_cast<const F*>(p.v0)[c]);
+      in_vf = to_f(static_cast<const F*>(p.v_first)[bc + c]);
+    }
+  }
+
   // partial sums of the first LoRA factors, reduced; tanh for the decay, sigmoid for the gate
   for (int col = tid; col < p.cols; col += THREADS) {
     float t = 0.f;
-#pragma unroll 8
+#pragma unroll 16
     for (int ks = 0; ks < p.ksplit; ++ks) t += p.partial[((size_t)ks * B + b) * p.cols + col];
     if (col < p.col0[1]) t = tanhf(t);
     else if (col >= p.col0[3]) t = sigmoidf_(t);
@@ -133,7 +179,7 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7
       for (int u = 0; u < VN; ++u) acc[g][u] = 0.f;
       const F* w2 = static_cast<const F*>(p.w2[g]);
       if (w2 == nullptr) continue;
-#pragma unroll 4
+#pragma unroll 8
       for (int q = r0; q < p.col0[g + 1] - p.col0[g]; q += RSTEP) {
         float wv[VN];
         load_vec<F>(w2 + (size_t)q * C + (size_t)h * N + vc * VN, wv);
@@ -156,24 +202,17 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7
     }
   }
   if (tid < N) {
-    const float r = to_f(static_cast<const F*>(p.r)[bc + c]);
-    const float k = to_f(static_cast<const F*>(p.k)[bc + c]);
-    float v = to_f(static_cast<const F*>(p.v)[bc + c]);
-    const float log_w = -0.6065306597126334f * sigmoidf_(p.w0[c] + low[0][j]);  // exp(-0.5) * sigmoid
-    const float a = sigmoidf_(to_f(static_cast<const F*>(p.a0)[c]) + low[1][j]);
-    const float kk = k * to_f(static_cast<const F*>(p.k_k)[c]);
-    const float kmod = k * (1.f + (a - 1.f) * to_f(static_cast<const F*>(p.k_a)[c]));
-    F* vf = static_cast<F*>(p.v_first);
-    if (p.first_layer) {
-      vf[bc + c] = from_f<F>(v);
-    } else {
-      const float mixv = sigmoidf_(to_f(static_cast<const F*>(p.v0)[c]) + low[2][j]);
-      v = fmaf(to_f(vf[bc + c]) - v, mixv, v);
-    }
-    s_r[j] = r; s_d[j] = __expf(log_w); s_k[j] = kmod; s_v[j] = v; s_g[j] = low[3][j];
+    const float k = in_k;
+    float v = in_v;
+    const float log_w = -0.6065306597126334f * sigmoidf_(in_w0 + low[0][j]);  // exp(-0.5) * sigmoid
+    const float a = sigmoidf_(in_a0 + low[1][j]);
+    const float kmod = k * (1.f + (a - 1.f) * in_ka);
+    if (p.first_layer) static_cast<F*>(p.v_first)[bc + c] = from_f<F>(v);
+    else v = fmaf(in_vf - v, sigmoidf_(in_v0 + low[2][j]), v);
+    s_r[j] = in_r; s_d[j] = __expf(log_w); s_k[j] = kmod; s_v[j] = v; s_g[j] = low[3][j];
     s_a[j] = a;  // becomes kk * a below
-    kk2[j] = kk;
-    bon[j] = r * kmod * to_f(static_cast<const F*>(p.r_k)[c]);
+    kk2[j] = k * in_kk;
+    bon[j] = in_r * kmod * in_rk;
   }
   __syncthreads();
   // key normalisation (F.normalize: x / max(|x|, 1e-12)) and the bonus, over the head
@@ -191,14 +230,9 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7
   }
   __syncthreads();
   // the state update: thread (l, j) holds rows l * ROWS .. of column j
-  float* st = p.state + ((size_t)b * H + h) * N * N;
-  float s[ROWS];
   float sa = 0.f;
 #pragma unroll
-  for (int q = 0; q < ROWS; ++q) {
-    s[q] = st[(size_t)(l * ROWS + q) * N + j];
-    sa = fmaf(s_a[l * ROWS + q], s[q], sa);
-  }
+  for (int q = 0; q < ROWS; ++q) sa = fmaf(s_a[l * ROWS + q], s[q], sa);
   part[l][j] = sa;
   __syncthreads();
   sa = part[0][j] + part[1][j] + part[2][j] + part[3][j];
@@ -224,15 +258,16 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7
   for (int i = 0; i < N; ++i) var = fmaf(kk2[i] - mean, kk2[i] - mean, var);
   var /= N;
   if (tid < N) {
-    const float yn = (kk2[j] - mean) * rsqrtf(var + p.lnx_eps) * p.lnx_w[c] + p.lnx_b[c];
+    const float yn = (kk2[j] - mean) * rsqrtf(var + p.lnx_eps) * in_lw + in_lb;
     static_cast<F*>(p.out)[bc + c] = from_f<F>((yn + bonus * vj) * s_g[j]);
   }
 }
 
 cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
                      const MixArgs& mix, void* out, cudaStream_t stream) {
+  if (C > NM_THREADS * NM_PER) return cudaErrorInvalidValue;
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
-    norm_mix_kernel<F><<<B, 1024, 0, stream>>>(B, C, eps, (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev,
+    norm_mix_kernel<F><<<B, NM_THREADS, 0, stream>>>(B, C, eps, (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev,
                                              mix, (F*)out);
   })
   return cudaGetLastError();
