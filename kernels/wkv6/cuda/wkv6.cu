@@ -58,7 +58,7 @@ wkv6_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
     if (t0 + TC < T) chunk.fetch(ins, v, base, tok_stride, col0, t0 + TC, T, tid);
     const int len = min(TC, T - t0);
     auto step = [&](int tt) {  // one token: update this thread's entries, return its part of y
-      float rr[E], kk[E], td[E], yv[E];
+      float rr[E], kk[E], td[E], acc[4] = {0.f, 0.f, 0.f, 0.f};
       load_row<E, S_LANES>(s_in[0][tt], lane, rr);
       load_row<E, S_LANES>(s_in[1][tt], lane, kk);
       if constexpr (TOKEN_DECAY) load_row<E, S_LANES>(s_in[NFULL - 1][tt], lane, td);
@@ -66,10 +66,10 @@ wkv6_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
 #pragma unroll
       for (int e = 0; e < E; ++e) {
         const float kv = kk[e] * vj;
-        yv[e] = fmaf(uu[e], kv, s[e]);
+        acc[e % 4] = fmaf(rr[e], fmaf(uu[e], kv, s[e]), acc[e % 4]);
         s[e] = fmaf(s[e], TOKEN_DECAY ? td[e] : dd[e], kv);
       }
-      return dot4<E>(rr, yv);
+      return (acc[0] + acc[1]) + (acc[2] + acc[3]);
     };
     if (S_LANES >= 4 && len == TC) {  // measured: with 1-2 lanes the unrolled chunk costs occupancy
       float yp[TC];
