@@ -60,21 +60,29 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_sweep(args) -> int:
+def sweep_spec(args):
+    """The SweepSpec that `archbench sweep` arguments ask for: a preset (or the embedded
+    default) with the given options laid over it."""
     import torch
 
-    from archbench.harness.report import throughput_table, write_report
-    from archbench.harness.sweep import DEFAULT, PRESETS, SweepSpec, run_sweep
+    from archbench.harness.sweep import DEFAULT, PRESETS, SweepSpec
     if args.preset and args.preset not in PRESETS:
         raise ArchbenchError(f"unknown sweep preset {args.preset!r}; known: {', '.join(PRESETS)}")
     base = PRESETS[args.preset] if args.preset else DEFAULT
     device = args.device or (base.device if args.preset else ("cuda" if torch.cuda.is_available() else "cpu"))
-    spec = SweepSpec(models=args.models or base.models, contexts=args.contexts or base.contexts,
+    return SweepSpec(models=args.models or base.models, contexts=args.contexts or base.contexts,
                      batches=args.batches or base.batches, impl=args.impl, dtype=args.dtype or base.dtype,
                      device=device, decode_tokens=args.decode_tokens or base.decode_tokens,
                      repeats=args.repeats or base.repeats,
                      prefill_chunk=args.prefill_chunk if args.prefill_chunk is not None else base.prefill_chunk,
                      cuda_graphs=not args.no_cuda_graphs, peers=(args.peers or base.peers) and not args.no_peers)
+
+
+def cmd_sweep(args) -> int:
+    from archbench.harness.report import throughput_table, write_report
+    from archbench.harness.sweep import run_sweep
+    spec = sweep_spec(args)
+    device = spec.device
     print(f"sweep: {len(spec.models)} models x {len(spec.contexts)} contexts x {len(spec.batches)} batches "
           f"on {device} ({spec.dtype}) -> {args.out}")
     store = run_sweep(spec, args.out, progress=not args.no_progress, isolate=not args.inline,

@@ -86,3 +86,14 @@ def test_a_told_commit_wins_over_a_stale_git(monkeypatch):
         assert record["git_sha"] == "0123abc" and record["git_dirty"] is False
     finally:
         env.environment.cache_clear()
+
+
+def test_sweep_options_over_a_preset():
+    from archbench.harness.cli import sweep_spec
+    spec = sweep_spec(parser().parse_args(["sweep", "--preset", "seed-speed"]))
+    assert spec.peers and spec.dtype == "bfloat16" and spec.prefill_chunk == 65536 and spec.cuda_graphs
+    spec = sweep_spec(parser().parse_args(["sweep", "--preset", "seed-speed", "--models", "rwkv7-2b9", "--no-peers",
+                                           "--no-cuda-graphs"]))
+    assert spec.models == ["rwkv7-2b9"] and not spec.peers and not spec.cuda_graphs
+    assert spec.contexts[-1] == 524288
+    assert sweep_spec(parser().parse_args(["sweep", "--peers"])).peers
