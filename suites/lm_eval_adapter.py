@@ -20,7 +20,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
-from archbench.suites.perplexity import token_logprobs
+from archbench.suites.perplexity import rolling_windows
 
 
 @register_model("archbench")
@@ -106,12 +106,23 @@ class ArchbenchLM(TemplateLM):
             results[i] = self._score(logits[b, len(inputs) - len(cont):len(inputs)], cont)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        out = []
-        for (string,) in tqdm([r.args for r in requests], desc="loglikelihood_rolling", disable=disable_tqdm):
+        """lm-eval's rolling windows (context length 1, as HFLM), the windows of every
+        document scored batch_size at a time, longest first (less padding)."""
+        rows = []  # (document, inputs, targets): each window predicts the last len(targets) of its inputs
+        for d, (string,) in enumerate(r.args for r in requests):
             tokens = self.tok_encode(string)
-            lp = token_logprobs(self.model, tokens, self.prefix_token_id, "windowed", max_length=self.max_length)
-            out.append(lp.double().sum().item())
-        return out
+            full = [self.prefix_token_id] + tokens
+            for s, e in rolling_windows(len(tokens), self.max_length):
+                lo = max(0, e - self.max_length)
+                rows.append((d, full[lo:e], tokens[s:e]))
+        order = sorted(range(len(rows)), key=lambda k: -len(rows[k][1]))
+        scores: list = [None] * len(rows)
+        for lo in tqdm(range(0, len(order), self.batch_size), desc="loglikelihood_rolling", disable=disable_tqdm):
+            self._score_batch([(k, rows[k][1], rows[k][2]) for k in order[lo:lo + self.batch_size]], scores)
+        totals = [0.0] * len(requests)
+        for (d, _, _), (logprob, _) in zip(rows, scores):
+            totals[d] += logprob
+        return totals
 
     @torch.no_grad()
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:

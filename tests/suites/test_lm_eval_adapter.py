@@ -37,10 +37,13 @@ def test_loglikelihood_equals_hflm(both):
 
 def test_loglikelihood_rolling_equals_hflm(both):
     ours, theirs = both
-    docs = [(TEXT,), ("short one",)]
-    for x, y in zip(ours.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True),
-                    theirs.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True)):
-        assert x == pytest.approx(y, rel=1e-6, abs=1e-6)
+    docs = [(TEXT,), ("short one",), (TEXT[:50],)]
+    expected = theirs.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True)
+    for batch_size in (1, 3):  # windows of several documents in one right-padded batch
+        ours.batch_size = batch_size
+        got = ours.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True)
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    ours.batch_size = 1
 
 
 def test_generate_until_equals_hflm_greedy(both):
@@ -104,3 +107,12 @@ def test_lm_eval_command_line_runs_a_local_task(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "archbench_mc" in done.stdout and "acc" in done.stdout
+
+
+@pytest.mark.parametrize("model", ["rwkv7-tiny", "mamba2-tiny"])
+def test_batched_rolling_gives_identical_results(model):
+    docs = requests("loglikelihood_rolling", [(TEXT,), ("short one",), (TEXT[:70],)])
+    one = ArchbenchLM(model=model, max_length=32, batch_size=1).loglikelihood_rolling(docs, disable_tqdm=True)
+    many = ArchbenchLM(model=model, max_length=32, batch_size=4).loglikelihood_rolling(docs, disable_tqdm=True)
+    assert many == pytest.approx(one, rel=1e-5, abs=1e-5)
+    assert len(set(round(x, 3) for x in one)) == 3
