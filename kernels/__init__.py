@@ -16,14 +16,14 @@ OPS: dict[str, dict[str, str]] = {
     "wkv6": {"ref": "archbench.kernels.wkv6.ref:wkv6_ref", "cuda": "archbench.kernels.wkv6.op:wkv6_cuda",
              "fla": "archbench.kernels.wkv6.fla:wkv6_fla"},
     "wkv7": {"ref": "archbench.kernels.wkv7.ref:wkv7_ref", "cuda": "archbench.kernels.wkv7.op:wkv7_cuda",
-             "fla": "archbench.kernels.wkv7.fla:wkv7_fla"},
+             "fla": "archbench.kernels.wkv7.fla:wkv7_fla", "chunked": "archbench.kernels.wkv7.chunked:wkv7_chunked"},
 }
 
 
 def available_impls(op: str) -> list[str]:
     """The backends of op that can run here."""
     from archbench.kernels.build import unavailable_reason
-    out = ["ref"]
+    out = ["ref"] + (["chunked"] if "chunked" in OPS.get(op, {}) else [])
     if "cuda" in OPS.get(op, {}) and unavailable_reason() is None:
         out.append("cuda")
     if "fla" in OPS.get(op, {}) and importlib.util.find_spec("fla") is not None and unavailable_reason() is None:

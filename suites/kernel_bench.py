@@ -104,6 +104,8 @@ def backends(op: str) -> dict:
         out["ours-2lane"] = lambda x, s: cuda(**x, state=s, variant=1)
         if op == "wkv7":
             out["ours-4lane"] = lambda x, s: cuda(**x, state=s, variant=2)
+            chunked = get_op(op, "chunked")  # the chunked form in PyTorch (cuBLAS products), no build
+            out["torch-chunked"] = lambda x, s: chunked(**x, state=s)
         out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
     if op in ("wkv6", "wkv7"):
         if importlib.util.find_spec("fla") is None:
