@@ -17,6 +17,7 @@ last position's logits (B, 1, V): a long prompt then never holds (B, T, V) logit
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import ClassVar
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -43,6 +44,8 @@ class State:
     """A model's recurrent state (or KV cache): named tensors, all with batch first
     after any leading layer axis. Subclasses add no behaviour, only fields."""
 
+    rows_share_position: ClassVar[bool] = False  # a KV cache: one position for every row
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if isinstance(getattr(self, f.name), torch.Tensor)}
@@ -60,6 +63,19 @@ class State:
         return type(self)(**{f.name: ((v.repeat_interleave(n, dim=1) if v.dim() >= 2 else v.clone())
                                       if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
                              for f in fields(self)})
+
+    @classmethod
+    def cat(cls, states: list["State"]) -> "State":
+        """Several states as one batch, in order (batch axis 1; one-dimensional tensors and
+        other fields from the first). For states whose rows share nothing, which is every
+        recurrent one; a KV cache's rows share one position (`rows_share_position`)."""
+        if cls.rows_share_position:
+            raise ValueError(f"{cls.__name__} rows share one position: sequences of different lengths cannot "
+                             "be batched")
+        first = states[0]
+        return cls(**{f.name: ((torch.cat([getattr(x, f.name) for x in states], dim=1) if v.dim() >= 2 else v.clone())
+                               if isinstance(v := getattr(first, f.name), torch.Tensor) else v)
+                      for f in fields(first)})
 
     def checkpoint(self) -> "State":
         """What `restore` needs to bring this state back to now (a clone; a KV cache only

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -102,6 +103,7 @@ class TransformerState(State):
     v: torch.Tensor     # (L, B, H_kv, capacity, D)
     pos: torch.Tensor   # (1,) int64 on the device: tokens held (step reads it, so a graph can replay)
     length: int = 0     # the same count on the host (forward reads it)
+    rows_share_position: ClassVar[bool] = True
 
     @property
     def capacity(self) -> int:

@@ -126,40 +126,69 @@ class ArchbenchLM(TemplateLM):
 
     @torch.no_grad()
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy or sampled, until a stop string, the end-of-text token or max_gen_toks.
+        Recurrent models decode batch_size requests at once (their states batched after
+        each context's own prefill); a KV cache's rows share one position, so a Transformer
+        decodes one request at a time. Sampled text depends on the batch size (one
+        generator, drawn row by row); greedy text does not."""
         gen = torch.Generator(device=self.model.device).manual_seed(self.seed)
-        out = []
-        for context, kwargs in tqdm([r.args for r in requests], desc="generate_until", disable=disable_tqdm):
-            kwargs = dict(kwargs or {})
-            until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
-            eos_text = self.tok_decode([self.eot_token_id])
-            if eos_text and eos_text not in until:
-                until.append(eos_text)
-            max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
-            temperature = float(kwargs.get("temperature", 0.0))
-            sample = bool(kwargs.get("do_sample", False)) and temperature > 0
-            ctx = self.tok_encode(context, left_truncate_len=self.max_length - max_new) or [self.prefix_token_id]
-            logits, state = self._forward(ctx)
-            logits, generated = logits[0, -1], []
-            for _ in range(max_new):
-                if sample:
-                    probs = torch.softmax(logits.float() / temperature, dim=-1)
-                    nxt = int(torch.multinomial(probs, 1, generator=gen).item())
-                else:
-                    nxt = int(logits.argmax().item())
-                if nxt == self.eot_token_id:
-                    break
-                generated.append(nxt)
-                text = self.tok_decode(generated)
-                if any(u in text for u in until):
-                    break
-                step, state = self.model.step(torch.tensor([nxt], device=self.model.device), state)
-                logits = step[0]
-            text = self.tok_decode(generated)
-            for u in until:
-                text = text.split(u)[0]
-            out.append(text)
+        jobs = [self._generation_job(context, kwargs) for context, kwargs in (r.args for r in requests)]
+        batch = 1 if type(self.model.init_state(1)).rows_share_position else self.batch_size
+        out: list = [None] * len(jobs)
+        for lo in tqdm(range(0, len(jobs), batch), desc="generate_until", disable=disable_tqdm):
+            out[lo:lo + batch] = self._generate(jobs[lo:lo + batch], gen)
         return out
+
+    def _generation_job(self, context: str, kwargs: dict | None) -> dict:
+        kwargs = dict(kwargs or {})
+        until = kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        eos_text = self.tok_decode([self.eot_token_id])
+        if eos_text and eos_text not in until:
+            until.append(eos_text)
+        max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
+        temperature = float(kwargs.get("temperature", 0.0))
+        ctx = self.tok_encode(context, left_truncate_len=self.max_length - max_new) or [self.prefix_token_id]
+        return dict(ctx=ctx, until=until, max_new=max_new, temperature=temperature,
+                    sample=bool(kwargs.get("do_sample", False)) and temperature > 0)
+
+    def _generate(self, jobs: list[dict], gen: torch.Generator) -> list[str]:
+        states, logits = [], []
+        for job in jobs:  # each context on its own (no padding inside a recurrent state)
+            lg, st = self._forward(job["ctx"])
+            logits.append(lg[0, -1])
+            states.append(st)
+        state = states[0] if len(states) == 1 else type(states[0]).cat(states)
+        logits = torch.stack(logits)
+        generated = [[] for _ in jobs]
+        done = [job["max_new"] <= 0 for job in jobs]
+        while not all(done):
+            tokens = []
+            for i, job in enumerate(jobs):
+                nxt = self.eot_token_id
+                if not done[i]:
+                    if job["sample"]:
+                        probs = torch.softmax(logits[i].float() / job["temperature"], dim=-1)
+                        nxt = int(torch.multinomial(probs, 1, generator=gen).item())
+                    else:
+                        nxt = int(logits[i].argmax().item())
+                    if nxt == self.eot_token_id:
+                        done[i] = True
+                    else:
+                        generated[i].append(nxt)
+                        text = self.tok_decode(generated[i])
+                        done[i] = any(u in text for u in job["until"]) or len(generated[i]) >= job["max_new"]
+                tokens.append(nxt)
+            if all(done):
+                break
+            logits, state = self.model.step(torch.tensor(tokens, device=self.model.device), state)
+        texts = []
+        for job, ids in zip(jobs, generated):
+            text = self.tok_decode(ids)
+            for u in job["until"]:
+                text = text.split(u)[0]
+            texts.append(text)
+        return texts
 
 
 def cli() -> None:

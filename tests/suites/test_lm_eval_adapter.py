@@ -116,3 +116,24 @@ def test_batched_rolling_gives_identical_results(model):
     many = ArchbenchLM(model=model, max_length=32, batch_size=4).loglikelihood_rolling(docs, disable_tqdm=True)
     assert many == pytest.approx(one, rel=1e-5, abs=1e-5)
     assert len(set(round(x, 3) for x in one)) == 3
+
+
+@pytest.mark.parametrize("model", ["rwkv7-tiny", "mamba-tiny", "pythia-tiny"])
+def test_batched_generation_gives_identical_greedy_text(model):
+    """Recurrent states from separate prefills batched for decoding (a Transformer decodes
+    one request at a time): the same greedy text as one request at a time."""
+    args = requests("generate_until", [("The quick brown", {"until": ["\n"], "max_gen_toks": 9}),
+                                       ("Then it sleeps and", {"until": ["zzz"], "max_gen_toks": 5}),
+                                       ("A", {"until": ["e"], "max_gen_toks": 12}),
+                                       ("Question: which animal sleeps?", {"max_gen_toks": 0})])
+    one = ArchbenchLM(model=model, batch_size=1).generate_until(args, disable_tqdm=True)
+    many = ArchbenchLM(model=model, batch_size=3).generate_until(args, disable_tqdm=True)
+    assert many == one
+    assert len(one[0]) > 0 and one[3] == ""
+
+
+def test_state_cat_refuses_a_kv_cache():
+    lm = ArchbenchLM(model="pythia-tiny")
+    a, b = lm.model.init_state(1, max_len=8), lm.model.init_state(1, max_len=8)
+    with pytest.raises(ValueError, match="share one position"):
+        type(a).cat([a, b])
