@@ -228,7 +228,7 @@ def cmd_reproduce(args) -> int:
     import glob
     import json
 
-    from archbench.suites.reproduce import QUALITY_METRICS, build_report
+    from archbench.suites.reproduce import QUALITY_METRICS, build_report, write_plots
     if args.what != "seed":
         raise ArchbenchError(f"unknown article {args.what!r}; known: seed")
     runs = args.results or sorted(glob.glob("results/sweeps/*/results.jsonl"))
@@ -250,9 +250,11 @@ def cmd_reproduce(args) -> int:
     copy_rate = None  # the device copy rate a decode_vs_generate run measured, for the weight-read floor
     for path in sorted(glob.glob("results/decode/*.json")):
         copy_rate = json.loads(Path(path).read_text()).get("copy_bytes_per_s") or copy_rate
-    report = build_report(records, checkpoints=checkpoints, ppl=ppl, evals=evals, only=only, copy_rate=copy_rate)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(records, out) if records else []
+    report = build_report(records, checkpoints=checkpoints, ppl=ppl, evals=evals, only=only, copy_rate=copy_rate,
+                          plots=plots)
     (out / "seed.md").write_text(report)
     print(report)
     print(f"wrote {out / 'seed.md'} from {len(runs)} sweep run(s), {len(records)} record(s)")

@@ -74,6 +74,22 @@ def _fmt(v, digits=2):
     return "-" if v is None or v == "" else (f"{v:,.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def _gpu(record) -> str:
+    return record.get("env", {}).get("gpu") or record.get("device") or "?"
+
+
+def on_main_hardware(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The records of the machine most of them come from, and the others: one report never
+    mixes machines (a cell, a slope or a spread over two GPUs would mean nothing)."""
+    counts = defaultdict(int)
+    for r in records:
+        counts[_gpu(r)] += 1
+    if not counts:
+        return [], []
+    main = max(counts, key=counts.get)
+    return [r for r in records if _gpu(r) == main], [r for r in records if _gpu(r) != main]
+
+
 def _cell(records, model, context):
     return next((r for r in records if r["model"] == model and r["context"] == context and r.get("batch", 1) == 1), None)
 
@@ -221,15 +237,74 @@ def claims_section(records: list[dict], copy_rate: float | None = None) -> list[
     return out or ["- no recorded measurements yet"]
 
 
+def write_plots(records: list[dict], out_dir) -> list[str]:
+    """Decode tokens/s and peak memory against context, ours (solid, the main machine's
+    records) beside the article's (dashed), log axes; OOM and crashed cells marked x.
+    Returns the file names written under out_dir."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+    out_dir = Path(out_dir)
+    records, _ = on_main_hardware(records)
+    hw = _gpu(records[0]) if records else "-"
+    written = []
+    for name, table, key, scale, ylabel in (
+            ("reproduce-speed.png", ARTICLE_DECODE_TOKENS_PER_S, "decode_tokens_per_s", 1, "decode tokens/s (batch 1)"),
+            ("reproduce-memory.png", ARTICLE_MEMORY_GB, "peak_allocated_bytes", 2**-30, "peak memory, GiB")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, (model, figures) in enumerate(table.items()):
+            color = f"C{i}"
+            art = [(c, v) for c, v in figures.items() if isinstance(v, (int, float))]
+            if art:
+                ax.plot(*zip(*art), "--", color=color, alpha=0.6, label=f"{model}, article (A100)")
+            ours, failed = [], []
+            for c in sorted(figures):
+                r = _cell(records, model, c)
+                if r is None:
+                    continue
+                if r.get("status") == "ok" and r.get(key):
+                    ours.append((c, r[key] * scale))
+                else:
+                    failed.append(c)
+            if ours:
+                ax.plot(*zip(*ours), "o-", color=color, label=f"{model}, ours ({hw})")
+            for c in failed:
+                ax.axvline(c, color=color, linestyle=":", alpha=0.5)
+                ax.plot([c], [ax.get_ylim()[1] if ours else 1], "x", color=color)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("context length, tokens")
+        ax.set_ylabel(ylabel)
+        ax.set_title("dashed: the article's figures; x on a dotted line: our OOM or crash", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
 def build_report(records: list[dict], checkpoints: dict[str, str] | None = None, ppl: dict | None = None,
-                 evals: dict | None = None, only: set[str] | None = None, copy_rate: float | None = None) -> str:
+                 evals: dict | None = None, only: set[str] | None = None, copy_rate: float | None = None,
+                 plots: list[str] | None = None) -> str:
     only = only or {"speed", "memory", "quality", "complexity"}
+    records, others = on_main_hardware(records)
+    left_out = ""
+    if others:
+        machines = ", ".join(sorted({_gpu(r) for r in others}))
+        left_out = f" {len(others)} records of other machines ({machines}) are left out: one report, one machine."
     parts = ["# The article's tables, measured", "",
-             f"Article figures: {ARTICLE_HARDWARE}. Ours: the hardware named in each row, from recorded results.", ""]
+             f"Article figures: {ARTICLE_HARDWARE}. Ours: the hardware named in each row, from recorded results."
+             + left_out, ""]
+    plots = plots or []
     if "speed" in only:
         parts += ["## Tokens/s against context length", "", speed_section(records), ""]
+        parts += [f"![decode tokens/s against context]({p})" for p in plots if "speed" in p] + [""]
     if "memory" in only:
         parts += ["## Memory against context length", "", memory_section(records), ""]
+        parts += [f"![peak memory against context]({p})" for p in plots if "memory" in p] + [""]
     if "quality" in only:
         parts += ["## Quality", "", quality_section(checkpoints or {}, ppl or {}, evals or {}), ""]
     if "complexity" in only:

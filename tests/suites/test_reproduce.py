@@ -79,3 +79,21 @@ def test_quality_rows_fill_from_recorded_ppl_and_eval_runs(tmp_path, capsys):
     assert "| RWKV-7 Goose | 2.9B | 9.6 | 9.87 | 65.8 | 65.43 | 51.0 | 50.12 |" in report
     assert f"run `archbench eval --model {other} --tasks lambada_openai,hellaswag`" in report
     assert f"run `archbench ppl --model {other}" in report
+
+
+def test_reproduce_writes_plots_and_never_mixes_machines(tmp_path):
+    """Records of two GPUs: the report and its plots take the machine most records come
+    from, and say how many of the others they left out."""
+    import json
+
+    from archbench.harness.cli import main
+    main_gpu = synthetic("rwkv6-3b", "rwkv6", 1, 0, 0, contexts=(512, 2048, 8192))
+    other = [dict(r, decode_tokens_per_s=9999.0, env={"gpu": "Other GPU"}) for r in main_gpu[:2]]
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other + main_gpu))
+    assert main(["reproduce", "seed", "--results", str(tmp_path / "sw"), "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "seed.md").read_text()
+    assert "2 records of other machines (Other GPU) are left out" in report
+    assert "9999" not in report and "Other GPU |" not in report
+    for name in ("reproduce-speed.png", "reproduce-memory.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000 and f"]({name})" in report
