@@ -224,16 +224,48 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _run_quality(args, checkpoints: dict[str, str], columns: dict[str, str]) -> None:
+    """`reproduce --run-quality`: for each checkpoint, windowed perplexity on --ppl-data and
+    the two lm-eval tasks, recorded under OUT/quality-runs and read back like --ppl/--eval
+    runs. A checkpoint that fails says why and leaves its row saying what is missing."""
+    import torch
+    if not checkpoints:
+        raise ArchbenchError("--run-quality needs at least one --checkpoint NAME=PATH")
+    runs = Path(args.out) / "quality-runs"
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    common = ["--dtype", args.dtype, "--device", device]
+    for name, path in checkpoints.items():
+        print(f"== quality: {name} ({path})")
+        if args.ppl_data:
+            main(["ppl", "--model", path, "--data", args.ppl_data, "--mode", "windowed", *common,
+                  "--out", str(runs / "ppl"), "--no-progress"])
+        main(["eval", "--model", path, "--tasks", ",".join(columns.values()), *common, "--out", str(runs / "eval")]
+             + (["--limit", str(args.limit)] if args.limit else []))
+    args.ppl = (args.ppl or []) + ([str(runs / "ppl")] if args.ppl_data else [])
+    args.eval = (args.eval or []) + [str(runs / "eval")]
+
+
 def cmd_reproduce(args) -> int:
     import glob
     import json
 
-    from archbench.suites.reproduce import QUALITY_METRICS, build_report, write_plots
+    from archbench.suites.reproduce import build_report, write_plots
     if args.what != "seed":
         raise ArchbenchError(f"unknown article {args.what!r}; known: seed")
     runs = args.results or sorted(glob.glob("results/sweeps/*/results.jsonl"))
     records = [r for run in runs for r in _run_records(run)]
     checkpoints = dict(c.split("=", 1) for c in args.checkpoint or [] if "=" in c)
+    columns = {"lambada": "lambada_openai", "hellaswag": "hellaswag"}  # quality column -> lm-eval task
+    for item in (args.quality_tasks or "").split(","):
+        column, _, task = item.partition("=")
+        if column.strip() not in columns or not task.strip():
+            if item.strip():
+                raise ArchbenchError(f"--quality-tasks takes lambada=TASK,hellaswag=TASK, got {item!r}")
+            continue
+        columns[column.strip()] = task.strip()
+    metrics = {(columns["lambada"], "acc"): "lambada", (columns["hellaswag"], "acc_norm"): "hellaswag"}
+    if args.run_quality:
+        _run_quality(args, checkpoints, columns)
     ppl = {}
     for name, path in checkpoints.items():  # perplexities recorded by `archbench ppl --model PATH`
         for run in args.ppl or []:
@@ -244,8 +276,8 @@ def cmd_reproduce(args) -> int:
     for name, path in checkpoints.items():
         for run in args.eval or []:
             for r in _run_records(run):
-                if r.get("model") == path and (r.get("task"), r.get("metric")) in QUALITY_METRICS:
-                    evals.setdefault(name, {})[QUALITY_METRICS[r["task"], r["metric"]]] = 100 * r["value"]
+                if r.get("model") == path and (r.get("task"), r.get("metric")) in metrics:
+                    evals.setdefault(name, {})[metrics[r["task"], r["metric"]]] = 100 * r["value"]
     only = set(args.only.split(",")) if args.only else None
     copy_rate = None  # the device copy rate a decode_vs_generate run measured, for the weight-read floor
     for path in sorted(glob.glob("results/decode/*.json")):
@@ -360,6 +392,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--eval", nargs="*", help="eval runs (folders with eval.jsonl: lambada_openai, hellaswag) for it")
     s.add_argument("--checkpoint", action="append", metavar="NAME=PATH",
                    help="a checkpoint for a quality row, e.g. \"RWKV-7 Goose=RWKV-x070-World-2.9B.pth\"")
+    s.add_argument("--run-quality", action="store_true",
+                   help="run the quality cells of every --checkpoint now (perplexity on --ppl-data, lm-eval tasks)")
+    s.add_argument("--ppl-data", help="text for the perplexity column (.txt, .jsonl, .parquet or hf:NAME...), "
+                   "e.g. a Pile validation file")
+    s.add_argument("--quality-tasks", help="lm-eval tasks of the columns (default lambada=lambada_openai,"
+                   "hellaswag=hellaswag; stand-ins for offline tests, e.g. lambada=archbench_cloze)")
+    s.add_argument("--limit", type=int, help="examples per task (a quick look, not the article's numbers)")
+    s.add_argument("--dtype", default="float32", help="model dtype for --run-quality")
+    s.add_argument("--device", help="cpu or cuda for --run-quality (default: cuda if available)")
     s.add_argument("--out", default="results/reproduce")
     s.set_defaults(func=cmd_reproduce)
 

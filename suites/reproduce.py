@@ -22,9 +22,6 @@ ARTICLE_QUALITY = {
     "Mamba": ("2.8B", 9.80, 64.9, 50.3),
 }
 
-# lm-eval (task, metric) -> the quality table's column: LAMBADA accuracy, HellaSwag normalised accuracy
-QUALITY_METRICS = {("lambada_openai", "acc"): "lambada", ("hellaswag", "acc_norm"): "hellaswag"}
-
 # The article's complexity claims, as log-log slopes against context length T.
 ARTICLE_COMPLEXITY = {
     # family: (prefill time, decode time per token, inference memory)

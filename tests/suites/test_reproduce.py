@@ -97,3 +97,30 @@ def test_reproduce_writes_plots_and_never_mixes_machines(tmp_path):
     assert "9999" not in report and "Other GPU |" not in report
     for name in ("reproduce-speed.png", "reproduce-memory.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000 and f"]({name})" in report
+
+
+def test_run_quality_fills_a_row_from_a_checkpoint_offline(tmp_path):
+    """`--run-quality`: perplexity and the two tasks run now for a checkpoint (a tiny HF
+    folder; local stand-in tasks for LAMBADA and HellaSwag), and the row is filled; a
+    checkpoint that does not exist leaves its row saying what is missing."""
+    pytest.importorskip("lm_eval")
+    from archbench.harness.cli import main
+    from helpers import tiny_neox_folder
+    text = "The quick brown fox jumps over the lazy dog. Then it sleeps, and the dog barks twice.\n" * 4
+    folder = tiny_neox_folder(tmp_path / "tiny", text)
+    (tmp_path / "val.txt").write_text(text)
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "results.jsonl").write_text("")
+    assert main(["reproduce", "seed", "--only", "quality", "--results", str(tmp_path / "sw"),
+                 "--checkpoint", f"Pythia (Transformer)={folder}", "--checkpoint", f"Mamba={tmp_path / 'nowhere'}",
+                 "--run-quality", "--ppl-data", str(tmp_path / "val.txt"), "--limit", "4",
+                 "--quality-tasks", "lambada=archbench_cloze,hellaswag=archbench_mc",
+                 "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "seed.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| Pythia (Transformer) |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[3]) > 1, row  # perplexity of a random tiny model: large, but measured
+    assert all(0 <= float(cells[i]) <= 100 for i in (5, 7)), row  # LAMBADA %, HellaSwag % (4 examples each)
+    mamba = next(line for line in report.splitlines() if line.startswith("| Mamba |"))
+    assert "archbench" in mamba  # says which command records what is missing
+    assert (tmp_path / "out" / "quality-runs" / "eval" / "eval.jsonl").exists()
