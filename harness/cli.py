@@ -34,15 +34,23 @@ def cmd_list(args) -> int:
 
 def _model(args):
     from archbench.harness.registry import build, load
-    if Path(args.model).exists():
+    from archbench.models.checkpoint import is_checkpoint
+    if is_checkpoint(args.model):
         return load(args.model, impl=args.impl, dtype=args.dtype, device=args.device)
     return build(args.model, impl=args.impl, dtype=args.dtype, device="meta" if args.device == "meta" else args.device)
 
 
+def _tokenizer_source(model: str):
+    """A checkpoint's own tokenizer (beside it, or in its hub snapshot); bytes for a preset
+    (random weights have no tokenizer, and bytes fit every vocabulary)."""
+    from archbench.models.checkpoint import is_checkpoint, local_path
+    return local_path(model) if is_checkpoint(model) else "bytes"
+
+
 def cmd_info(args) -> int:
     from archbench.harness.registry import config_for, make
-    from archbench.models.checkpoint import read_checkpoint
-    if Path(args.model).exists():
+    from archbench.models.checkpoint import is_checkpoint, read_checkpoint
+    if is_checkpoint(args.model):
         cfg, _ = read_checkpoint(args.model)
         family = cfg.family
     else:
@@ -141,9 +149,7 @@ def cmd_ppl(args) -> int:
     from archbench.suites.perplexity import evaluate, load_documents
     docs = load_documents(args.data, args.field)
     model = _model(args)
-    is_checkpoint = Path(args.model).exists()
-    # random-weight presets have no tokenizer of their own: bytes fit every vocabulary
-    tokenizer = load_tokenizer(args.tokenizer or (args.model if is_checkpoint else "bytes"))
+    tokenizer = load_tokenizer(args.tokenizer or _tokenizer_source(args.model))
     if getattr(tokenizer, "vocab_size", 0) > model.config.vocab_size:
         raise ArchbenchError(f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} ids but {args.model} only "
                              f"{model.config.vocab_size}; pass a matching --tokenizer")
@@ -185,7 +191,7 @@ def cmd_niah(args) -> int:
     cells = grid(args.contexts, depths=args.depths, trials=args.trials, task=args.task)
     haystack = read_haystack(args.haystack) if args.haystack else None
     model = _model(args)
-    tokenizer = load_tokenizer(args.tokenizer or (args.model if Path(args.model).exists() else "bytes"))
+    tokenizer = load_tokenizer(args.tokenizer or _tokenizer_source(args.model))
     store = run_grid(model, tokenizer, cells, args.out, args.model, chunk=args.chunk, haystack=haystack,
                      progress=not args.no_progress)
     records = [r for r in store.records() if r["model"] == args.model]
@@ -209,7 +215,8 @@ def cmd_eval(args) -> int:
     from archbench.harness.registry import config_for
     from archbench.harness.results import ResultsStore
     tasks = [t for t in args.tasks.split(",") if t]
-    if not Path(args.model).exists():
+    from archbench.models.checkpoint import is_checkpoint
+    if not is_checkpoint(args.model):
         config_for(args.model)  # an unknown name fails here, before lm-eval indexes its tasks
     results = ev.evaluate(args.model, tasks, impl=args.impl, dtype=args.dtype, device=args.device, limit=args.limit,
                           reuse_state=not args.no_reuse_state, max_length=args.max_length, tokenizer=args.tokenizer)

@@ -46,6 +46,7 @@ def measure_cell(cell: dict, spec: dict, models: dict) -> dict:
 
     from archbench.harness.env import environment
     from archbench.harness.registry import build, load
+    from archbench.models.checkpoint import is_checkpoint
     from archbench.suites import throughput
 
     record = dict(cell, status="ok", env=environment(spec["device"]))
@@ -53,7 +54,7 @@ def measure_cell(cell: dict, spec: dict, models: dict) -> dict:
         name = cell["model"]
         if name not in models:
             models.clear()
-            make = load if Path(name).exists() else build
+            make = load if is_checkpoint(name) else build
             models[name] = make(name, impl=spec["impl"], dtype=spec["dtype"], device=spec["device"])
         model = models[name]
         record.update(family=model.family, params=model.num_params(), impl_used=getattr(model, "impl", spec["impl"]))

@@ -212,7 +212,7 @@ def _read_folder(path: Path) -> dict[str, torch.Tensor]:
 def read_checkpoint(path) -> tuple[RWKVConfig, dict[str, torch.Tensor]]:
     """(config, state dict) from a file or folder: BlinkDL's layout for RWKV, the folder's
     own for a Transformer or Mamba."""
-    path = _local(path)
+    path = local_path(path)
     if (family := baseline_family(path)) is not None:
         from archbench.harness.registry import family_class
         files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
@@ -244,7 +244,13 @@ def baseline_family(path: Path) -> str | None:
     return None
 
 
-def _local(path) -> Path:
+def is_checkpoint(name) -> bool:
+    """A checkpoint (a local file or folder, or a Hugging Face hub id 'owner/name') rather
+    than a preset name (presets have no '/')."""
+    return Path(name).expanduser().exists() or bool(_HUB_ID.match(str(name)))
+
+
+def local_path(path) -> Path:
     """A local path, or the downloaded snapshot of a Hugging Face hub id such as
     'EleutherAI/pythia-160m' (only for a name that is no local path or checkpoint file)."""
     local = Path(path).expanduser()
@@ -261,7 +267,7 @@ def _local(path) -> Path:
 
 def load_model(path, impl: str = "auto", dtype="float32", device="cpu"):
     from archbench.harness.registry import family_class, make
-    if (family := baseline_family(local := _local(path))) is not None:
+    if (family := baseline_family(local := local_path(path))) is not None:
         return family_class(family).load(local, impl=impl, dtype=dtype, device=device)
     config, sd = read_checkpoint(local)
     model = make(config.family, config, impl=impl, dtype=dtype, device=device)

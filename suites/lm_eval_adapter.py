@@ -13,7 +13,6 @@ reused for each continuation (`reuse_state=False` scores each pair from scratch)
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import torch
 from lm_eval.api.model import TemplateLM
@@ -34,10 +33,11 @@ class ArchbenchLM(TemplateLM):
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             warnings.warn(f"device {device!r} requested (lm-eval's default) but no CUDA GPU is visible: using the CPU")
             device = "cpu"
-        is_path = Path(model).exists()
+        from archbench.models.checkpoint import is_checkpoint, local_path
+        is_path = is_checkpoint(model)  # a file, a folder or a hub id; else a preset
         self.model = (load if is_path else build)(model, impl=impl, dtype=dtype, device=device)
         # random-weight presets have no tokenizer of their own: bytes fit every vocabulary
-        self.tokenizer = load_tokenizer(tokenizer or (model if is_path else "bytes"))
+        self.tokenizer = load_tokenizer(tokenizer or (local_path(model) if is_path else "bytes"))
         self.max_length = int(max_length)
         self.max_gen_toks = int(max_gen_toks)
         self.reuse_state = str(reuse_state).lower() not in ("false", "0", "no")

@@ -67,3 +67,26 @@ def test_unreachable_dataset_is_one_message(manager, monkeypatch):
     with pytest.raises(ArchbenchError, match="lambada_openai cannot be loaded.*local data"):
         ev.evaluate("rwkv7-tiny", ["lambada_openai"], limit=2, manager=manager)
     assert os.environ["HF_DATASETS_OFFLINE"] == "1"
+
+
+def test_a_hub_id_is_a_checkpoint(tmp_path, monkeypatch):
+    """'owner/name' is a Hugging Face hub id: downloaded (here: a stand-in for the hub that
+    hands back a local folder), its own tokenizer used, and the record keeps the id."""
+    import json
+
+    import huggingface_hub
+
+    from archbench.harness.cli import main
+    from archbench.models.checkpoint import is_checkpoint
+    from helpers import tiny_neox_folder
+    folder = tiny_neox_folder(tmp_path / "snapshot", "The quick brown fox jumps over the lazy dog. " * 8)
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo: [p.name for p in folder.iterdir()])
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, allow_patterns=None: calls.append(repo) or str(folder))
+    assert is_checkpoint("someone/tiny-neox") and not is_checkpoint("pythia-tiny")
+    assert main(["eval", "--model", "someone/tiny-neox", "--tasks", "archbench_mc", "--limit", "2",
+                 "--out", str(tmp_path / "ev")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "eval.jsonl").read_text().splitlines()]
+    assert rows and all(r["model"] == "someone/tiny-neox" for r in rows)
+    assert calls and set(calls) == {"someone/tiny-neox"}
