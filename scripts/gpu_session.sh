@@ -6,13 +6,19 @@
 # next call does not compile fla's kernels again, minutes each time).
 #
 # Usage: SHA=$(git rev-parse --short HEAD) bash scripts/gpu_session.sh STAGE... [--until SECONDS]
+# Ask the device tool for kind nvidia-h100-x1: a call free to take either card may land on an
+# H200, whose records then belong in a *-h200 folder. The carry limit is 64 MiB: .whl with
+# the mamba parts is 64 MB, so leave the sdists out of it.
 # Stages (in the order given):
 #   tests    GPU tests of the harness and baselines (graphs, peers, mamba_ssm vs transformers)
 #   speed    archbench sweep --preset seed-speed (all five models, peers' generate per cell)
 #   memory   archbench sweep --preset seed-memory
+#   rwkv7-peers  RWKV-7 2.9B against fla's generate in the same cells (fla autotunes its
+#            kernels for every prompt length: minutes per cell; carry the Triton cache)
+#   decode   RWKV-7 fused decode step against the unfused one (decode_vs_generate)
 #   niah     passkey grid 1K-512K for rwkv7-2b9, mamba-2.8b, pythia-2.8b
 #   evalbench  lm-eval state reuse on and off, 4-choice task, 2.9B shape (needs lm-eval wheels)
-#   kernels  the WKV kernel benchmark against fla
+#   kernels  the WKV kernel benchmark against fla (and the PyTorch chunked WKV7)
 # --until S: stop starting new work S seconds after the start (a call lasts at most 600 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -45,13 +51,18 @@ for stage in "${STAGES[@]}"; do
              --cell-timeout 300 2>&1 | tail -40 ;;
     memory) timeout "$(left)" archbench sweep --preset seed-memory --out results/sweeps/seed-memory-h100 \
               --no-progress --cell-timeout 300 2>&1 | tail -25 ;;
+    rwkv7-peers) timeout "$(left)" archbench sweep --preset seed-speed --models rwkv7-2b9 \
+                   --out results/sweeps/rwkv7-fla-peer-h100 --no-progress --cell-timeout 580 2>&1 | tail -10 ;;
+    decode) timeout "$(left)" python3 -m archbench.suites.decode_vs_generate --models rwkv7-2b9 --no-peers \
+              --out results/decode/rwkv7-fused 2>&1 | tail -6 ;;
     niah) for m in rwkv7-2b9 mamba-2.8b pythia-2.8b; do
             timeout "$(left)" archbench niah --model $m --contexts 1k,8k,32k,128k,512k --depths 0,50,100 \
               --chunk 65536 --dtype bfloat16 --device cuda --out results/niah/h100 --no-progress 2>&1 | tail -9
           done ;;
     evalbench) timeout "$(left)" python3 -m archbench.suites.lm_eval_reuse_bench --model rwkv7-2b9 --device cuda \
                  --dtype bfloat16 2>&1 | tail -12 ;;
-    kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --shapes 2b9 --out results/kernels 2>&1 | tail -30 ;;
+    kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --ops wkv7 wkv6 --shapes 2b9 \
+               --skip blinkdl-layout fla-recurrent --out results/kernels 2>&1 | tail -30 ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
