@@ -31,7 +31,7 @@ class SweepSpec:
     device: str = "cpu"
     decode_tokens: int = 16
     repeats: int = 3
-    prefill_chunk: int | None = None  # feed the prompt in pieces, state carried (models that can: RWKV)
+    prefill_chunk: int | None = None  # feed the prompt in pieces, state carried (models that can: RWKV, Mamba)
     cuda_graphs: bool = True  # decode steps replayed from a CUDA graph (on a GPU)
     peers: bool = False  # also time the library's own decode path on the same weights, per cell
 

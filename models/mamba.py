@@ -13,9 +13,11 @@
     logits, state = model.step(next_token, state)       # updates the state in place
 
 Both checkpoint formats load into both paths: `state_spaces_to_hf` / `hf_to_state_spaces`
-convert the keys. Neither library starts a multi-token forward from a carried state
-(Mamba-1 never, mamba_ssm's Mamba-2 neither), so a chunk after the first goes through
-one step per token on those paths; a fresh state takes the whole-sequence kernels.
+convert the keys. A prompt can go in pieces with the state carried (`chunked_prefill`,
+memory flat in its length): on mamba_ssm a piece after the first runs the library's
+kernels from the carried state (`_continue`: Mamba-2's scan takes an initial state,
+Mamba-1's gets it from a few virtual tokens, `state_prefix`); transformers continues
+Mamba-2 itself and Mamba-1 one step per token.
 """
 from __future__ import annotations
 
@@ -358,10 +360,13 @@ class MambaBase(LibraryModel):
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
         state = self.init_state(tokens.shape[0]) if state is None else state
-        if state.length and tokens.shape[1] > 1 and not (self.impl == "hf" and self.version == 2):
+        if state.length and tokens.shape[1] > 1 and not self.chunked_prefill:  # hf Mamba-1
             steps = [self.step(tokens[:, t], state)[0] for t in range(tokens.shape[1])]
             return torch.stack(steps[-1:] if last_only else steps, dim=1), state
-        logits = self._run(tokens, state, started=state.length > 0, last_only=last_only)
+        if state.length and tokens.shape[1] > 1 and self.impl == "mamba_ssm":
+            logits = self._continue(tokens, state, last_only)
+        else:
+            logits = self._run(tokens, state, started=state.length > 0, last_only=last_only)
         state.length += tokens.shape[1]
         return logits, state
 
@@ -372,6 +377,13 @@ class MambaBase(LibraryModel):
         logits = self._run(tokens.view(-1, 1), state, started=True)[:, 0]
         state.length += 1
         return logits, state
+
+    @property
+    def chunked_prefill(self) -> bool:
+        """Whether a prompt can go in pieces, each a whole-sequence forward from the carried
+        state (memory flat in the prompt length): mamba_ssm's kernels both ways (see
+        `_continue`), transformers' for Mamba-2; its Mamba-1 steps token by token instead."""
+        return self.impl == "mamba_ssm" or self.version == 2
 
     # ---- the two libraries ----------------------------------------------------------
     def _run(self, tokens: torch.Tensor, state: MambaState, started: bool, last_only: bool = False) -> torch.Tensor:
@@ -389,6 +401,26 @@ class MambaBase(LibraryModel):
             out = self.lm(tokens, inference_params=params, num_last_tokens=keep)
         return out.logits.float()
 
+    def _continue(self, tokens: torch.Tensor, state: MambaState, last_only: bool) -> torch.Tensor:
+        """A multi-token forward from a carried state on mamba_ssm's kernels, which start
+        every sequence from zero: mamba_ssm's own MixerModel loop (fused add + RMSNorm)
+        around our continuation of each mixer."""
+        from mamba_ssm.ops.triton.layer_norm import RMSNorm, layer_norm_fn
+        backbone = self.lm.backbone
+        mixer_continue = _mamba1_continue if self.version == 1 else _mamba2_continue
+        hidden, residual = backbone.embedding(tokens), None
+        for i, layer in enumerate(backbone.layers):
+            hidden, residual = layer_norm_fn(hidden, layer.norm.weight, layer.norm.bias, residual=residual,
+                                             prenorm=True, residual_in_fp32=layer.residual_in_fp32,
+                                             eps=layer.norm.eps, is_rms_norm=isinstance(layer.norm, RMSNorm))
+            hidden = mixer_continue(layer.mixer, hidden, state.conv[i], state.ssm[i])
+        norm = backbone.norm_f
+        hidden = layer_norm_fn(hidden, norm.weight, norm.bias, residual=residual, prenorm=False, eps=norm.eps,
+                               residual_in_fp32=backbone.residual_in_fp32, is_rms_norm=isinstance(norm, RMSNorm))
+        if last_only:
+            hidden = hidden[:, -1:]
+        return self.lm.lm_head(hidden).float()
+
     def _hf_cache(self, state: MambaState, started: bool):
         """A transformers cache whose tensors are our state's, so the model updates them in
         place. transformers (5.x) keeps each layer's tensors in LinearAttentionLayer dicts;
@@ -401,6 +433,96 @@ class MambaBase(LibraryModel):
             layer.conv_states[0], layer.recurrent_states[0] = state.conv[i], state.ssm[i]
             layer.has_previous_state[0] = started
         return cache
+
+
+# ---- a multi-token forward from a carried state, on mamba_ssm's kernels ---------------
+def _short_conv(mixer, x: torch.Tensor, conv_state: torch.Tensor) -> torch.Tensor:
+    """The causal depthwise convolution + SiLU of x (B, D, L), continuing from conv_state
+    (B, D, d_conv: the last inputs, newest last), which is updated in place. The history
+    goes in front of x, so the kernel's zero padding never reaches a real output."""
+    width = conv_state.shape[-1]
+    x = torch.cat([conv_state[..., 1:], x], dim=-1)
+    conv_state.copy_(x[..., -width:])
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except ImportError:
+        causal_conv1d_fn = None
+    if causal_conv1d_fn is None:
+        y = mixer.act(mixer.conv1d(x)[..., :x.shape[-1]])
+    else:
+        y = causal_conv1d_fn(x, mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, activation=mixer.activation)
+    return y[..., width - 1:]
+
+
+def state_prefix(h0: torch.Tensor, A: torch.Tensor, delta_bias: torch.Tensor, dtype: torch.dtype):
+    """Mamba-1's selective scan (mamba_ssm's CUDA kernel) has no initial state: it starts
+    from h = 0 and runs h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t, y_t = C_t h_t (+ D x_t).
+    This builds d_state virtual tokens that take h from 0 to h0 exactly, so that h0 + the
+    real tokens are one scan: token j writes column j (B_j = e_j) and is decayed by the
+    tokens after it, which x_j makes up for. Every virtual token of channel d has the
+    same Δ = 1 / (d_state max_n |A_dn|), so the decay to make up for is at most e^-1 and
+    x_j stays in range. Their outputs are dropped.
+
+    h0 (B, D, N), A (D, N) fp32 (negative), delta_bias (D,) fp32. Returns u (B, D, N), raw
+    delta (B, D, N) (before the kernel's softplus(delta + delta_bias)), B (B, N, N), in
+    `dtype`. The only error is rounding u to `dtype`."""
+    n = A.shape[1]
+    target = 1.0 / (n * (-A).amax(dim=1))                               # Δ wanted, (D,)
+    raw = (torch.log(torch.expm1(target)) - delta_bias).to(dtype)       # softplus^-1, as the kernel will see it
+    delta = torch.nn.functional.softplus(raw.float() + delta_bias)      # the Δ the kernel computes from it
+    after = torch.arange(n - 1, -1, -1, device=A.device, dtype=torch.float32)   # tokens after token j
+    decay = torch.exp(A * delta[:, None] * after)                       # (D, N): e^{Δ A_dj (N-1-j)}
+    u = (h0.float() / (delta[:, None] * decay)).to(dtype)
+    batch = h0.shape[0]
+    B = torch.eye(n, device=A.device, dtype=dtype).expand(batch, n, n)  # B[:, state n, token j] = [n == j]
+    return u, raw[None, :, None].expand_as(u), B
+
+
+def _mamba1_continue(mixer, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor):
+    """mamba_ssm's `Mamba.forward` (its non-fused path) from a carried conv and SSM state."""
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    length = hidden.shape[1]
+    x, z = mixer.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)       # (B, D, L) each
+    x = _short_conv(mixer, x, conv_state)
+    dt, B, C = torch.split(mixer.x_proj(x.transpose(1, 2)), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    dt = (dt @ mixer.dt_proj.weight.t()).transpose(1, 2)               # (B, D, L), bias added by the kernel
+    A, delta_bias = -torch.exp(mixer.A_log.float()), mixer.dt_proj.bias.float()
+    u0, dt0, B0 = state_prefix(ssm_state, A, delta_bias, x.dtype)
+    n = u0.shape[-1]
+    y, last = selective_scan_fn(torch.cat([u0, x], -1), torch.cat([dt0, dt], -1), A,
+                                torch.cat([B0, B.transpose(1, 2)], -1),
+                                torch.cat([torch.zeros_like(B0), C.transpose(1, 2)], -1), mixer.D.float(),
+                                z=torch.cat([torch.zeros_like(u0), z], -1), delta_bias=delta_bias,
+                                delta_softplus=True, return_last_state=True)
+    ssm_state.copy_(last)
+    return mixer.out_proj(y[..., n:n + length].transpose(1, 2))
+
+
+def _mamba2_continue(mixer, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor):
+    """mamba_ssm's `Mamba2.forward` (its non-fused path) from a carried state: its chunked
+    scan takes an initial state."""
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    m = mixer
+    zxbcdt = m.in_proj(hidden)
+    groups = m.ngroups * m.d_state
+    d_mlp = (zxbcdt.shape[-1] - 2 * m.d_ssm - 2 * groups - m.nheads) // 2
+    z0, x0, z, xBC, dt = torch.split(zxbcdt, [d_mlp, d_mlp, m.d_ssm, m.d_ssm + 2 * groups, m.nheads], dim=-1)
+    xBC = _short_conv(m, xBC.transpose(1, 2), conv_state).transpose(1, 2)
+    x, B, C = torch.split(xBC, [m.d_ssm, groups, groups], dim=-1)
+    heads = lambda t, last: t.unflatten(-1, (-1, last))  # noqa: E731  (b l (h p)) -> (b l h p)
+    limit = {} if m.dt_limit == (0.0, float("inf")) else dict(dt_limit=m.dt_limit)
+    D = m.D.view(-1, m.headdim) if m.D_has_hdim else m.D
+    y, last = mamba_chunk_scan_combined(heads(x, m.headdim), dt, -torch.exp(m.A_log.float()), heads(B, m.d_state),
+                                        heads(C, m.d_state), chunk_size=m.chunk_size, D=D,
+                                        z=None if m.rmsnorm else heads(z, m.headdim), dt_bias=m.dt_bias,
+                                        dt_softplus=True, initial_states=ssm_state, return_final_states=True, **limit)
+    ssm_state.copy_(last)
+    y = y.flatten(-2)
+    if m.rmsnorm:
+        y = m.norm(y, z)
+    if d_mlp > 0:
+        y = torch.cat([torch.nn.functional.silu(z0) * x0, y], dim=-1)
+    return m.out_proj(y)
 
 
 class Mamba1(MambaBase):

@@ -10,13 +10,14 @@
 # H200, whose records then belong in a *-h200 folder. The carry limit is 64 MiB: .whl with
 # the mamba parts is 64 MB, so leave the sdists out of it.
 # Stages (in the order given):
-#   tests    GPU tests of the harness and baselines (graphs, peers, mamba_ssm vs transformers)
+#   tests    GPU tests of the harness and baselines (graphs, peers, mamba_ssm vs transformers), or $TESTS
 #   speed    archbench sweep --preset seed-speed (all five models, peers' generate per cell)
 #   memory   archbench sweep --preset seed-memory
 #   rwkv7-peers  RWKV-7 2.9B against fla's generate in the same cells (fla autotunes its
 #            kernels for every prompt length: minutes per cell; carry the Triton cache)
 #   decode   RWKV-7 fused decode step against the unfused one (decode_vs_generate)
-#   niah     passkey grid 1K-512K for rwkv7-2b9, mamba-2.8b, pythia-2.8b
+#   mamba-chunked  the memory preset for Mamba-1 and Mamba-2 with the prompt in pieces (flat to 1M)
+#   niah     passkey grid 1K-512K for rwkv7-2b9, mamba-2.8b, pythia-2.8b (or $NIAH_MODELS)
 #   evalbench  lm-eval state reuse on and off, 4-choice task, 2.9B shape (needs lm-eval wheels)
 #   kernels  the WKV kernel benchmark against fla (and the PyTorch chunked WKV7)
 # --until S: stop starting new work S seconds after the start (a call lasts at most 600 s).
@@ -45,8 +46,8 @@ for stage in "${STAGES[@]}"; do
   (( $(left) > 20 )) || { echo "no time left for $stage"; break; }
   echo "== $stage ($(left) s left)"
   case $stage in
-    tests) timeout "$(left)" python3 -m pytest -q -p no:cacheprovider tests/harness/test_decode_gpu.py \
-             tests/models/test_baselines_gpu.py tests/models/test_rwkv_gpu.py tests/kernels 2>&1 | tail -15 ;;
+    tests) timeout "$(left)" python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/harness/test_decode_gpu.py \
+             tests/models/test_baselines_gpu.py tests/models/test_rwkv_gpu.py tests/kernels} 2>&1 | tail -15 ;;
     speed) timeout "$(left)" archbench sweep --preset seed-speed --out results/sweeps/seed-speed-h100 --no-progress \
              --cell-timeout 300 2>&1 | tail -40 ;;
     memory) timeout "$(left)" archbench sweep --preset seed-memory --out results/sweeps/seed-memory-h100 \
@@ -55,7 +56,9 @@ for stage in "${STAGES[@]}"; do
                    --out results/sweeps/rwkv7-fla-peer-h100 --no-progress --cell-timeout 580 2>&1 | tail -10 ;;
     decode) timeout "$(left)" python3 -m archbench.suites.decode_vs_generate --models rwkv7-2b9 --no-peers \
               --out results/decode/rwkv7-fused 2>&1 | tail -6 ;;
-    niah) for m in rwkv7-2b9 mamba-2.8b pythia-2.8b; do
+    mamba-chunked) timeout "$(left)" archbench sweep --preset seed-memory --models mamba-2.8b mamba2-2.7b \
+                     --out results/sweeps/seed-memory-mamba-chunked-h100 --no-progress --cell-timeout 300 2>&1 | tail -12 ;;
+    niah) for m in ${NIAH_MODELS:-rwkv7-2b9 mamba-2.8b pythia-2.8b}; do
             timeout "$(left)" archbench niah --model $m --contexts 1k,8k,32k,128k,512k --depths 0,50,100 \
               --chunk 65536 --dtype bfloat16 --device cuda --out results/niah/h100 --no-progress 2>&1 | tail -9
           done ;;

@@ -71,9 +71,35 @@ def test_mamba_ssm_decode_equals_its_full_forward(family):
     full, _ = fast.forward(x)
     logits, state = fast.forward(x[:, :250])
     parts = [logits]
-    parts += [fast.forward(x[:, 250:260], state)[0]]  # a chunk after the first: one step per token
+    parts += [fast.forward(x[:, 250:260], state)[0]]  # a chunk after the first: from the carried state
     parts += [fast.step(x[:, t], state)[0][:, None] for t in range(260, 300)]
     assert_close(centred(torch.cat(parts, 1)), centred(full), rms_rel=DECODE_TOL, what=f"{family} prefill + decode")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("family", MAMBA)
+def test_mamba_ssm_chunked_prefill_equals_one_pass(family, dtype):
+    """A prompt in pieces through mamba_ssm's kernels from the carried state (Mamba-1 by its
+    virtual tokens) gives the logits and states of one pass, pieces shorter than the
+    convolution and than a Mamba-2 scan chunk included."""
+    needs_mamba_ssm()
+    model = make(family, MAMBA[family], impl="mamba_ssm", dtype=dtype, device="cuda").init_random_(0)
+    assert model.chunked_prefill
+    x = tokens(1000)
+    full, full_state = model.forward(x)
+    state, pieces, start = None, [], 0
+    for n in (100, 2, 67, 131):
+        logits, state = model.forward(x[:, start:start + n], state)
+        pieces.append(logits)
+        start += n
+    tol = dict(rms_rel=1e-4) if dtype == "float32" else dict(rms_rel=DECODE_TOL)
+    assert_close(centred(torch.cat(pieces, 1)), centred(full), what=f"{family} {dtype} chunked vs one pass", **tol)
+    assert_close(state.ssm.float(), full_state.ssm.float(), what="SSM state", **tol)
+    assert_close(state.conv.float(), full_state.conv.float(), what="conv state", **tol)
+    _, head_state = model.forward(x[:, :50])
+    tail, _ = model.forward(x[:, 50:], head_state, last_only=True)
+    assert tail.shape == (2, 1, full.shape[-1])
+    assert_close(centred(tail[:, 0]), centred(full[:, -1]), what="last_only", **tol)
 
 
 @pytest.mark.parametrize("family", MAMBA)

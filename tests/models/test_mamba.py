@@ -118,3 +118,34 @@ def test_presets_have_their_nominal_sizes(name):
     family, config = config_for(name)
     n = make(family, config, device="meta").num_params()
     assert abs(n / NOMINAL[name] - 1) < 0.05, n  # names are rounded: mamba2-1.3b has 1.34B
+
+
+def scan(u, delta, A, B, h):
+    """Mamba-1's selective scan, token by token (delta already through softplus): the
+    recurrence mamba_ssm's CUDA kernel runs, here in fp32 on the CPU."""
+    for t in range(u.shape[-1]):
+        h = torch.exp(delta[..., t, None] * A) * h + delta[..., t, None] * B[:, None, :, t] * u[..., t, None]
+    return h
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("a_scale", [1.0, 300.0])  # A as initialised (-1..-16), and far larger
+def test_state_prefix_writes_the_state(dtype, a_scale):
+    """The virtual tokens that give mamba_ssm's scan (which starts from zero) a carried state
+    take h from 0 to h0, within one rounding of u to the model's dtype, whatever A is."""
+    g = torch.Generator().manual_seed(0)
+    batch, d, n = 3, 24, 16
+    A = -torch.arange(1, n + 1).float().expand(d, n) * (1 + torch.rand(d, 1, generator=g)) * a_scale
+    bias = torch.randn(d, generator=g) - 4
+    h0 = torch.randn(batch, d, n, generator=g).to(dtype)
+    u, raw, B = mb.state_prefix(h0, A, bias, dtype)
+    assert u.dtype == raw.dtype == B.dtype == dtype and u.shape == raw.shape == (batch, d, n) and B.shape == (batch, n, n)
+    delta = torch.nn.functional.softplus(raw.float() + bias[:, None])
+    h = scan(u.float(), delta, A, B.float(), torch.zeros(batch, d, n))
+    assert_close(h, h0.float(), rms_rel=1e-6 if dtype == torch.float32 else 5e-3, what="state after the prefix")
+    # then the real tokens continue from it: the prefix followed by x is the scan of x from h0
+    x, dx, Bx = torch.randn(batch, d, 7, generator=g), torch.rand(batch, d, 7, generator=g), torch.randn(batch, n, 7, generator=g)
+    both = scan(torch.cat([u.float(), x], -1), torch.cat([delta, dx], -1), A, torch.cat([B.float(), Bx], -1),
+                torch.zeros(batch, d, n))
+    assert_close(both, scan(x, dx, A, Bx, h0.float()), rms_rel=1e-5 if dtype == torch.float32 else 5e-3,
+                 what="prefix + tokens vs tokens from h0")
