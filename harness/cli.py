@@ -187,22 +187,21 @@ def cmd_ppl(args) -> int:
 
 def cmd_niah(args) -> int:
     from archbench.models.tokenizer import load_tokenizer
-    from archbench.suites.niah import grid, plot_heatmap, read_haystack, run_grid
+    from archbench.suites.niah import grid, plot_accuracy, plot_heatmap, read_haystack, run_grid, summary
     cells = grid(args.contexts, depths=args.depths, trials=args.trials, task=args.task)
     haystack = read_haystack(args.haystack) if args.haystack else None
     model = _model(args)
     tokenizer = load_tokenizer(args.tokenizer or _tokenizer_source(args.model))
     store = run_grid(model, tokenizer, cells, args.out, args.model, chunk=args.chunk, haystack=haystack,
                      progress=not args.no_progress)
-    records = [r for r in store.records() if r["model"] == args.model]
+    everything = store.records()
+    records = [r for r in everything if r["model"] == args.model]
     plot = plot_heatmap(records, Path(args.out) / f"heatmap_{Path(args.model).name}.png", model=args.model)
-    import pandas as pd
-    df = pd.DataFrame(records)
-    table = df.groupby("context").agg(accuracy=("correct", "mean"), cells=("status", "size"),
-                                      oom=("status", lambda s: int((s == "OOM").sum())),
-                                      seconds_per_cell=("seconds", "median"))
-    print(table.to_markdown())
-    print(f"\nwrote {store.path}, {plot}")
+    lines = plot_accuracy(everything, Path(args.out) / "accuracy.png")   # every model in the folder
+    table = summary(everything)
+    (Path(args.out) / "results.md").write_text(table.reset_index().to_markdown(index=False) + "\n")
+    print(table.loc[[args.model]].reset_index().to_markdown(index=False))
+    print(f"\nwrote {store.path}, {plot}, {lines}, {Path(args.out) / 'results.md'}")
     return 0
 
 

@@ -16,6 +16,9 @@ cudaError_t wkv6_forward(int dtype, bool token_decay, int B, int T, int H, int N
 cudaError_t wkv7_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
                          const void* k, const void* v, const void* a, const void* b, float* state, void* y,
                          cudaStream_t stream);
+cudaError_t wkv7_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
+                                 const void* k, const void* v, const void* a, const void* b, float* state, void* y,
+                                 cudaStream_t stream);
 }  // namespace archbench
 
 static int dtype_code(const at::Tensor& t) {
@@ -56,6 +59,16 @@ void wkv7(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Tensor a, 
   check(archbench::wkv7_forward(dtype_code(r), B, T, H, N, (int)variant, r.data_ptr(), w.data_ptr(), k.data_ptr(),
                                 v.data_ptr(), a.data_ptr(), b.data_ptr(), state.data_ptr<float>(), y.data_ptr(),
                                 at::cuda::getCurrentCUDAStream()), "wkv7");
+}
+
+// The chunked tensor-core WKV7 (wkv7_chunked.cu), same arguments; head size 64 only
+void wkv7_chunked(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Tensor a, at::Tensor b,
+                  at::Tensor state, at::Tensor y, int64_t variant) {
+  const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
+  check(archbench::wkv7_chunked_forward(dtype_code(r), B, T, H, N, (int)variant, r.data_ptr(), w.data_ptr(),
+                                        k.data_ptr(), v.data_ptr(), a.data_ptr(), b.data_ptr(),
+                                        state.data_ptr<float>(), y.data_ptr(), at::cuda::getCurrentCUDAStream()),
+        "wkv7_chunked");
 }
 
 static const void* ptr_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr() : nullptr; }
@@ -125,6 +138,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("wkv4", &wkv4);
   m.def("wkv6", &wkv6);
   m.def("wkv7", &wkv7);
+  m.def("wkv7_chunked", &wkv7_chunked);
   m.def("rwkv7_norm_mix", &rwkv7_norm_mix);
   m.def("rwkv7_lora_down", &rwkv7_lora_down);
   m.def("rwkv7_tmix_decode", &rwkv7_tmix_decode);

@@ -63,9 +63,9 @@ for stage in "${STAGES[@]}"; do
               --chunk 65536 --dtype bfloat16 --device cuda --out results/niah/h100 --no-progress 2>&1 | tail -9
           done ;;
     evalbench) timeout "$(left)" python3 -m archbench.suites.lm_eval_reuse_bench --model rwkv7-2b9 --device cuda \
-                 --dtype bfloat16 2>&1 | tail -12 ;;
-    kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --ops wkv7 wkv6 --shapes 2b9 \
-               --skip blinkdl-layout fla-recurrent --out results/kernels 2>&1 | tail -30 ;;
+                 --dtype bfloat16 --out results/eval 2>&1 | tail -16 ;;
+    kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --ops ${KERNEL_OPS:-wkv7 wkv6} --shapes 2b9 \
+               --skip blinkdl-layout fla-recurrent torch-chunked --out results/kernels 2>&1 | tail -30 ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

@@ -1,5 +1,7 @@
 """WKV kernel benchmark: our CUDA kernels against fla (chunk and fused-recurrent) and the
-one-thread-per-column layout of BlinkDL's kernels, in the same run on the same GPU.
+one-thread-per-column layout of BlinkDL's kernels, in the same run on the same GPU; for wkv7
+also our chunked tensor-core kernel ("cuda-chunked", and at each block width "-vt16/32/64")
+and the sequential kernel forced ("ours-seq").
 
 Per shape: prefill million tokens/s (B x T / median time, `triton.testing.do_bench`
 after warm-up, with the 20th-80th percentile spread), decode-step latency (T = 1, state
@@ -106,6 +108,12 @@ def backends(op: str) -> dict:
             out["ours-4lane"] = lambda x, s: cuda(**x, state=s, variant=2)
             chunked = get_op(op, "chunked")  # the chunked form in PyTorch (cuBLAS products), no build
             out["torch-chunked"] = lambda x, s: chunked(**x, state=s)
+            # our chunked tensor-core kernel (cuda/wkv7_chunked.cu), by shape and at each block width
+            from archbench.kernels.wkv7.op import wkv7_cuda_chunked
+            out["ours-seq"] = lambda x, s: cuda(**x, state=s, chunked=False)  # "ours" may dispatch to chunked
+            out["cuda-chunked"] = lambda x, s: wkv7_cuda_chunked(**x, state=s)
+            for variant, cols in ((1, 16), (2, 32), (3, 64)):
+                out[f"cuda-chunked-vt{cols}"] = lambda x, s, variant=variant: wkv7_cuda_chunked(**x, state=s, variant=variant)
         out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
     if op in ("wkv6", "wkv7"):
         if importlib.util.find_spec("fla") is None:
@@ -130,7 +138,8 @@ def run(ops, shapes_by_h, out_dir: Path, skip: set[str]) -> list[dict]:
                 state = state_for(op, B, H, N)
                 # the check: batch row 0, first 4096 tokens, against our fp32 kernel (causal, so a prefix is exact)
                 head = {k: (v[:1, :4096].float() if v.dim() >= 3 else v) for k, v in x.items()}
-                ref_y, _ = get_op(op, "cuda")(**head, state=state[:1])
+                ref_kw = {"chunked": False} if op == "wkv7" else {}  # the sequential fp32 kernel
+                ref_y, _ = get_op(op, "cuda")(**head, state=state[:1], **ref_kw)
                 fb = floor_bytes(op, x)
                 for name, fn in backends(op).items():
                     if name in skip:
@@ -182,6 +191,8 @@ def summarize(rows: list[dict]) -> str:
     peers = [c for c in table.columns if c.startswith(("fla", "blinkdl"))]
     if peers:
         table["ours / best peer"] = table["ours"] / table[peers].max(axis=1)
+        if "cuda-chunked" in table.columns:
+            table["cuda-chunked / best peer"] = table["cuda-chunked"] / table[peers].max(axis=1)
     table["ours % of floor"] = df[df.backend == "ours"].set_index(["op", "shape"])["floor_fraction"] * 100
     decode = [r for r in rows if r.get("backend") == "ours-decode"]
     text = table.round(2).to_markdown() + "\n"

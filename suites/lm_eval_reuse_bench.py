@@ -9,6 +9,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from lm_eval.api.instance import Instance
@@ -59,9 +60,16 @@ def main(argv=None):
     p.add_argument("--questions", type=int, default=4)
     p.add_argument("--context-tokens", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", help="append the row (with the environment) to OUT/reuse.jsonl")
     args = p.parse_args(argv)
     row = run(args.model, args.dtype, args.device, args.questions, args.context_tokens, args.repeats)
     print(json.dumps({k: v for k, v in row.items() if k != "env"}, indent=1))
+    if args.out:
+        path = Path(args.out) / "reuse.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"appended to {path}")
 
 
 if __name__ == "__main__":

@@ -180,6 +180,8 @@ def plot_heatmap(records: list[dict], path, model: str | None = None) -> Path:
     df = df[df["model"] == model]
     acc = df.assign(correct=df["correct"].astype(float)).pivot_table(index="depth", columns="context",
                                                                       values="correct", aggfunc="mean")
+    # a context or depth where every cell ran out of memory has no accuracy: keep it, blank
+    acc = acc.reindex(index=sorted(df["depth"].unique()), columns=sorted(df["context"].unique()))
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * acc.shape[1], 1 + 0.35 * acc.shape[0]))
     im = ax.imshow(acc.values, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(acc.shape[1]), [f"{c // 1024}K" if c >= 1024 else str(c) for c in acc.columns])
@@ -190,6 +192,46 @@ def plot_heatmap(records: list[dict], path, model: str | None = None) -> Path:
     ax.set_ylabel("needle depth")
     ax.set_title(f"{model}: retrieval accuracy")
     fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def summary(records: list[dict]):
+    """One row per model and context: accuracy over the cells that ran, how many cells and
+    how many ran out of memory, median seconds per cell and the peak memory."""
+    import pandas as pd
+    df = pd.DataFrame(records)
+    if "peak_allocated_bytes" not in df:
+        df["peak_allocated_bytes"] = float("nan")
+    df["correct"] = df["correct"].astype(float)
+    df["peak_gib"] = df["peak_allocated_bytes"].astype(float) / 2**30
+    return df.groupby(["model", "context"]).agg(
+        accuracy=("correct", "mean"), cells=("status", "size"), oom=("status", lambda s: int((s == "OOM").sum())),
+        seconds_per_cell=("seconds", "median"), peak_gib=("peak_gib", "max")).round(3)
+
+
+def plot_accuracy(records: list[dict], path) -> Path:
+    """Accuracy against context length, one line per model (log axis); a context where a
+    model ran out of memory is marked with an x at zero."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summary(records).reset_index()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for model, g in table.groupby("model"):
+        ran = g[g["oom"] < g["cells"]]
+        line, = ax.plot(ran["context"], ran["accuracy"], marker="o", label=model)
+        oom = g[g["oom"] > 0]
+        ax.plot(oom["context"], [0] * len(oom), "x", color=line.get_color(), markersize=10)
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("retrieval accuracy")
+    ax.set_title("accuracy against context length (x: out of memory)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -92,7 +92,9 @@ def test_mamba_ssm_chunked_prefill_equals_one_pass(family, dtype):
         logits, state = model.forward(x[:, start:start + n], state)
         pieces.append(logits)
         start += n
-    tol = dict(rms_rel=1e-4) if dtype == "float32" else dict(rms_rel=DECODE_TOL)
+    # fp32: Mamba-2's Triton scan multiplies in TF32 (tl.dot's default), about 1e-4 apart
+    # between two ways of cutting the same sequence (1.7e-4 measured on the SSM state)
+    tol = dict(rms_rel=1e-3) if dtype == "float32" else dict(rms_rel=DECODE_TOL)
     assert_close(centred(torch.cat(pieces, 1)), centred(full), what=f"{family} {dtype} chunked vs one pass", **tol)
     assert_close(state.ssm.float(), full_state.ssm.float(), what="SSM state", **tol)
     assert_close(state.conv.float(), full_state.conv.float(), what="conv state", **tol)

@@ -6,8 +6,8 @@ import archbench
 from archbench.harness.errors import ArchbenchError
 from archbench.harness.results import ResultsStore
 from archbench.models.tokenizer import load_tokenizer
-from archbench.suites.niah import (ANSWER_BUDGET, Cell, build_prompt, grid, plot_heatmap, read_haystack, run_grid,
-                                   score)
+from archbench.suites.niah import (ANSWER_BUDGET, Cell, build_prompt, grid, plot_accuracy, plot_heatmap, read_haystack,
+                                   run_grid, score, summary)
 from helpers import tiny_neox_folder
 
 
@@ -63,6 +63,15 @@ def test_grid_resumes_without_repeating_cells_and_draws_a_heatmap(tmp_path):
     assert all(r["status"] == "ok" and isinstance(r["correct"], bool) for r in records)
     png = plot_heatmap(records, tmp_path / "heat.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+    # a context where every cell ran out of memory (a Transformer at 512K) is drawn, marked
+    oom = [dict(r, context=2048, status="OOM", correct=None) for r in records if r["context"] == 600]
+    assert plot_heatmap(records + oom, tmp_path / "oom.png").read_bytes()[:4] == b"\x89PNG"
+    other = [dict(r, model="other") for r in records]
+    assert plot_accuracy(records + oom + other, tmp_path / "acc.png").read_bytes()[:4] == b"\x89PNG"
+    table = summary(records + oom + other)
+    assert list(table.index.get_level_values("model").unique()) == ["other", "rwkv7-tiny"]
+    assert table.loc[("rwkv7-tiny", 2048), "oom"] == 3 and table.loc[("rwkv7-tiny", 400), "cells"] == 3
+    assert table.loc[("other", 400), "accuracy"] == sum(r["correct"] for r in records if r["context"] == 400) / 3
 
 
 def test_chunked_reading_gives_the_same_answer():

@@ -1,0 +1,157 @@
+"""The chunked tensor-core WKV7 kernel (kernels/wkv7/cuda/wkv7_chunked.cu) against the
+fp32 one-step reference, on the GPU: lengths around and below the chunk of 16, batches,
+nonzero initial states, decays from none through RWKV-7's range to far stronger ones (the
+kernel's slow path for columns it cannot factorise), every block width, the state carried
+over calls, in place and in a CUDA graph. Skipped without a GPU (the dispatch-rule test
+runs anywhere)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from archbench.harness.testing import errors
+from archbench.kernels.wkv7 import op as wkv7_op
+from archbench.kernels.wkv7.op import use_chunked, wkv7_cuda, wkv7_cuda_chunked
+from archbench.kernels.wkv7.ref import wkv7_ref
+
+gpu = pytest.mark.gpu
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TOL = {"fp32": 1e-4, "bf16": 6e-3, "fp16": 1.5e-3}  # as tests/kernels/test_wkv_cuda.py
+SHAPES = [(1, 1, 2), (1, 15, 3), (2, 16, 2), (3, 17, 2), (1, 100, 3), (16, 33, 2), (2, 1000, 2), (1, 4097, 2)]  # B, T, H
+DECAYS = ["rwkv", "none", "strong", "mixed"]
+
+
+def inputs(B, T, H, N, decay="rwkv", seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    rand = lambda *s: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
+    shape = (B, T, H, N)
+    if decay == "rwkv":      # RWKV-7's range: w in [-0.6065, 0]
+        w = -0.6065 * torch.sigmoid(rand(*shape))
+    elif decay == "none":    # w = 0: no decay at all
+        w = torch.zeros(shape, device="cuda")
+    elif decay == "strong":  # up to e^-8 a token: chunks of 16 past the factorisable span, some not
+        w = -8 * torch.rand(shape, generator=g, device="cuda")
+    else:                    # every third key column decays up to e^-20 a token, the rest as RWKV-7
+        strong = (torch.arange(N, device="cuda") % 3 == 0)
+        w = torch.where(strong, -20 * torch.rand(shape, generator=g, device="cuda"), -0.6065 * torch.sigmoid(rand(*shape)))
+    kk = F.normalize(rand(*shape), dim=-1)
+    return dict(r=rand(*shape), w=w, k=rand(*shape), v=rand(*shape), a=-kk, b=kk * torch.sigmoid(rand(*shape)))
+
+
+def state0(B, H, N, seed=1):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return 0.3 * torch.randn(B, H, N, N, generator=g, device="cuda")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("decay", DECAYS)
+@pytest.mark.parametrize("B,T,H", SHAPES)
+def test_chunked_matches_reference(B, T, H, decay, dtype):
+    N = 64
+    x = {n: t.to(DTYPES[dtype]) for n, t in inputs(B, T, H, N, decay, seed=T).items()}
+    s = state0(B, H, N)
+    s_before = s.clone()
+    y_ref, s_ref = wkv7_ref(**{n: t.float() for n, t in x.items()}, state=s)
+    out = torch.full_like(x["r"], float("nan"))
+    y, s_new = wkv7_cuda_chunked(**x, state=s, out=out)
+    assert y.data_ptr() == out.data_ptr() and y.dtype == DTYPES[dtype]
+    assert torch.equal(s, s_before)  # the caller's state is not modified
+    assert torch.isfinite(y).all(), "NaN left in the output"
+    e_y, e_s = errors(y.float(), y_ref), errors(s_new, s_ref)
+    print(f"{dtype} {decay} B={B} T={T}: y rms_rel {e_y['rms_rel']:.2e}, state rms_rel {e_s['rms_rel']:.2e}")
+    assert e_y["rms_rel"] < TOL[dtype], f"y {e_y}"
+    assert e_s["rms_rel"] < TOL[dtype], f"state {e_s}"
+
+
+@gpu
+@pytest.mark.parametrize("variant", [0, 1, 2, 3])
+@pytest.mark.parametrize("decay", ["rwkv", "strong"])
+def test_every_block_width_agrees(variant, decay):
+    """16, 32 and 64 state columns per block (and the shape's choice) give the reference."""
+    B, T, H, N = 2, 77, 3, 64
+    x = inputs(B, T, H, N, decay)
+    s = state0(B, H, N)
+    y_ref, s_ref = wkv7_ref(**x, state=s)
+    y, s1 = wkv7_cuda_chunked(**x, state=s, variant=variant)
+    assert errors(y, y_ref)["rms_rel"] < 1e-4 and errors(s1, s_ref)["rms_rel"] < 1e-4
+
+
+@gpu
+def test_state_carried_over_calls():
+    """Calls of odd lengths (one shorter than a chunk) with the state carried equal one call,
+    and agree with the sequential kernel."""
+    B, H, N, T = 2, 2, 64, 200
+    x = inputs(B, T, H, N)
+    s = state0(B, H, N)
+    y_ref, s_ref = wkv7_ref(**x, state=s)
+    pieces, state = [], s
+    for lo, hi in ((0, 37), (37, 38), (38, 45), (45, 200)):
+        y, state = wkv7_cuda_chunked(**{n: t[:, lo:hi] for n, t in x.items()}, state=state)
+        pieces.append(y)
+    assert errors(torch.cat(pieces, 1), y_ref)["rms_rel"] < 1e-4
+    assert errors(state, s_ref)["rms_rel"] < 1e-4
+    y_seq, s_seq = wkv7_cuda(**x, state=s, chunked=False)
+    assert errors(y_seq, y_ref)["rms_rel"] < 1e-4 and errors(s_seq, s_ref)["rms_rel"] < 1e-4
+
+
+@gpu
+def test_long_bf16_prompt_against_fp32_kernel():
+    """A benchmark-like shape: bf16, B=1, 16384 tokens, 8 heads, against our fp32 sequential kernel."""
+    B, T, H, N = 1, 16384, 8, 64
+    x = {n: t.bfloat16() for n, t in inputs(B, T, H, N, seed=3).items()}
+    s = torch.zeros(B, H, N, N, device="cuda")
+    y_ref, s_ref = wkv7_cuda(**{n: t.float() for n, t in x.items()}, state=s, chunked=False)
+    y, s1 = wkv7_cuda_chunked(**x, state=s)
+    e_y, e_s = errors(y.float(), y_ref), errors(s1, s_ref)
+    print(f"bf16 B=1 T=16384: y rms_rel {e_y['rms_rel']:.2e}, state {e_s['rms_rel']:.2e}")
+    assert e_y["rms_rel"] < TOL["bf16"] and e_s["rms_rel"] < TOL["bf16"]
+
+
+@gpu
+def test_inplace_state_and_graph_capture():
+    B, T, H, N = 2, 50, 3, 64
+    x = inputs(B, T, H, N)
+    state = state0(B, H, N)
+    y_ref, s_ref = wkv7_ref(**x, state=state)
+    static_state, out = state.clone(), torch.empty_like(x["r"])
+    wkv7_cuda_chunked(**x, state=static_state, inplace=True, out=out)  # warm-up (and builds)
+    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
+    static_state.copy_(state)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        wkv7_cuda_chunked(**x, state=static_state, inplace=True, out=out)
+    static_state.copy_(state)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
+
+
+@gpu
+@pytest.mark.parametrize("N", [16, 32, 128])
+def test_other_head_sizes_take_the_sequential_kernel(N):
+    x = inputs(1, 40, 2, N)
+    s = state0(1, 2, N)
+    y_ref, s_ref = wkv7_ref(**x, state=s)
+    y, s1 = wkv7_cuda_chunked(**x, state=s)
+    assert errors(y, y_ref)["rms_rel"] < 1e-4 and errors(s1, s_ref)["rms_rel"] < 1e-4
+
+
+@gpu
+def test_dispatch_through_wkv7_cuda(monkeypatch):
+    monkeypatch.setattr(wkv7_op, "CHUNKED_MIN_T", 64)
+    x = inputs(1, 100, 2, 64)
+    s = state0(1, 2, 64)
+    y_ref, s_ref = wkv7_ref(**x, state=s)
+    y, s1 = wkv7_cuda(**x, state=s)
+    assert errors(y, y_ref)["rms_rel"] < 1e-4 and errors(s1, s_ref)["rms_rel"] < 1e-4
+
+
+def test_dispatch_rule(monkeypatch):
+    monkeypatch.setattr(wkv7_op, "CHUNKED_MIN_T", None)
+    assert not use_chunked(1, 16384, 40, 64)  # off until measured
+    monkeypatch.setattr(wkv7_op, "CHUNKED_MIN_T", 1024)
+    assert use_chunked(1, 16384, 40, 64) and use_chunked(16, 1024, 40, 64)
+    assert not use_chunked(1, 1023, 40, 64)
+    assert not use_chunked(1, 16384, 40, 128)  # head size 64 only
