@@ -81,17 +81,34 @@ class ArchbenchLM(TemplateLM):
             ctx = list(ctx)
             conts = [requests[i][2] for i in idxs]
             fits = all(len(ctx) + len(c) <= self.max_length + 1 for c in conts)
-            if self.reuse_state and fits and len(ctx) > 1 and len(idxs) > 1:
-                _, shared = self._forward(ctx[:-1])  # the shared context, once
-                for lo in range(0, len(idxs), self.batch_size):
-                    part = list(zip(idxs, conts))[lo:lo + self.batch_size]
-                    state = shared.repeat_batch(len(part))  # each row continues its own copy
-                    self._score_batch([(i, [ctx[-1]] + c[:-1], c) for i, c in part], results, state)
+            if self.reuse_state and fits and len(idxs) > 1:
+                self._score_shared(ctx, list(zip(idxs, conts)), results)
             else:
                 fresh += [(i, (ctx + c)[-(self.max_length + 1):][:-1], c) for i, c in zip(idxs, conts)]
         for lo in range(0, len(fresh), self.batch_size):
             self._score_batch(fresh[lo:lo + self.batch_size], results)
         return results
+
+    @torch.no_grad()
+    def _score_shared(self, ctx: list[int], pairs: list[tuple[int, list[int]]], results) -> None:
+        """Continuations of one context: the context runs once (its last logits score every
+        continuation's first token), then the continuations' remaining tokens go through
+        together, each row from its own copy of the context's state. One-token answers need
+        no second pass."""
+        last, shared = self.model.forward(torch.tensor([ctx], device=self.model.device), last_only=True)
+        first = torch.log_softmax(last[0, -1].float(), dim=-1)
+        greedy_first = int(last[0, -1].argmax())
+        rest = [(i, c) for i, c in pairs if len(c) > 1]
+        tails: dict[int, tuple[float, bool]] = {}
+        for lo in range(0, len(rest), self.CONTINUATION_BATCH):
+            part = rest[lo:lo + self.CONTINUATION_BATCH]
+            state = shared.repeat_batch(len(part))  # each row continues its own copy
+            self._score_batch([(i, c[:-1], c[1:]) for i, c in part], tails, state)
+        for i, c in pairs:
+            lp, greedy = tails.get(i, (0.0, True))
+            results[i] = (first[c[0]].item() + lp, greedy and greedy_first == c[0])
+
+    CONTINUATION_BATCH = 64  # rows of continuations of one context scored at once (short rows)
 
     @torch.no_grad()
     def _score_batch(self, rows, results, state=None) -> None:

@@ -30,12 +30,15 @@ def requests(n_questions: int, context_tokens: int, choices: int = 4, seed: int 
     return out
 
 
-def run(model: str, dtype: str, device: str, n_questions: int, context_tokens: int, repeats: int) -> dict:
+def run(model: str, dtype: str, device: str, n_questions: int, context_tokens: int, repeats: int,
+        batch_size: int = 1) -> dict:
     reqs = requests(n_questions, context_tokens)
-    row = dict(model=model, dtype=dtype, device=device, questions=n_questions, choices=4,
+    row = dict(model=model, dtype=dtype, device=device, questions=n_questions, choices=4, batch_size=batch_size,
                context_tokens=context_tokens, env=environment(device))
     for reuse in (True, False):
-        lm = ArchbenchLM(model=model, dtype=dtype, device=device, reuse_state=reuse, max_length=context_tokens * 2)
+        lm = ArchbenchLM(model=model, dtype=dtype, device=device, reuse_state=reuse, max_length=context_tokens * 2,
+                         batch_size=batch_size)
+        row["continuation_tokens"] = statistics.mean(len(lm.tok_encode(r.args[1])) for r in reqs)
         lm.loglikelihood(reqs[:4], disable_tqdm=True)  # warm-up
         times = []
         for _ in range(repeats):
@@ -60,9 +63,10 @@ def main(argv=None):
     p.add_argument("--questions", type=int, default=4)
     p.add_argument("--context-tokens", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=1, help="requests per forward, both ways (lm-eval's batch_size)")
     p.add_argument("--out", help="append the row (with the environment) to OUT/reuse.jsonl")
     args = p.parse_args(argv)
-    row = run(args.model, args.dtype, args.device, args.questions, args.context_tokens, args.repeats)
+    row = run(args.model, args.dtype, args.device, args.questions, args.context_tokens, args.repeats, args.batch_size)
     print(json.dumps({k: v for k, v in row.items() if k != "env"}, indent=1))
     if args.out:
         path = Path(args.out) / "reuse.jsonl"

@@ -16,16 +16,19 @@ import torch
 from archbench.kernels.build import aligned, check_inputs, extension, state_for
 
 CHUNKED_HEAD_SIZES = (64,)
-# The dispatch rule: the chunked kernel from this many tokens on (head size 64). None = off:
-# the chunked kernel has not been run on a GPU yet. Proposed once its test passes and
-# suites/kernel_bench.py has timed it (backend "cuda-chunked" against "ours-seq"): 1024.
-CHUNKED_MIN_T: int | None = None
+# The dispatch rule, from the H100 bench of 2026-11-28 (results/kernels/wkv_bench_20261128-002335.jsonl,
+# bf16, H=40, N=64): at B=1 (B x H = 40) the chunked kernel at 32 columns per block reads 3.9-4.0
+# Mtok/s against the sequential kernel's 3.0 (and fla's chunk_rwkv7 3.8), from T=4096 on; at
+# B=8 and B=16 (B x H = 320, 640) the sequential kernel is faster (10.5 vs 8.9, 11.3 vs 10.8).
+# So: chunked for long prompts on few heads. B x H between 40 and 320 was not measured: the
+# bound of 64 stays near the measured point.
+CHUNKED_MIN_T = 1024
+CHUNKED_MAX_HEADS = 64  # B x H
 
 
 def use_chunked(B: int, T: int, H: int, N: int) -> bool:
-    """Whether `wkv7_cuda` takes the chunked kernel for this shape (untested on a GPU until
-    CHUNKED_MIN_T is set from a measurement)."""
-    return CHUNKED_MIN_T is not None and N in CHUNKED_HEAD_SIZES and T >= CHUNKED_MIN_T
+    """Whether `wkv7_cuda` takes the chunked kernel for this shape."""
+    return N in CHUNKED_HEAD_SIZES and T >= CHUNKED_MIN_T and B * H <= CHUNKED_MAX_HEADS
 
 
 def wkv7_cuda(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 0, out=None,

@@ -148,10 +148,9 @@ def test_dispatch_through_wkv7_cuda(monkeypatch):
     assert errors(y, y_ref)["rms_rel"] < 1e-4 and errors(s1, s_ref)["rms_rel"] < 1e-4
 
 
-def test_dispatch_rule(monkeypatch):
-    monkeypatch.setattr(wkv7_op, "CHUNKED_MIN_T", None)
-    assert not use_chunked(1, 16384, 40, 64)  # off until measured
-    monkeypatch.setattr(wkv7_op, "CHUNKED_MIN_T", 1024)
-    assert use_chunked(1, 16384, 40, 64) and use_chunked(16, 1024, 40, 64)
+def test_dispatch_rule():
+    """The chunked kernel for long prompts on few heads (B x H <= 64), the measured case."""
+    assert use_chunked(1, 16384, 40, 64) and use_chunked(1, 1024, 64, 64)
+    assert not use_chunked(16, 16384, 40, 64) and not use_chunked(2, 16384, 40, 64)  # B x H 640, 80
     assert not use_chunked(1, 1023, 40, 64)
     assert not use_chunked(1, 16384, 40, 128)  # head size 64 only

@@ -59,12 +59,13 @@ def test_state_reuse_gives_identical_results(model):
     """Four continuations of one long context: scored with the context's state reused, and
     each pair from scratch."""
     context = "Question: which animal sleeps after jumping over the dog? Answer:"
-    choices = requests("loglikelihood", [(context, c) for c in (" the fox", " the dog", " a cat", " nobody")])
+    answers = (" the fox", " the dog", " a cat", " nobody", "!")  # "!": one token, scored by the context's pass
+    choices = requests("loglikelihood", [(context, c) for c in answers])
     reuse = ArchbenchLM(model=model, reuse_state=True).loglikelihood(choices, disable_tqdm=True)
     fresh = ArchbenchLM(model=model, reuse_state=False).loglikelihood(choices, disable_tqdm=True)
     for (a, ga), (b, gb) in zip(reuse, fresh):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-5) and ga == gb
-    assert len({round(a, 4) for a, _ in reuse}) == 4  # the choices really differ
+    assert len({round(a, 4) for a, _ in reuse}) == len(answers)  # the choices really differ
 
 
 @pytest.mark.parametrize("batch_size", [2, 3])
