@@ -259,7 +259,7 @@ def cmd_reproduce(args) -> int:
     if args.what != "seed":
         raise ArchbenchError(f"unknown article {args.what!r}; known: seed")
     runs = args.results or sorted(glob.glob("results/sweeps/*/results.jsonl"))
-    records = [r for run in runs for r in _run_records(run)]
+    records = [dict(r, _run=run) for run in runs for r in _run_records(run)]
     checkpoints = dict(c.split("=", 1) for c in args.checkpoint or [] if "=" in c)
     columns = {"lambada": "lambada_openai", "hellaswag": "hellaswag"}  # quality column -> lm-eval task
     for item in (args.quality_tasks or "").split(","):

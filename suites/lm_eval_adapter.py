@@ -209,8 +209,9 @@ class ArchbenchLM(TemplateLM):
 
 
 def cli() -> None:
-    """`archbench-lm-eval`: lm-eval's own command line with the "archbench" model registered
-    (lm-eval 0.4 finds models only in modules that are imported; this one is)."""
+    """`archbench-lm-eval`: lm-eval's own command line with this module imported first, so
+    "archbench" is registered even where the start-up hook (suites/lm_eval_hook.py) is not
+    installed; plain `lm_eval --model archbench` works where it is."""
     from lm_eval.__main__ import cli_evaluate
     cli_evaluate()
 

@@ -102,12 +102,30 @@ def test_lm_eval_command_line_runs_a_local_task(tmp_path):
 
     from archbench.suites.eval import local_tasks_dir
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-m", "archbench.suites.lm_eval_adapter", "--model", "archbench",
-                           "--model_args", "model=rwkv7-tiny", "--tasks", "archbench_mc",
-                           "--include_path", str(local_tasks_dir()), "--output_path", str(tmp_path / "out")],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "archbench_mc" in done.stdout and "acc" in done.stdout
+    for command in (["-m", "lm_eval"], ["-m", "archbench.suites.lm_eval_adapter"]):  # lm_eval itself, our alias
+        done = subprocess.run([sys.executable, *command, "--model", "archbench", "--model_args", "model=rwkv7-tiny",
+                               "--tasks", "archbench_mc", "--include_path", str(local_tasks_dir()),
+                               "--output_path", str(tmp_path / "out")],
+                              capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "archbench_mc" in done.stdout and "acc" in done.stdout
+
+
+def test_start_up_hook_registers_lazily_and_only_once():
+    """The hook the install puts in site-packages (setup.py, archbench-lm-eval.pth): a fresh
+    interpreter imports neither archbench nor torch at start-up, and "archbench" appears in
+    lm-eval's registry as a lazy target once lm_eval.models is imported, next to lm-eval's own."""
+    import subprocess
+    import sys
+    code = ("import sys; assert 'torch' not in sys.modules and 'archbench' not in sys.modules\n"
+            "import lm_eval.models\n"
+            "from lm_eval.api.registry import model_registry as r\n"
+            "assert isinstance(r._objs['archbench'], str) and 'hf' in r and 'torch' not in sys.modules\n"
+            "from archbench.suites.lm_eval_adapter import ArchbenchLM\n"
+            "assert r.get('archbench') is ArchbenchLM\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("model", ["rwkv7-tiny", "mamba2-tiny"])

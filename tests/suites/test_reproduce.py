@@ -124,3 +124,15 @@ def test_run_quality_fills_a_row_from_a_checkpoint_offline(tmp_path):
     mamba = next(line for line in report.splitlines() if line.startswith("| Mamba |"))
     assert "archbench" in mamba  # says which command records what is missing
     assert (tmp_path / "out" / "quality-runs" / "eval" / "eval.jsonl").exists()
+
+
+def test_one_setting_never_mixes_prompt_settings():
+    """Mamba measured in one pass (to 512K) and later in pieces (to 1M): fits and claims take
+    the setting that reached further, one record per context (the later one)."""
+    from archbench.suites.reproduce import one_setting
+    one_pass = [dict(model="m", context=c, prefill_chunk_used=None, peak=1) for c in (512, 8192, 524288)]
+    pieces = [dict(model="m", context=c, prefill_chunk_used=65536, peak=v) for c, v in
+              ((1024, 2), (131072, 3), (1048576, 4), (131072, 5))]
+    got = one_setting(one_pass + pieces)
+    assert [r["context"] for r in got] == [1024, 131072, 1048576] and [r["peak"] for r in got] == [2, 5, 4]
+    assert [r["context"] for r in one_setting(one_pass + pieces[:1])] == [512, 8192, 524288]
