@@ -188,7 +188,8 @@ def cmd_ppl(args) -> int:
 def cmd_niah(args) -> int:
     from archbench.models.tokenizer import load_tokenizer
     from archbench.suites.niah import grid, plot_accuracy, plot_heatmap, read_haystack, run_grid, summary
-    cells = grid(args.contexts, depths=args.depths, trials=args.trials, task=args.task)
+    cells = grid(args.contexts, depths=args.depths, trials=args.trials, task=args.task, needles=args.needles,
+                 queries=args.queries)
     haystack = read_haystack(args.haystack) if args.haystack else None
     model = _model(args)
     tokenizer = load_tokenizer(args.tokenizer or _tokenizer_source(args.model))
@@ -196,11 +197,13 @@ def cmd_niah(args) -> int:
                      progress=not args.no_progress)
     everything = store.records()
     records = [r for r in everything if r["model"] == args.model]
-    plot = plot_heatmap(records, Path(args.out) / f"heatmap_{Path(args.model).name}.png", model=args.model)
+    name = Path(args.model).name + ("" if args.task == "passkey" else f"_{args.task}")
+    plot = plot_heatmap(records, Path(args.out) / f"heatmap_{name}.png", model=args.model, task=args.task)
     lines = plot_accuracy(everything, Path(args.out) / "accuracy.png")   # every model in the folder
     table = summary(everything)
     (Path(args.out) / "results.md").write_text(table.reset_index().to_markdown(index=False) + "\n")
-    print(table.loc[[args.model]].reset_index().to_markdown(index=False))
+    rows = table.reset_index()
+    print(rows[(rows["model"] == args.model) & (rows["task"] == args.task)].to_markdown(index=False))
     print(f"\nwrote {store.path}, {plot}, {lines}, {Path(args.out) / 'results.md'}")
     return 0
 
@@ -218,9 +221,11 @@ def cmd_eval(args) -> int:
     if not is_checkpoint(args.model):
         config_for(args.model)  # an unknown name fails here, before lm-eval indexes its tasks
     results = ev.evaluate(args.model, tasks, impl=args.impl, dtype=args.dtype, device=args.device, limit=args.limit,
-                          reuse_state=not args.no_reuse_state, max_length=args.max_length, tokenizer=args.tokenizer)
+                          reuse_state=False if args.no_reuse_state else "auto", max_length=args.max_length,
+                          tokenizer=args.tokenizer)
     run = dict(impl=args.impl, dtype=args.dtype, device=args.device, limit=args.limit,
-               reuse_state=not args.no_reuse_state, max_length=args.max_length, env=environment(args.device))
+               reuse_state=False if args.no_reuse_state else "auto", max_length=args.max_length,
+               env=environment(args.device))
     rows = ev.records(results, args.model, run)
     store = ResultsStore(Path(args.out) / "eval.jsonl")
     for row in rows:
@@ -382,6 +387,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--contexts", type=_ints, default=[1024, 4096], help="e.g. 1k,4k,32k,512k")
     s.add_argument("--depths", type=_ints, default=list(range(0, 101, 10)), help="percents, e.g. 0,50,100")
     s.add_argument("--trials", type=int, default=1)
+    s.add_argument("--needles", type=int, default=4, help="needle, multi-query: key-value needles hidden (RULER style)")
+    s.add_argument("--queries", type=int, help="needle, multi-query: keys asked (default 1 and 2); the rest distract")
     s.add_argument("--chunk", type=int, help="read the prompt in pieces of this many tokens, state carried")
     s.add_argument("--haystack", help="a text file to use as haystack (default: generated sentences)")
     s.add_argument("--out", default="runs/niah")

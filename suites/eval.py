@@ -94,7 +94,7 @@ def _unreachable(err: BaseException) -> bool:
 
 
 def evaluate(model: str, tasks: list[str], impl: str = "auto", dtype: str = "float32", device: str = "cpu",
-             limit: int | None = None, reuse_state: bool = True, max_length: int = 2048, tokenizer: str | None = None,
+             limit: int | None = None, reuse_state: bool | str = "auto", max_length: int = 2048, tokenizer: str | None = None,
              manager=None) -> dict:
     """lm-eval's simple_evaluate on an archbench model; returns lm-eval's results dict."""
     import lm_eval

@@ -8,7 +8,8 @@ Requests are encoded exactly as lm-eval's own HFLM does (trailing context spaces
 the continuation, an empty context becomes the end-of-text token, inputs are truncated
 on the left to max_length), so the same weights give the same numbers. For every model,
 the context shared by several continuations (multiple choice) runs once and its state is
-reused for each continuation (`reuse_state=False` scores each pair from scratch).
+reused for each continuation (`reuse_state=False` scores each pair from scratch; the
+default "auto" reuses it except where that was measured to be slower, `reuse_pays`).
 """
 from __future__ import annotations
 
@@ -22,11 +23,23 @@ from tqdm.auto import tqdm
 from archbench.suites.perplexity import rolling_windows
 
 
+def reuse_pays(batch_size: int, device_type: str, continuations: list[list[int]]) -> bool:
+    """Whether reusing a shared context's state is the faster way to score its choices
+    (`reuse_state="auto"`). It always does less arithmetic; but with choices of more than
+    one token it takes two forward calls (the context, then the choices together), where
+    scoring from scratch with batch_size >= the number of choices takes one. On a CPU the
+    arithmetic decides (4.3x faster at batch 1, RWKV-7 0.1B); on a GPU a forward call of an
+    eager model costs about the same at any length (RWKV-7 2.9B on an H100: 60-75 ms from 2
+    to 4 x 518 tokens), so there reuse pays at batch 1 (2.9x) and lost at batch 4 (0.53x,
+    results/eval/reuse.jsonl). One-token choices need no second call: reuse always pays."""
+    return batch_size == 1 or device_type != "cuda" or all(len(c) == 1 for c in continuations)
+
+
 @register_model("archbench")
 class ArchbenchLM(TemplateLM):
     def __init__(self, model: str = "rwkv7-tiny", impl: str = "auto", dtype: str = "float32", device: str = "cpu",
                  tokenizer: str | None = None, max_length: int = 2048, max_gen_toks: int = 256,
-                 reuse_state: bool = True, batch_size: int = 1, seed: int = 0, **_ignored):
+                 reuse_state: bool | str = "auto", batch_size: int = 1, seed: int = 0, **_ignored):
         super().__init__()
         from archbench.harness.registry import build, load
         from archbench.models.tokenizer import load_tokenizer
@@ -40,7 +53,8 @@ class ArchbenchLM(TemplateLM):
         self.tokenizer = load_tokenizer(tokenizer or (local_path(model) if is_path else "bytes"))
         self.max_length = int(max_length)
         self.max_gen_toks = int(max_gen_toks)
-        self.reuse_state = str(reuse_state).lower() not in ("false", "0", "no")
+        self.reuse_state = "auto" if str(reuse_state).lower() == "auto" else \
+            str(reuse_state).lower() not in ("false", "0", "no")
         self.seed = int(seed)
         self.batch_size = max(1, int(batch_size)) if str(batch_size).isdigit() else 1  # lm-eval may pass "auto"
 
@@ -81,7 +95,9 @@ class ArchbenchLM(TemplateLM):
             ctx = list(ctx)
             conts = [requests[i][2] for i in idxs]
             fits = all(len(ctx) + len(c) <= self.max_length + 1 for c in conts)
-            if self.reuse_state and fits and len(idxs) > 1:
+            reuse = self.reuse_state if self.reuse_state != "auto" else \
+                reuse_pays(self.batch_size, self.model.device.type, conts)
+            if reuse and fits and len(idxs) > 1:
                 self._score_shared(ctx, list(zip(idxs, conts)), results)
             else:
                 fresh += [(i, (ctx + c)[-(self.max_length + 1):][:-1], c) for i, c in zip(idxs, conts)]

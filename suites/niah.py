@@ -37,20 +37,42 @@ def haystack_sentences(n: int, seed: int) -> list[str]:
     return [f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}." for _ in range(n)]
 
 
+NEEDLES, QUERIES = 4, {"needle": 1, "multi-query": 2}  # defaults: key-value needles hidden, keys asked
+_KEY_WORDS = (["amber", "silent", "copper", "north", "paper", "iron", "velvet", "hollow"],
+              ["owl", "fox", "lake", "wind", "moon", "gate", "stone", "bell"])
+
+
 @dataclass(frozen=True)
 class Cell:
     task: str
     context: int      # tokens, prompt + answer budget
     depth: int        # percent of the haystack before the (first) needle
     trial: int
+    needles: int = NEEDLES    # key-value needles hidden (needle, multi-query); the ones not asked are distractors
+    queries: int | None = None  # keys asked (None: 1 for needle, 2 for multi-query)
+
+    @property
+    def asked(self) -> int:
+        return self.queries or QUERIES.get(self.task, 1)
 
     def key(self) -> dict:
-        return {"task": self.task, "context": self.context, "depth": self.depth, "trial": self.trial}
+        """What identifies the cell in its records (the needle counts only where not the default,
+        so grids recorded before they could be chosen still resume)."""
+        key = {"task": self.task, "context": self.context, "depth": self.depth, "trial": self.trial}
+        if self.task != "passkey" and (self.needles, self.asked) != (NEEDLES, QUERIES[self.task]):
+            key.update(needles=self.needles, queries=self.asked)
+        return key
 
 
-def grid(contexts, depths=range(0, 101, 10), trials: int = 1, task: str = "passkey") -> list[Cell]:
+def grid(contexts, depths=range(0, 101, 10), trials: int = 1, task: str = "passkey", needles: int = NEEDLES,
+         queries: int | None = None) -> list[Cell]:
     if task not in TASKS:
         raise ArchbenchError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    limit = len(_KEY_WORDS[0]) * len(_KEY_WORDS[1])
+    if not 1 <= needles <= limit:
+        raise ArchbenchError(f"needles must be from 1 to {limit}, got {needles}")
+    if queries is not None and not 1 <= queries <= needles:
+        raise ArchbenchError(f"queries must be from 1 to the number of needles ({needles}), got {queries}")
     contexts, depths = list(contexts), list(depths)
     bad = [d for d in depths if not 0 <= d <= 100]
     if bad or not depths:
@@ -59,7 +81,7 @@ def grid(contexts, depths=range(0, 101, 10), trials: int = 1, task: str = "passk
         raise ArchbenchError(f"context lengths must be at least 128 tokens, got {contexts}")
     if trials < 1:
         raise ArchbenchError(f"trials must be at least 1, got {trials}")
-    return [Cell(task, c, d, t) for c in contexts for d in depths for t in range(trials)]
+    return [Cell(task, c, d, t, needles, queries) for c in contexts for d in depths for t in range(trials)]
 
 
 def _needles(cell: Cell, rng: random.Random) -> tuple[list[str], list[str], list[str]]:
@@ -67,11 +89,11 @@ def _needles(cell: Cell, rng: random.Random) -> tuple[list[str], list[str], list
     if cell.task == "passkey":
         key = str(rng.randint(10000, 99999))
         return [f"The pass key is {key}. Remember it. {key} is the pass key."], ["pass key"], [key]
-    keys = rng.sample(["amber-owl", "silent-fox", "copper-lake", "north-wind", "paper-moon", "iron-gate"], 4)
-    values = [str(rng.randint(1000000, 9999999)) for _ in keys]
+    pool = [f"{a}-{b}" for a in _KEY_WORDS[0] for b in _KEY_WORDS[1]]
+    keys = rng.sample(pool, cell.needles)
+    values = rng.sample(range(1000000, 10000000), cell.needles)  # distinct, so a distractor's is never right
     needles = [f"One of the special magic numbers for {k} is: {v}." for k, v in zip(keys, values)]
-    asked = 1 if cell.task == "needle" else 2  # the others are distractors
-    return needles, keys[:asked], values[:asked]
+    return needles, keys[:cell.asked], [str(v) for v in values[:cell.asked]]  # the others are distractors
 
 
 def build_prompt(tokenizer, cell: Cell, seed: int = 0, haystack: list[str] | None = None) -> dict:
@@ -142,8 +164,8 @@ def run_grid(model, tokenizer, cells: list[Cell], out_dir, model_name: str, chun
 
     from archbench.harness.env import environment
     store = ResultsStore(Path(out_dir) / "niah.jsonl")
-    done = {ResultsStore.key(dict(model=r["model"], **{k: r[k] for k in ("task", "context", "depth", "trial")}))
-            for r in store.records()}
+    fields = ("task", "context", "depth", "trial", "needles", "queries")
+    done = {ResultsStore.key(dict(model=r["model"], **{k: r[k] for k in fields if k in r})) for r in store.records()}
     todo = [c for c in cells if ResultsStore.key(dict(model=model_name, **c.key())) not in done]
     for cell in tqdm(todo, desc="niah", unit="cell", disable=not progress):
         prompt = build_prompt(tokenizer, cell, seed, haystack)
@@ -167,9 +189,9 @@ def run_grid(model, tokenizer, cells: list[Cell], out_dir, model_name: str, chun
     return store
 
 
-def plot_heatmap(records: list[dict], path, model: str | None = None) -> Path:
-    """Depth x context accuracy for one model (the first in the records if not named);
-    OOM cells are marked with an x."""
+def plot_heatmap(records: list[dict], path, model: str | None = None, task: str | None = None) -> Path:
+    """Depth x context accuracy for one model and task (the first in the records if not
+    named); OOM cells are marked with an x."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -178,6 +200,8 @@ def plot_heatmap(records: list[dict], path, model: str | None = None) -> Path:
     df = pd.DataFrame(records)
     model = model or df["model"].iloc[0]
     df = df[df["model"] == model]
+    task = task or df["task"].iloc[0]
+    df = df[df["task"] == task]
     acc = df.assign(correct=df["correct"].astype(float)).pivot_table(index="depth", columns="context",
                                                                       values="correct", aggfunc="mean")
     # a context or depth where every cell ran out of memory has no accuracy: keep it, blank
@@ -190,7 +214,7 @@ def plot_heatmap(records: list[dict], path, model: str | None = None) -> Path:
         ax.text(list(acc.columns).index(c), list(acc.index).index(d), "x", ha="center", va="center")
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("needle depth")
-    ax.set_title(f"{model}: retrieval accuracy")
+    ax.set_title(f"{model}: {task} retrieval accuracy")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -207,7 +231,7 @@ def summary(records: list[dict]):
         df["peak_allocated_bytes"] = float("nan")
     df["correct"] = df["correct"].astype(float)
     df["peak_gib"] = df["peak_allocated_bytes"].astype(float) / 2**30
-    return df.groupby(["model", "context"]).agg(
+    return df.groupby(["model", "task", "context"]).agg(
         accuracy=("correct", "mean"), cells=("status", "size"), oom=("status", lambda s: int((s == "OOM").sum())),
         seconds_per_cell=("seconds", "median"), peak_gib=("peak_gib", "max")).round(3)
 
@@ -221,9 +245,10 @@ def plot_accuracy(records: list[dict], path) -> Path:
 
     table = summary(records).reset_index()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for model, g in table.groupby("model"):
+    several = table["task"].nunique() > 1
+    for (model, task), g in table.groupby(["model", "task"]):
         ran = g[g["oom"] < g["cells"]]
-        line, = ax.plot(ran["context"], ran["accuracy"], marker="o", label=model)
+        line, = ax.plot(ran["context"], ran["accuracy"], marker="o", label=f"{model}, {task}" if several else model)
         oom = g[g["oom"] > 0]
         ax.plot(oom["context"], [0] * len(oom), "x", color=line.get_color(), markersize=10)
     ax.set_xscale("log", base=2)

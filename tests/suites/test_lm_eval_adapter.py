@@ -156,3 +156,14 @@ def test_state_cat_refuses_a_kv_cache():
     a, b = lm.model.init_state(1, max_len=8), lm.model.init_state(1, max_len=8)
     with pytest.raises(ValueError, match="share one position"):
         type(a).cat([a, b])
+
+
+def test_reuse_auto_follows_the_measurements():
+    """reuse_state="auto": on a CPU and at batch 1 always; on a GPU at batch > 1 only when
+    the choices are single tokens (then reuse is one forward call against one or more)."""
+    from archbench.suites.lm_eval_adapter import reuse_pays
+    many, single = [[5, 6], [7]], [[5], [7]]
+    assert reuse_pays(1, "cuda", many) and reuse_pays(4, "cpu", many) and reuse_pays(4, "cuda", single)
+    assert not reuse_pays(4, "cuda", many)
+    assert ArchbenchLM(model="rwkv7-tiny").reuse_state == "auto"
+    assert ArchbenchLM(model="rwkv7-tiny", reuse_state="False").reuse_state is False

@@ -70,8 +70,14 @@ def test_grid_resumes_without_repeating_cells_and_draws_a_heatmap(tmp_path):
     assert plot_accuracy(records + oom + other, tmp_path / "acc.png").read_bytes()[:4] == b"\x89PNG"
     table = summary(records + oom + other)
     assert list(table.index.get_level_values("model").unique()) == ["other", "rwkv7-tiny"]
-    assert table.loc[("rwkv7-tiny", 2048), "oom"] == 3 and table.loc[("rwkv7-tiny", 400), "cells"] == 3
-    assert table.loc[("other", 400), "accuracy"] == sum(r["correct"] for r in records if r["context"] == 400) / 3
+    assert table.loc[("rwkv7-tiny", "passkey", 2048), "oom"] == 3
+    assert table.loc[("rwkv7-tiny", "passkey", 400), "cells"] == 3
+    assert table.loc[("other", "passkey", 400), "accuracy"] == \
+        sum(r["correct"] for r in records if r["context"] == 400) / 3
+    needle = [dict(r, task="needle", correct=True) for r in records]  # another task in the same folder: its own row
+    both = summary(records + needle)
+    assert both.loc[("rwkv7-tiny", "needle", 400), "accuracy"] == 1.0 and len(both) == 2 * len(summary(records))
+    assert plot_heatmap(records + needle, tmp_path / "needle.png", task="needle").exists()
 
 
 def test_chunked_reading_gives_the_same_answer():
@@ -81,7 +87,40 @@ def test_chunked_reading_gives_the_same_answer():
     assert generate(model, tokens, 8, None, 0) == generate(model, tokens, 8, 37, 0)
 
 
+@pytest.mark.parametrize("task, needles, queries", [("needle", 1, None), ("needle", 7, 1), ("multi-query", 6, 3)])
+def test_needle_and_query_counts(tokenizers, task, needles, queries):
+    """One or several needles, some asked and the others distractors, with distinct values;
+    the depth and exact length hold for each tokenizer."""
+    for name, tok in tokenizers.items():
+        cell = grid([1500], depths=[40], task=task, needles=needles, queries=queries)[0]
+        prompt = build_prompt(tok, cell)
+        text = tok.decode(prompt["tokens"])
+        asked = queries or (1 if task == "needle" else 2)
+        assert len(prompt["tokens"]) + ANSWER_BUDGET == 1500, name
+        assert text.count("One of the special magic numbers for") == needles, name
+        assert len(prompt["answers"]) == asked and all(f"is: {v}." in text for v in prompt["answers"]), name
+        assert text.count("?") == 1 and text.count(" and ") >= asked - 1, name
+    assert cell.key()["needles"] == needles if (needles, asked) != (4, {"needle": 1, "multi-query": 2}[task]) \
+        else "needles" not in cell.key()
+
+
+def test_a_grid_with_other_needle_counts_is_its_own(tmp_path):
+    """Records of the default needle counts (and of grids recorded before the counts could be
+    chosen) resume; a grid with other counts runs its own cells."""
+    model, tok = archbench.build("rwkv7-tiny"), load_tokenizer("bytes")
+    run_grid(model, tok, grid([900], depths=[50], task="needle"), tmp_path, "m", progress=False)
+    run_grid(model, tok, grid([900], depths=[50], task="needle", needles=4, queries=1), tmp_path, "m", progress=False)
+    assert len(ResultsStore(tmp_path / "niah.jsonl").records()) == 1
+    run_grid(model, tok, grid([900], depths=[50], task="needle", needles=2), tmp_path, "m", progress=False)
+    records = ResultsStore(tmp_path / "niah.jsonl").records()
+    assert len(records) == 2 and records[-1]["needles"] == 2
+
+
 def test_bad_grids_and_haystacks_are_clear(tmp_path):
+    with pytest.raises(ArchbenchError, match="needles must be"):
+        grid([1024], task="needle", needles=0)
+    with pytest.raises(ArchbenchError, match="queries must be"):
+        grid([1024], task="multi-query", needles=2, queries=3)
     with pytest.raises(ArchbenchError, match="percents"):
         grid([1024], depths=[0, 120])
     with pytest.raises(ArchbenchError, match="at least 128"):
