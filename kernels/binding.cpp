@@ -13,6 +13,9 @@ cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const f
 cudaError_t wkv6_forward(int dtype, bool token_decay, int B, int T, int H, int N, int variant, const void* r,
                          const void* k, const void* v, const void* w, const float* u, float* state, void* y,
                          cudaStream_t stream);
+cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* k,
+                                 const void* v, const void* w, const float* u, float* state, void* y,
+                                 cudaStream_t stream);
 cudaError_t wkv7_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
                          const void* k, const void* v, const void* a, const void* b, float* state, void* y,
                          cudaStream_t stream);
@@ -50,6 +53,17 @@ void wkv6(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, 
   check(archbench::wkv6_forward(dtype_code(r), token_decay, B, T, H, N, (int)variant, r.data_ptr(), k.data_ptr(),
                                 v.data_ptr(), w.data_ptr(), u.data_ptr<float>(), state.data_ptr<float>(), y.data_ptr(),
                                 at::cuda::getCurrentCUDAStream()), "wkv6");
+}
+
+// The chunked tensor-core WKV6 (wkv6_chunked.cu): r, k, v, w (log decay per token), y:
+// [B, T, H, N]; u: [H, N] fp32; state [B, H, N, N] fp32 (updated in place); head size 64 only
+void wkv6_chunked(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, at::Tensor state,
+                  at::Tensor y, int64_t variant) {
+  const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
+  check(archbench::wkv6_chunked_forward(dtype_code(r), B, T, H, N, (int)variant, r.data_ptr(), k.data_ptr(),
+                                        v.data_ptr(), w.data_ptr(), u.data_ptr<float>(), state.data_ptr<float>(),
+                                        y.data_ptr(), at::cuda::getCurrentCUDAStream()),
+        "wkv6_chunked");
 }
 
 // r, w, k, v, a, b, y: [B, T, H, N]; state: [B, H, N, N] fp32 (updated in place)
@@ -137,6 +151,7 @@ void rwkv7_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor part
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("wkv4", &wkv4);
   m.def("wkv6", &wkv6);
+  m.def("wkv6_chunked", &wkv6_chunked);
   m.def("wkv7", &wkv7);
   m.def("wkv7_chunked", &wkv7_chunked);
   m.def("rwkv7_norm_mix", &rwkv7_norm_mix);

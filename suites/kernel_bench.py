@@ -1,7 +1,8 @@
 """WKV kernel benchmark: our CUDA kernels against fla (chunk and fused-recurrent) and the
 one-thread-per-column layout of BlinkDL's kernels, in the same run on the same GPU; for wkv7
-also our chunked tensor-core kernel ("cuda-chunked", and at each block width "-vt16/32/64")
-and the sequential kernel forced ("ours-seq").
+and wkv6 also our chunked tensor-core kernels ("cuda-chunked", and at each block width
+"-vt16/32/64", and their PyTorch form "torch-chunked"); for wkv7 the sequential kernel forced
+("ours-seq"; wkv6's "ours" is always the sequential kernel).
 
 Per shape: prefill million tokens/s (B x T / median time, `triton.testing.do_bench`
 after warm-up, with the 20th-80th percentile spread), decode-step latency (T = 1, state
@@ -114,6 +115,15 @@ def backends(op: str) -> dict:
             out["cuda-chunked"] = lambda x, s: wkv7_cuda_chunked(**x, state=s)
             for variant, cols in ((1, 16), (2, 32), (3, 64)):
                 out[f"cuda-chunked-vt{cols}"] = lambda x, s, variant=variant: wkv7_cuda_chunked(**x, state=s, variant=variant)
+        if op == "wkv6":
+            # our chunked tensor-core kernel (cuda/wkv6_chunked.cu, opt-in), by shape and at each block width,
+            # and its PyTorch form (cuBLAS products, no build)
+            from archbench.kernels.wkv6.chunked import wkv6_chunked
+            from archbench.kernels.wkv6.op import wkv6_cuda_chunked
+            out["torch-chunked"] = lambda x, s: wkv6_chunked(**x, state=s)
+            out["cuda-chunked"] = lambda x, s: wkv6_cuda_chunked(**x, state=s)
+            for variant, cols in ((1, 16), (2, 32), (3, 64)):
+                out[f"cuda-chunked-vt{cols}"] = lambda x, s, variant=variant: wkv6_cuda_chunked(**x, state=s, variant=variant)
         out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
     if op in ("wkv6", "wkv7"):
         if importlib.util.find_spec("fla") is None:

@@ -1,0 +1,162 @@
+"""The chunked tensor-core WKV6 kernel (kernels/wkv6/cuda/wkv6_chunked.cu, reached only through
+`wkv6_cuda_chunked`) against the fp32 one-step reference, on the GPU: lengths around and below
+the chunk of 16, batches, nonzero initial states, decays from none through RWKV-6's range to
+far stronger ones (the kernel's slow path for columns it cannot factorise), every block width,
+the state carried over calls, in place and in a CUDA graph, NaN-prefilled outputs, and other
+head sizes falling back to the sequential kernel. Skipped without a GPU (written without one:
+these have not run yet)."""
+import pytest
+import torch
+
+from archbench.harness.testing import errors
+from archbench.kernels.wkv6.op import wkv6_cuda, wkv6_cuda_chunked
+from archbench.kernels.wkv6.ref import wkv6_ref
+
+gpu = pytest.mark.gpu
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TOL = {"fp32": 1e-4, "bf16": 6e-3, "fp16": 1.5e-3}  # as tests/kernels/test_wkv7_chunked_cuda.py
+SHAPES = [(1, 1, 2), (1, 15, 3), (3, 16, 2), (1, 17, 2), (3, 100, 2), (16, 33, 2), (1, 1000, 3), (3, 1000, 2),
+          (16, 100, 1), (1, 4097, 2)]  # B, T, H
+DECAYS = ["rwkv", "none", "strong", "mixed"]
+
+
+def inputs(B, T, H, N, decay="rwkv", seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    rand = lambda *s: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
+    shape = (B, T, H, N)
+    rwkv = -torch.exp(torch.linspace(-6, 1, N, device="cuda")) * torch.exp(0.3 * rand(*shape))  # as kernel_bench
+    if decay == "rwkv":
+        w = rwkv
+    elif decay == "none":    # w = 0: no decay at all
+        w = torch.zeros(shape, device="cuda")
+    elif decay == "strong":  # up to e^-8 a token: chunks of 16 past the factorisable span, some not
+        w = -8 * torch.rand(shape, generator=g, device="cuda")
+    else:                    # every third key column decays up to e^-20 a token, the rest as RWKV-6
+        strong = torch.arange(N, device="cuda") % 3 == 0
+        w = torch.where(strong, -20 * torch.rand(shape, generator=g, device="cuda"), rwkv)
+    return dict(r=rand(*shape), k=0.5 * rand(*shape), v=rand(*shape), w=w), 0.5 * rand(H, N)
+
+
+def state0(B, H, N, seed=1):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return 0.3 * torch.randn(B, H, N, N, generator=g, device="cuda")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("decay", DECAYS)
+@pytest.mark.parametrize("B,T,H", SHAPES)
+def test_chunked_matches_reference(B, T, H, decay, dtype):
+    N = 64
+    x, u = inputs(B, T, H, N, decay, seed=T)
+    x = {n: t.to(DTYPES[dtype]) for n, t in x.items()}
+    s = state0(B, H, N)
+    s_before = s.clone()
+    y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
+    out = torch.full_like(x["r"], float("nan"))
+    y, s_new = wkv6_cuda_chunked(**x, u=u, state=s, out=out)
+    assert y.data_ptr() == out.data_ptr() and y.dtype == DTYPES[dtype]
+    assert torch.equal(s, s_before)  # the caller's state is not modified
+    assert torch.isfinite(y).all(), "NaN left in the output"
+    assert torch.isfinite(s_new).all()
+    e_y, e_s = errors(y.float(), y_ref), errors(s_new, s_ref)
+    print(f"{dtype} {decay} B={B} T={T}: y rms_rel {e_y['rms_rel']:.2e}, state rms_rel {e_s['rms_rel']:.2e}")
+    assert e_y["rms_rel"] < TOL[dtype], f"y {e_y}"
+    assert e_s["rms_rel"] < TOL[dtype], f"state {e_s}"
+
+
+@gpu
+@pytest.mark.parametrize("variant", [0, 1, 2, 3])
+@pytest.mark.parametrize("decay", ["rwkv", "strong", "mixed"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_every_block_width_agrees(variant, decay, dtype):
+    """16, 32 and 64 state columns per block (and the shape's choice) give the reference."""
+    B, T, H, N = 2, 77, 3, 64
+    x, u = inputs(B, T, H, N, decay)
+    x = {n: t.to(DTYPES[dtype]) for n, t in x.items()}
+    s = state0(B, H, N)
+    y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
+    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s, variant=variant)
+    assert errors(y.float(), y_ref)["rms_rel"] < TOL[dtype] and errors(s1, s_ref)["rms_rel"] < TOL[dtype]
+
+
+@gpu
+def test_state_carried_over_calls():
+    """Calls of odd lengths (one shorter than a chunk, one of a single token) with the state
+    carried equal one call, and agree with the sequential kernel."""
+    B, H, N, T = 2, 2, 64, 200
+    x, u = inputs(B, T, H, N)
+    s = state0(B, H, N)
+    y_ref, s_ref = wkv6_ref(**x, u=u, state=s)
+    pieces, state = [], s
+    for lo, hi in ((0, 37), (37, 38), (38, 45), (45, 200)):
+        y, state = wkv6_cuda_chunked(**{n: t[:, lo:hi] for n, t in x.items()}, u=u, state=state)
+        pieces.append(y)
+    assert errors(torch.cat(pieces, 1), y_ref)["rms_rel"] < 1e-4
+    assert errors(state, s_ref)["rms_rel"] < 1e-4
+    y_seq, s_seq = wkv6_cuda(**x, u=u, state=s)
+    assert errors(y_seq, y_ref)["rms_rel"] < 1e-4 and errors(s_seq, s_ref)["rms_rel"] < 1e-4
+
+
+@gpu
+def test_long_bf16_prompt_against_fp32_kernel():
+    """A benchmark-like shape: bf16, B=1, 16384 tokens, 8 heads, against our fp32 sequential kernel."""
+    B, T, H, N = 1, 16384, 8, 64
+    x, u = inputs(B, T, H, N, seed=3)
+    x = {n: t.bfloat16() for n, t in x.items()}
+    s = torch.zeros(B, H, N, N, device="cuda")
+    y_ref, s_ref = wkv6_cuda(**{n: t.float() for n, t in x.items()}, u=u, state=s)
+    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s)
+    e_y, e_s = errors(y.float(), y_ref), errors(s1, s_ref)
+    print(f"bf16 B=1 T=16384: y rms_rel {e_y['rms_rel']:.2e}, state {e_s['rms_rel']:.2e}")
+    assert e_y["rms_rel"] < TOL["bf16"] and e_s["rms_rel"] < TOL["bf16"]
+
+
+@gpu
+def test_inplace_state_and_graph_capture():
+    B, T, H, N = 2, 50, 3, 64
+    x, u = inputs(B, T, H, N)
+    state = state0(B, H, N)
+    y_ref, s_ref = wkv6_ref(**x, u=u, state=state)
+    static_state, out = state.clone(), torch.empty_like(x["r"])
+    wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out)  # warm-up (and builds)
+    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
+    static_state.copy_(state)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out)
+    static_state.copy_(state)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
+
+
+@gpu
+@pytest.mark.parametrize("N", [16, 32, 128])
+def test_other_head_sizes_take_the_sequential_kernel(N):
+    x, u = inputs(1, 40, 2, N)
+    s = state0(1, 2, N)
+    y_ref, s_ref = wkv6_ref(**x, u=u, state=s)
+    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s)
+    assert errors(y, y_ref)["rms_rel"] < 1e-4 and errors(s1, s_ref)["rms_rel"] < 1e-4
+
+
+@gpu
+def test_wkv6_cuda_default_stays_sequential(monkeypatch):
+    """The chunked kernel is opt-in: `wkv6_cuda` never calls it."""
+    ext = __import__("archbench.kernels.build", fromlist=["extension"]).extension()
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            if name == "wkv6_chunked":
+                calls.append(name)
+            return getattr(ext, name)
+
+    from archbench.kernels.wkv6 import op
+    monkeypatch.setattr(op, "extension", lambda: Spy())
+    x, u = inputs(1, 4096, 2, 64)
+    wkv6_cuda(**x, u=u, state=state0(1, 2, 64))
+    assert calls == []
