@@ -31,3 +31,24 @@ def tiny_neox_folder(folder: Path, text: str) -> Path:
     PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", unk_token="<unk>").save_pretrained(folder)
     archbench.build("pythia-tiny", seed=2).lm.save_pretrained(folder)
     return folder
+
+
+# ---- the chunked tensor-core WKV kernels' tests (tests/kernels/test_wkv*_chunked*.py) ----
+def random_state(B: int, H: int, N: int, seed: int = 1, device: str = "cpu"):
+    """A nonzero initial WKV state [B, H, N, N] of about the scale models carry."""
+    import torch
+    g = torch.Generator(device=device).manual_seed(seed)
+    return 0.3 * torch.randn(B, H, N, N, generator=g, device=device)
+
+
+def tf32(x):
+    """x rounded to nearest tf32 (10 mantissa bits), as the kernels' __float_to_tf32."""
+    import torch
+    return ((x.float().contiguous().view(torch.int32) + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def tf32_mm(a, b, passes: int):
+    """a @ b as the tensor cores do it: 1 tf32 product (fp16/bf16 builds) or 3xTF32 (fp32)."""
+    ah, bh = tf32(a), tf32(b)
+    out = ah @ bh
+    return out + tf32(a - ah) @ bh + ah @ tf32(b - bh) if passes == 3 else out

@@ -8,6 +8,7 @@ import torch
 from archbench.harness.testing import assert_close
 from archbench.kernels.wkv6.chunked import wkv6_chunked
 from archbench.kernels.wkv6.ref import wkv6_ref
+from helpers import random_state
 
 
 def inputs(B, T, H, N, decay="weak", seed=0, dtype=torch.float32):
@@ -30,7 +31,7 @@ def inputs(B, T, H, N, decay="weak", seed=0, dtype=torch.float32):
 
 
 def state0(B, H, N, seed=1):
-    return 0.3 * torch.randn(B, H, N, N, generator=torch.Generator().manual_seed(seed))
+    return random_state(B, H, N, seed)
 
 
 @pytest.mark.parametrize("decay", ["weak", "none", "strong", "mixed"])

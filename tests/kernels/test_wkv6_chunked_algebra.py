@@ -11,18 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from archbench.kernels.wkv6.ref import wkv6_ref
+from helpers import tf32_mm
 
 C, SAFE_SPAN = 16, 64.0
-
-
-def tf32(x):  # round to nearest tf32 (10 mantissa bits), as __float_to_tf32
-    return ((x.float().contiguous().view(torch.int32) + 0x1000) & ~0x1FFF).view(torch.float32)
-
-
-def mm(a, b, passes):
-    ah, bh = tf32(a), tf32(b)
-    out = ah @ bh
-    return out + tf32(a - ah) @ bh + ah @ tf32(b - bh) if passes == 3 else out
 
 
 def kernel_emulation(r, k, v, w, u, state, passes):
@@ -43,15 +34,15 @@ def kernel_emulation(r, k, v, w, u, state, passes):
         rf = torch.where(safe, rc * (torch.exp(lp) * emc), zero)
         kf = torch.where(safe, kc * ecl, zero)
         assert torch.isfinite(rf).all() and torch.isfinite(kf).all()
-        m = sum(mm(rf[..., 16 * p:16 * p + 16], kf[..., 16 * p:16 * p + 16].mT, passes) for p in range(N // 16))  # step 3
+        m = sum(tf32_mm(rf[..., 16 * p:16 * p + 16], kf[..., 16 * p:16 * p + 16].mT, passes) for p in range(N // 16))  # step 3
         if not safe.all():                       # step 4: the slow path, exponents <= 0
             us = (~safe).float()[..., None, :, :]
             e = torch.exp((lp[..., :, None, :] - lam[..., None, :, :]).clamp(max=0)) * us
             m = m + torch.einsum("...ti,...ji,...tji->...tj", rc, kc, e)
         m = torch.where(strict, m, zero) + torch.diag_embed(bonus)
-        y = mm(torch.cat([rc * torch.exp(lp), m], -1), torch.cat([s, vc], -2), passes)
+        y = tf32_mm(torch.cat([rc * torch.exp(lp), m], -1), torch.cat([s, vc], -2), passes)
         ys.append(y)
-        s = torch.exp(lc[..., 0, :, None]) * s + mm((kc * torch.exp(lc - lam)).mT, vc, passes)
+        s = torch.exp(lc[..., 0, :, None]) * s + tf32_mm((kc * torch.exp(lc - lam)).mT, vc, passes)
     return torch.stack(ys, 2).reshape(B, H, n * C, N)[:, :, :T].permute(0, 2, 1, 3), s
 
 

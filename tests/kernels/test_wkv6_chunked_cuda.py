@@ -11,6 +11,7 @@ import torch
 from archbench.harness.testing import errors
 from archbench.kernels.wkv6.op import wkv6_cuda, wkv6_cuda_chunked
 from archbench.kernels.wkv6.ref import wkv6_ref
+from helpers import random_state
 
 gpu = pytest.mark.gpu
 
@@ -39,8 +40,7 @@ def inputs(B, T, H, N, decay="rwkv", seed=0):
 
 
 def state0(B, H, N, seed=1):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    return 0.3 * torch.randn(B, H, N, N, generator=g, device="cuda")
+    return random_state(B, H, N, seed, "cuda")
 
 
 @gpu

@@ -9,18 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from archbench.kernels.wkv7.ref import wkv7_ref
+from helpers import tf32_mm
 
 C, SAFE_SPAN = 16, 64.0
-
-
-def tf32(x):  # round to nearest tf32 (10 mantissa bits), as __float_to_tf32
-    return ((x.float().contiguous().view(torch.int32) + 0x1000) & ~0x1FFF).view(torch.float32)
-
-
-def mm(a, b, passes):
-    ah, bh = tf32(a), tf32(b)
-    out = ah @ bh
-    return out + tf32(a - ah) @ bh + ah @ tf32(b - bh) if passes == 3 else out
 
 
 def kernel_emulation(r, w, k, v, a, b, state, passes):
@@ -38,8 +29,8 @@ def kernel_emulation(r, w, k, v, a, b, state, passes):
         af = torch.where(safe, ac * (torch.exp(lp) * emc), zero)
         rf = torch.where(safe, rc * (torch.exp(lam) * emc), zero)
         bf, kf = torch.where(safe, bc * ecl, zero), torch.where(safe, kc * ecl, zero)
-        lab, lak = mm(af, bf.mT, passes), mm(af, kf.mT, passes)
-        mrb, mrk = mm(rf, bf.mT, passes), mm(rf, kf.mT, passes)
+        lab, lak = tf32_mm(af, bf.mT, passes), tf32_mm(af, kf.mT, passes)
+        mrb, mrk = tf32_mm(rf, bf.mT, passes), tf32_mm(rf, kf.mT, passes)
         if not safe.all():  # the slow path, exponents <= 0
             us = (~safe).float()[..., None, :, :]
             e_m = torch.exp((lam[..., :, None, :] - lam[..., None, :, :]).clamp(max=0)) * us
@@ -52,11 +43,11 @@ def kernel_emulation(r, w, k, v, a, b, state, passes):
         for j in range(C):
             x[..., j + 1:, :] += lab[..., j + 1:, j, None] * x[..., j:j + 1, :]
         sv = torch.cat([s, vc], -2)
-        u = mm(x, sv, passes)
-        ys.append(mm(torch.cat([rc * torch.exp(lam), mrk], -1), sv, passes) + mm(mrb, u, passes))
+        u = tf32_mm(x, sv, passes)
+        ys.append(tf32_mm(torch.cat([rc * torch.exp(lam), mrk], -1), sv, passes) + tf32_mm(mrb, u, passes))
         decay_end = torch.exp(lc - lam)
-        s = (torch.exp(lc[..., 0, :, None]) * s + mm((bc * decay_end).mT, u, passes)
-             + mm((kc * decay_end).mT, vc, passes))
+        s = (torch.exp(lc[..., 0, :, None]) * s + tf32_mm((bc * decay_end).mT, u, passes)
+             + tf32_mm((kc * decay_end).mT, vc, passes))
     return torch.stack(ys, 2).reshape(B, H, n * C, N)[:, :, :T].permute(0, 2, 1, 3), s
 
 

@@ -12,6 +12,7 @@ from archbench.harness.testing import errors
 from archbench.kernels.wkv7 import op as wkv7_op
 from archbench.kernels.wkv7.op import use_chunked, wkv7_cuda, wkv7_cuda_chunked
 from archbench.kernels.wkv7.ref import wkv7_ref
+from helpers import random_state
 
 gpu = pytest.mark.gpu
 
@@ -39,8 +40,7 @@ def inputs(B, T, H, N, decay="rwkv", seed=0):
 
 
 def state0(B, H, N, seed=1):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    return 0.3 * torch.randn(B, H, N, N, generator=g, device="cuda")
+    return random_state(B, H, N, seed, "cuda")
 
 
 @gpu
