@@ -13,6 +13,8 @@ default "auto" reuses it except where that was measured to be slower, `reuse_pay
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import torch
@@ -20,7 +22,28 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
+from archbench.harness.errors import ArchbenchError
 from archbench.suites.perplexity import rolling_windows
+
+
+def _errors_in_one_line() -> None:
+    """lm-eval's command line lets exceptions out as tracebacks. Ours carry a message meant
+    to be read alone (an unknown model, a wrong path, a corrupt checkpoint): under that
+    command line, print just that message; every other exception as before."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if isinstance(value, ArchbenchError):
+            print(f"archbench: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+    sys.excepthook = hook
+
+
+_main = sys.argv[0] if sys.argv else ""
+if os.path.basename(_main) in ("lm_eval", "lm-eval", "archbench-lm-eval") or \
+        _main.endswith(os.path.join("lm_eval", "__main__.py")):
+    _errors_in_one_line()
 
 
 def reuse_pays(batch_size: int, device_type: str, continuations: list[list[int]]) -> bool:

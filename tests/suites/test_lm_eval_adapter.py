@@ -109,6 +109,12 @@ def test_lm_eval_command_line_runs_a_local_task(tmp_path):
                               capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "archbench_mc" in done.stdout and "acc" in done.stdout
+    # a model that does not exist: one line, no traceback
+    done = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "archbench", "--model_args", "model=nosuch",
+                           "--tasks", "archbench_mc", "--include_path", str(local_tasks_dir())],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "archbench: unknown model 'nosuch'" in done.stderr
 
 
 def test_start_up_hook_registers_lazily_and_only_once():
