@@ -14,7 +14,7 @@ OPS: dict[str, dict[str, str]] = {
     "wkv4": {"ref": "archbench.kernels.wkv4.ref:wkv4_ref", "cuda": "archbench.kernels.wkv4.op:wkv4_cuda"},
     "wkv5": {"ref": "archbench.kernels.wkv5.ref:wkv5_ref", "cuda": "archbench.kernels.wkv5.op:wkv5_cuda"},
     "wkv6": {"ref": "archbench.kernels.wkv6.ref:wkv6_ref", "cuda": "archbench.kernels.wkv6.op:wkv6_cuda",
-             "fla": "archbench.kernels.wkv6.fla:wkv6_fla"},
+             "fla": "archbench.kernels.wkv6.fla:wkv6_fla", "chunked": "archbench.kernels.wkv6.chunked:wkv6_chunked"},
     "wkv7": {"ref": "archbench.kernels.wkv7.ref:wkv7_ref", "cuda": "archbench.kernels.wkv7.op:wkv7_cuda",
              "fla": "archbench.kernels.wkv7.fla:wkv7_fla", "chunked": "archbench.kernels.wkv7.chunked:wkv7_chunked"},
 }

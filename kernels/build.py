@@ -92,3 +92,11 @@ def state_for(op: str, state: torch.Tensor, shape: tuple[int, ...], inplace: boo
             raise ValueError(f"{op}: an in-place state must be contiguous")
         return state
     return state.contiguous().clone()
+
+
+def chunked_variant(variant: int, groups: int) -> int:
+    """The chunked kernels' launch code: variant 0 (by shape) or 1 / 2 / 3 (16 / 32 / 64
+    state columns per block), groups 0 (by shape) or 1-3 producer groups per block."""
+    if variant not in (0, 1, 2, 3) or groups not in (0, 1, 2, 3):
+        raise ValueError(f"chunked kernel: variant must be 0-3 and groups 0-3, got {variant}, {groups}")
+    return variant + 10 * groups

@@ -1,6 +1,22 @@
 // What the chunked tensor-core WKV kernels share (wkv7/cuda/wkv7_chunked.cu,
-// wkv6/cuda/wkv6_chunked.cu): the chunk and warp layout, named barriers for the two warp
-// roles, and tf32 products from shared memory (1 pass, or 3xTF32 for fp32 inputs).
+// wkv6/cuda/wkv6_chunked.cu): the chunk and warp layout, the producer / state-warp pipeline
+// that drives them, the input loader, and tf32 products from shared memory (1 pass, or
+// 3xTF32 for fp32 inputs).
+//
+// The pipeline. A block owns one (batch, head, tile of VT state columns) and walks the
+// sequence in chunks of C tokens. Its warps have two roles:
+//  * G groups of PW producer warps build the state-independent operands of a chunk (decays,
+//    decayed vectors, C x C matrices, for WKV7 a triangular solve). Group g builds chunks g,
+//    g + G, g + 2G, ..., each into a slot of a ring of NB = G + 1 chunk buffers, so G chunks
+//    are under construction while the state warps read the (G + 1)-th. One group takes
+//    several microseconds per chunk (a chain of dependent steps with barriers between, not
+//    bandwidth): at B = 1 that chain, not the state pass, set the speed of the one-group
+//    kernel, and G groups take G chunks through it at once.
+//  * SW state warps carry the state tile (fp32, shared memory) through the chunks in order.
+// Slot s has two named barriers: FULL (the producers arrive when the chunk is built, the
+// state warps wait) and EMPTY (the state warps arrive when done with it, the producer
+// group that refills it waits). bar.arrive / bar.sync order the shared-memory writes before
+// the arrival against the reads after the wait, as __syncthreads does.
 #pragma once
 
 #include <mma.h>
@@ -13,18 +29,37 @@ namespace tc {
 using namespace nvcuda;
 
 constexpr int C = 16;                     // tokens per chunk
-constexpr int SW = 4, PW = 4;             // state warps, producer warps
-constexpr int THREADS = 32 * (SW + PW);
-constexpr int PT = 32 * PW;               // producer threads
+constexpr int SW = 4, PW = 4;             // state warps, warps per producer group
+constexpr int PT = 32 * PW;               // threads per producer group
 constexpr float SAFE_SPAN = 64.f;         // |Λ_C| up to which a column is factorised
+constexpr size_t MAX_SMEM = 227 * 1024;   // dynamic shared memory a block may opt into (sm_90)
 
 using Acc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
 
 __device__ __forceinline__ void bar_sync(int id, int count) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(count) : "memory");
 }
-__device__ __forceinline__ void producer_sync() { bar_sync(1, PT); }
-__device__ __forceinline__ void state_sync() { bar_sync(2, 32 * SW); }
+__device__ __forceinline__ void bar_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void state_sync() { bar_sync(1, 32 * SW); }
+
+// Barrier ids: 0 is __syncthreads, 1 the state warps, then one per producer group, then
+// FULL and EMPTY per slot.
+template <int G_>
+struct Pipe {
+  static constexpr int G = G_, NB = G + 1;
+  static constexpr int THREADS = 32 * SW + G * PT;
+  static constexpr int PAIR = PT + 32 * SW;  // threads meeting at a slot's barrier
+  static constexpr int FULL0 = 2 + G, EMPTY0 = FULL0 + NB;
+  static_assert(G >= 1 && EMPTY0 + NB <= 16, "a CTA has 16 named barriers");
+};
+
+// One producer group: its thread index (0..PT-1) and its own barrier.
+struct Group {
+  int ptid, g;
+  __device__ __forceinline__ void sync() const { bar_sync(2 + g, PT); }
+};
 
 // Rounds a loaded fragment to tf32 (hi) and, for 3xTF32, keeps the remainder (lo).
 template <int PASSES, typename Frag>
@@ -67,6 +102,127 @@ __device__ __forceinline__ void store8(F* dst, const float* src) {
     for (int i = 0; i < 8; ++i) e[i] = from_f<F>(src[i]);
     *reinterpret_cast<uint4*>(dst) = raw;
   }
+}
+
+// A chunk's inputs, fetched into registers by one producer group (16-byte loads, zeros past
+// T: padding tokens change nothing) and staged into shared memory: NFULL inputs of N
+// entries per token as they are (type F), and this block's VT columns of v as fp32. ptr[0 ..
+// NFULL-1] are the full inputs, ptr[NFULL] is v. The pointer is picked by an unrolled
+// compare chain: an indexed pointer array would live in local memory.
+template <typename F, int N, int VT, int NFULL>
+struct Loader {
+  static constexpr int VN = Vec<F>::n;
+  static constexpr int FULL = N / VN, PART = VT / VN, PER_TOKEN = NFULL * FULL + PART;
+  static constexpr int SLOTS = C * PER_TOKEN, NSLOT = (SLOTS + PT - 1) / PT;
+  static_assert(N % VN == 0 && VT % VN == 0, "16-byte vectors must tile a row");
+  uint4 buf[NSLOT];
+  const F* ptr[NFULL + 1];
+  size_t base, tok_stride;  // token t's row starts at base + t * tok_stride
+  int col0, T;
+
+  __device__ __forceinline__ void fetch(int t0, int ptid) {
+#pragma unroll
+    for (int q = 0; q < NSLOT; ++q) {
+      const int idx = q * PT + ptid;
+      buf[q] = make_uint4(0, 0, 0, 0);
+      if (idx < SLOTS) {
+        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
+        if (t0 + tt < T) {
+          const int which = rem / FULL;
+          const F* src = ptr[NFULL];
+#pragma unroll
+          for (int i = 0; i < NFULL; ++i) src = which == i ? ptr[i] : src;
+          const int e0 = which < NFULL ? (rem % FULL) * VN : col0 + (rem - NFULL * FULL) * VN;
+          buf[q] = *reinterpret_cast<const uint4*>(src + base + (size_t)(t0 + tt) * tok_stride + e0);
+        }
+      }
+    }
+  }
+
+  // raw: [NFULL][C][N] of F; vrows: the chunk's v as fp32, row stride ldv
+  __device__ __forceinline__ void stage(F* raw, float* vrows, int ldv, int ptid) const {
+#pragma unroll
+    for (int q = 0; q < NSLOT; ++q) {
+      const int idx = q * PT + ptid;
+      if (idx < SLOTS) {
+        const int tt = idx / PER_TOKEN, rem = idx % PER_TOKEN;
+        if (rem < NFULL * FULL) {
+          *reinterpret_cast<uint4*>(raw + ((rem / FULL) * C + tt) * N + (rem % FULL) * VN) = buf[q];
+        } else {
+          const F* e = reinterpret_cast<const F*>(&buf[q]);
+          float* dst = vrows + tt * ldv + (rem - NFULL * FULL) * VN;
+#pragma unroll
+          for (int u = 0; u < VN; ++u) dst[u] = to_f(e[u]);
+        }
+      }
+    }
+  }
+};
+
+// The pipeline of one block (see the top of this file). Op holds the block's pointers and
+// does the op-specific work:
+//   Op::Smem       shared memory: chunk[NB] slots (each with v[C][LDV], the chunk's v),
+//                  scratch[G] (one per producer group, with raw[NFULL][C][N] of F and
+//                  int unsafe), s[N][LDV] (the state tile)
+//   op.ld          a Loader with the block's pointers (copied by each producer thread)
+//   op.build(sm, scratch, chunk, grp)   the chunk's operands from its staged inputs
+//   op.consume(sm, chunk, c, warp, lane)  chunk c through the state (state warps); it may
+//                  use state_sync() inside; the state is complete after a state_sync
+// st points at this block's head state ([N, N] fp32, row stride N), col0 its first column.
+template <class Op, int N, int VT, int G>
+__device__ __forceinline__ void run_pipeline(const Op& op, typename Op::Smem& sm, float* st, int col0, int nchunks) {
+  using P = Pipe<G>;
+  constexpr int LDV = VT + 4;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+
+  if (warp >= SW) {
+    // ---------------- producer groups ----------------
+    const int g = (warp - SW) / PW;
+    const Group grp{tid - 32 * SW - g * PT, g};
+    auto ld = op.ld;
+    auto& scr = sm.scratch[g];
+    if (g < nchunks) ld.fetch(g * C, grp.ptid);
+    for (int c = g; c < nchunks; c += G) {
+      const int s = c % P::NB;
+      if (c >= P::NB) bar_sync(P::EMPTY0 + s, P::PAIR);  // the state warps are done with chunk c - NB
+      if (c > g) grp.sync();                              // this group's last build is done with scratch
+      if (grp.ptid == 0) scr.unsafe = 0;
+      ld.stage(&scr.raw[0][0][0], &sm.chunk[s].v[0][0], LDV, grp.ptid);
+      if (c + G < nchunks) ld.fetch((c + G) * C, grp.ptid);  // in flight during the build
+      grp.sync();
+      op.build(sm, scr, sm.chunk[s], grp);
+      bar_arrive(P::FULL0 + s, P::PAIR);
+    }
+    return;
+  }
+
+  // ---------------- state warps ----------------
+  for (int e = tid; e < N * VT / 4; e += 32 * SW) {  // the state tile in: rows 0..N-1, columns col0..
+    const int row = e / (VT / 4), c4 = (e % (VT / 4)) * 4;
+    *reinterpret_cast<float4*>(&sm.s[row][c4]) = *reinterpret_cast<const float4*>(st + (size_t)row * N + col0 + c4);
+  }
+  state_sync();
+  for (int c = 0; c < nchunks; ++c) {
+    const int s = c % P::NB;
+    bar_sync(P::FULL0 + s, P::PAIR);
+    op.consume(sm, sm.chunk[s], c, warp, lane);
+    if (c + P::NB < nchunks) bar_arrive(P::EMPTY0 + s, P::PAIR);
+    state_sync();
+  }
+  for (int e = tid; e < N * VT / 4; e += 32 * SW) {  // the state tile out
+    const int row = e / (VT / 4), c4 = (e % (VT / 4)) * 4;
+    *reinterpret_cast<float4*>(st + (size_t)row * N + col0 + c4) = *reinterpret_cast<const float4*>(&sm.s[row][c4]);
+  }
+}
+
+// Launches KERNEL over `blocks` blocks of Pipe<G>::THREADS threads with SMEM bytes of
+// dynamic shared memory (opting in above 48 KB).
+template <typename Kernel, typename... Args>
+cudaError_t launch_pipeline(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream, Args... args) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (err != cudaSuccess) return err;
+  kernel<<<blocks, threads, smem, stream>>>(args...);
+  return cudaGetLastError();
 }
 
 }  // namespace tc

@@ -47,7 +47,7 @@ for stage in "${STAGES[@]}"; do
   echo "== $stage ($(left) s left)"
   case $stage in
     tests) timeout "$(left)" python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/harness/test_decode_gpu.py \
-             tests/models/test_baselines_gpu.py tests/models/test_rwkv_gpu.py tests/kernels} 2>&1 | tail -15 ;;
+             tests/models/test_baselines_gpu.py tests/models/test_rwkv_gpu.py tests/kernels} 2>&1 | tee "$OUT/tests.log" | tail -15 ;;
     speed) timeout "$(left)" archbench sweep --preset seed-speed --out results/sweeps/seed-speed-h100 --no-progress \
              --cell-timeout 300 2>&1 | tail -40 ;;
     memory) timeout "$(left)" archbench sweep --preset seed-memory --out results/sweeps/seed-memory-h100 \
@@ -65,7 +65,7 @@ for stage in "${STAGES[@]}"; do
     evalbench) timeout "$(left)" python3 -m archbench.suites.lm_eval_reuse_bench --model rwkv7-2b9 --device cuda \
                  --dtype bfloat16 --out results/eval 2>&1 | tail -16 ;;
     kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --ops ${KERNEL_OPS:-wkv7 wkv6} --shapes 2b9 \
-               --skip blinkdl-layout fla-recurrent torch-chunked --out results/kernels 2>&1 | tail -30 ;;
+               --skip ${KERNEL_SKIP:-blinkdl-layout fla-recurrent torch-chunked} --out results/kernels 2>&1 | tee "$OUT/kernels.log" | tail -30 ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

@@ -1,8 +1,8 @@
 """WKV kernel benchmark: our CUDA kernels against fla (chunk and fused-recurrent) and the
 one-thread-per-column layout of BlinkDL's kernels, in the same run on the same GPU; for wkv7
-and wkv6 also our chunked tensor-core kernels ("cuda-chunked", and at each block width
-"-vt16/32/64", and their PyTorch form "torch-chunked"); for wkv7 the sequential kernel forced
-("ours-seq"; wkv6's "ours" is always the sequential kernel).
+and wkv6 also our chunked tensor-core kernels ("cuda-chunked", and at each block width and
+number of producer groups "-vt32-g1" ... "-vt64-g3", and their PyTorch form "torch-chunked")
+and the sequential kernel forced ("ours-seq": "ours" dispatches by shape).
 
 Per shape: prefill million tokens/s (B x T / median time, `triton.testing.do_bench`
 after warm-up, with the 20th-80th percentile spread), decode-step latency (T = 1, state
@@ -107,23 +107,18 @@ def backends(op: str) -> dict:
         out["ours-2lane"] = lambda x, s: cuda(**x, state=s, variant=1)
         if op == "wkv7":
             out["ours-4lane"] = lambda x, s: cuda(**x, state=s, variant=2)
-            chunked = get_op(op, "chunked")  # the chunked form in PyTorch (cuBLAS products), no build
-            out["torch-chunked"] = lambda x, s: chunked(**x, state=s)
-            # our chunked tensor-core kernel (cuda/wkv7_chunked.cu), by shape and at each block width
-            from archbench.kernels.wkv7.op import wkv7_cuda_chunked
-            out["ours-seq"] = lambda x, s: cuda(**x, state=s, chunked=False)  # "ours" may dispatch to chunked
-            out["cuda-chunked"] = lambda x, s: wkv7_cuda_chunked(**x, state=s)
-            for variant, cols in ((1, 16), (2, 32), (3, 64)):
-                out[f"cuda-chunked-vt{cols}"] = lambda x, s, variant=variant: wkv7_cuda_chunked(**x, state=s, variant=variant)
-        if op == "wkv6":
-            # our chunked tensor-core kernel (cuda/wkv6_chunked.cu, opt-in), by shape and at each block width,
-            # and its PyTorch form (cuBLAS products, no build)
-            from archbench.kernels.wkv6.chunked import wkv6_chunked
-            from archbench.kernels.wkv6.op import wkv6_cuda_chunked
-            out["torch-chunked"] = lambda x, s: wkv6_chunked(**x, state=s)
-            out["cuda-chunked"] = lambda x, s: wkv6_cuda_chunked(**x, state=s)
-            for variant, cols in ((1, 16), (2, 32), (3, 64)):
-                out[f"cuda-chunked-vt{cols}"] = lambda x, s, variant=variant: wkv6_cuda_chunked(**x, state=s, variant=variant)
+        if op in ("wkv6", "wkv7"):
+            # the PyTorch chunked form (cuBLAS products, no build); the sequential kernel forced
+            # ("ours" dispatches by shape); our chunked tensor-core kernel by shape and at each
+            # block width x producer groups
+            out["torch-chunked"] = lambda x, s: get_op(op, "chunked")(**x, state=s)
+            out["ours-seq"] = lambda x, s: cuda(**x, state=s, chunked=False)
+            chunked_cuda = importlib.import_module(f"archbench.kernels.{op}.op").__dict__[f"{op}_cuda_chunked"]
+            out["cuda-chunked"] = lambda x, s: chunked_cuda(**x, state=s)
+            for variant, cols in ((2, 32), (3, 64)):
+                for groups in (1, 2, 3):
+                    out[f"cuda-chunked-vt{cols}-g{groups}"] = (
+                        lambda x, s, v=variant, g=groups: chunked_cuda(**x, state=s, variant=v, groups=g))
         out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
     if op in ("wkv6", "wkv7"):
         if importlib.util.find_spec("fla") is None:

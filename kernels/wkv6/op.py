@@ -1,17 +1,39 @@
-"""WKV6 on our CUDA kernel: same signature and maths as `wkv6_ref`.
+"""WKV6 on our CUDA kernels: same signature and maths as `wkv6_ref`.
 
-    y, state = wkv6_cuda(r, k, v, w, u, state)     # w: log decay per token [B, T, H, N]
-    y, state = wkv6_cuda_chunked(r, k, v, w, u, state)   # the chunked tensor-core kernel (opt-in,
-                                                         # untested on a GPU so far)
+    y, state = wkv6_cuda(r, k, v, w, u, state)           # w: log decay per token [B, T, H, N]
+    y, state = wkv6_cuda_chunked(r, k, v, w, u, state)   # the chunked tensor-core kernel
+
+Two kernels, as for WKV7: the sequential one (cuda/wkv6.cu, any head size; also WKV5's) and
+the chunked one (cuda/wkv6_chunked.cu, chunks of 16 tokens on tensor cores, head size 64).
+`wkv6_cuda` picks one with `use_chunked`.
 """
 from __future__ import annotations
 
 import torch
 
-from archbench.kernels.build import aligned, check_inputs, extension, state_for
+from archbench.kernels.build import aligned, check_inputs, chunked_variant, extension, state_for
+
+CHUNKED_HEAD_SIZES = (64,)
+# The dispatch rule, from the H100 benches of 2026-11-28 (results/kernels/wkv_bench_20261128-021524.jsonl,
+# bf16, H=40, N=64, T >= 4096), chunked (the shape's block width and producer groups) against
+# sequential, Mtok/s: B=1 7.4-7.7 vs 4.8, B=8 16.6 vs 15.7, B=16 21.2 vs 17.9.
+CHUNKED_MIN_T = 1024
 
 
-def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, out=None):
+def use_chunked(B: int, T: int, H: int, N: int) -> bool:
+    """Whether `wkv6_cuda` takes the chunked kernel for this shape."""
+    return N in CHUNKED_HEAD_SIZES and T >= CHUNKED_MIN_T
+
+
+def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, out=None,
+              chunked: bool | None = None):
+    """r, k, v, w (log decay): [B, T, H, N] on the GPU, u [H, N]; state [B, H, N, N] fp32.
+    variant picks the sequential kernel's layout (0 = by shape); chunked: True / False forces
+    a kernel, None follows `use_chunked` (only with variant 0)."""
+    if chunked is None:
+        chunked = variant == 0 and use_chunked(*r.shape)
+    if chunked:
+        return wkv6_cuda_chunked(r, k, v, w, u, state, inplace=inplace, out=out)
     w = w.to(r.dtype)
     check_inputs("wkv6", dict(r=r, k=k, v=v, w=w), tuple(r.shape))
     B, T, H, N = r.shape
@@ -22,24 +44,21 @@ def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, 
     return y, state
 
 
-CHUNKED_HEAD_SIZES = (64,)
-
-
-def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, out=None):
+def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, groups: int = 0,
+                      out=None):
     """The chunked tensor-core kernel (cuda/wkv6_chunked.cu: chunks of 16 tokens, for long
     prompts at small batch), same arguments and results as `wkv6_cuda`. variant: 0 = by
-    shape, 1 / 2 / 3 = 16 / 32 / 64 state columns per thread block. Head sizes other than 64
-    take the sequential kernel.
-
-    UNTESTED ON A GPU: written without one (tests/kernels/test_wkv6_chunked_cuda.py is ready);
-    nothing calls it by default (`wkv6_cuda` always takes the sequential kernel)."""
+    shape, 1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
+    producer groups (as `wkv7_cuda_chunked`). Head sizes other than 64 take the sequential
+    kernel."""
+    code = chunked_variant(variant, groups)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
-        return wkv6_cuda(r, k, v, w, u, state, inplace=inplace, out=out)
+        return wkv6_cuda(r, k, v, w, u, state, inplace=inplace, out=out, chunked=False)
     w = w.to(r.dtype)
     check_inputs("wkv6", dict(r=r, k=k, v=v, w=w), tuple(r.shape))
     B, T, H, N = r.shape
     state = state_for("wkv6", state, (B, H, N, N), inplace)
     y = torch.empty_like(r) if out is None else out
     u = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()
-    extension().wkv6_chunked(*(aligned(t) for t in (r, k, v, w)), u, state, y, variant)
+    extension().wkv6_chunked(*(aligned(t) for t in (r, k, v, w)), u, state, y, code)
     return y, state

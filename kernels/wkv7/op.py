@@ -13,22 +13,19 @@ from __future__ import annotations
 
 import torch
 
-from archbench.kernels.build import aligned, check_inputs, extension, state_for
+from archbench.kernels.build import aligned, check_inputs, chunked_variant, extension, state_for
 
 CHUNKED_HEAD_SIZES = (64,)
-# The dispatch rule, from the H100 bench of 2026-11-28 (results/kernels/wkv_bench_20261128-002335.jsonl,
-# bf16, H=40, N=64): at B=1 (B x H = 40) the chunked kernel at 32 columns per block reads 3.9-4.0
-# Mtok/s against the sequential kernel's 3.0 (and fla's chunk_rwkv7 3.8), from T=4096 on; at
-# B=8 and B=16 (B x H = 320, 640) the sequential kernel is faster (10.5 vs 8.9, 11.3 vs 10.8).
-# So: chunked for long prompts on few heads. B x H between 40 and 320 was not measured: the
-# bound of 64 stays near the measured point.
+# The dispatch rule, from the H100 bench of 2026-11-28 (results/kernels/wkv_bench_20261128-021524.jsonl,
+# bf16, H=40, N=64, T >= 4096), chunked (by shape) against sequential, Mtok/s: B=1 5.1-5.3 vs
+# 3.0, B=8 10.3 vs 10.4 (a tie), B=16 13.1 vs 12.1. So: chunked for long prompts at any batch.
+# (The earlier one-group chunked kernel lost from B=8 on: wkv_bench_20261128-002335.jsonl.)
 CHUNKED_MIN_T = 1024
-CHUNKED_MAX_HEADS = 64  # B x H
 
 
 def use_chunked(B: int, T: int, H: int, N: int) -> bool:
     """Whether `wkv7_cuda` takes the chunked kernel for this shape."""
-    return N in CHUNKED_HEAD_SIZES and T >= CHUNKED_MIN_T and B * H <= CHUNKED_MAX_HEADS
+    return N in CHUNKED_HEAD_SIZES and T >= CHUNKED_MIN_T
 
 
 def wkv7_cuda(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 0, out=None,
@@ -49,10 +46,13 @@ def wkv7_cuda(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 
     return y, state
 
 
-def wkv7_cuda_chunked(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 0, out=None):
+def wkv7_cuda_chunked(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 0, groups: int = 0,
+                      out=None):
     """The chunked tensor-core kernel, same arguments as `wkv7_cuda`. variant: 0 = by shape,
-    1 / 2 / 3 = 16 / 32 / 64 state columns per thread block. Head sizes other than 64 take
-    the sequential kernel."""
+    1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
+    producer groups building chunks ahead (fp32 inputs and 16 columns always take 1). Head
+    sizes other than 64 take the sequential kernel."""
+    code = chunked_variant(variant, groups)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
         return wkv7_cuda(r, w, k, v, a, b, state, inplace=inplace, out=out, chunked=False)
     w = w.to(r.dtype)
@@ -60,5 +60,5 @@ def wkv7_cuda_chunked(r, w, k, v, a, b, state, *, inplace: bool = False, variant
     B, T, H, N = r.shape
     state = state_for("wkv7", state, (B, H, N, N), inplace)
     y = torch.empty_like(r) if out is None else out
-    extension().wkv7_chunked(*(aligned(t) for t in (r, w, k, v, a, b)), state, y, variant)
+    extension().wkv7_chunked(*(aligned(t) for t in (r, w, k, v, a, b)), state, y, code)
     return y, state

@@ -1,10 +1,9 @@
-"""The chunked tensor-core WKV6 kernel (kernels/wkv6/cuda/wkv6_chunked.cu, reached only through
-`wkv6_cuda_chunked`) against the fp32 one-step reference, on the GPU: lengths around and below
+"""The chunked tensor-core WKV6 kernel (kernels/wkv6/cuda/wkv6_chunked.cu, which `wkv6_cuda`
+takes for long prompts) against the fp32 one-step reference, on the GPU: lengths around and below
 the chunk of 16, batches, nonzero initial states, decays from none through RWKV-6's range to
 far stronger ones (the kernel's slow path for columns it cannot factorise), every block width,
 the state carried over calls, in place and in a CUDA graph, NaN-prefilled outputs, and other
-head sizes falling back to the sequential kernel. Skipped without a GPU (written without one:
-these have not run yet)."""
+head sizes falling back to the sequential kernel. Skipped without a GPU."""
 import pytest
 import torch
 
@@ -82,6 +81,24 @@ def test_every_block_width_agrees(variant, decay, dtype):
 
 
 @gpu
+@pytest.mark.parametrize("variant,groups", [(2, 1), (2, 2), (2, 3), (3, 1), (3, 2), (3, 3), (1, 3), (0, 0)])
+@pytest.mark.parametrize("T", [1, 17, 40, 64, 65, 300])
+def test_every_producer_group_count_agrees(variant, groups, T):
+    """1-3 producer groups filling the ring of chunk slots, at lengths below, at and past
+    groups x 16 tokens, bf16, with the state carried into a second call."""
+    B, H, N = 2, 3, 64
+    x, u = inputs(B, T, H, N, "mixed", seed=T)
+    x = {n: t.bfloat16() for n, t in x.items()}
+    s = state0(B, H, N)
+    y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
+    y2_ref, s2_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s_ref)
+    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s, variant=variant, groups=groups)
+    y2, s2 = wkv6_cuda_chunked(**x, u=u, state=s1, variant=variant, groups=groups)
+    for got, ref in ((y.float(), y_ref), (s1, s_ref), (y2.float(), y2_ref), (s2, s2_ref)):
+        assert errors(got, ref)["rms_rel"] < TOL["bf16"], errors(got, ref)
+
+
+@gpu
 def test_state_carried_over_calls():
     """Calls of odd lengths (one shorter than a chunk, one of a single token) with the state
     carried equal one call, and agree with the sequential kernel."""
@@ -144,19 +161,31 @@ def test_other_head_sizes_take_the_sequential_kernel(N):
 
 
 @gpu
-def test_wkv6_cuda_default_stays_sequential(monkeypatch):
-    """The chunked kernel is opt-in: `wkv6_cuda` never calls it."""
+@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked"]), (1000, ["wkv6"])])
+def test_wkv6_cuda_dispatches_by_length(monkeypatch, T, want):
+    """`wkv6_cuda` takes the chunked kernel from CHUNKED_MIN_T tokens on, the sequential one
+    below, and both give the reference."""
     ext = __import__("archbench.kernels.build", fromlist=["extension"]).extension()
     calls = []
 
     class Spy:
         def __getattr__(self, name):
-            if name == "wkv6_chunked":
+            if name.startswith("wkv6"):
                 calls.append(name)
             return getattr(ext, name)
 
     from archbench.kernels.wkv6 import op
     monkeypatch.setattr(op, "extension", lambda: Spy())
-    x, u = inputs(1, 4096, 2, 64)
-    wkv6_cuda(**x, u=u, state=state0(1, 2, 64))
-    assert calls == []
+    x, u = inputs(1, T, 2, 64)
+    s = state0(1, 2, 64)
+    y, s1 = wkv6_cuda(**x, u=u, state=s)
+    assert calls == want
+    y_ref, s_ref = wkv6_ref(**x, u=u, state=s)
+    assert errors(y, y_ref)["rms_rel"] < 1e-4 and errors(s1, s_ref)["rms_rel"] < 1e-4
+
+
+def test_dispatch_rule():
+    from archbench.kernels.wkv6.op import use_chunked
+    assert use_chunked(1, 1024, 40, 64) and use_chunked(16, 16384, 40, 64)
+    assert not use_chunked(1, 1023, 40, 64) and not use_chunked(1, 16384, 40, 128)
+
