@@ -100,7 +100,8 @@ void rwkv7_norm_mix(at::Tensor x, at::Tensor ln_w, at::Tensor ln_b, at::Tensor p
         "rwkv7_norm_mix");
 }
 
-// xs[g]: [B, C]; ws[g]: [C, rank_g] (empty for a missing group); partial: [ksplit, B, sum of ranks] fp32
+// xs[g]: [B, C]; ws[g]: [C, rank_g] (empty for a missing group); partial: [ksplit, B, sum of ranks]
+// fp32, ksplit <= MAX_KSPLIT
 void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at::Tensor partial) {
   TORCH_CHECK(xs.size() == archbench::LORA_GROUPS && ws.size() == archbench::LORA_GROUPS, "lora_down: 4 groups");
   archbench::LoraDownArgs args{};
@@ -148,6 +149,37 @@ void rwkv7_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor part
   check(archbench::tmix7_decode(dtype_code(r), B, H, N, p, at::cuda::getCurrentCUDAStream()), "rwkv7_tmix_decode");
 }
 
+// The decode step's projections at small batch (decode7.cu: gemv). ws[m]: [rows, cols], one
+// shape for all; xs[m]: [B, cols]; ys[m]: [B, rows], written; adds: empty, or one [B, rows]
+// per matrix (may be ys[m] itself): y = add + W x; relu_sq: y = relu(W x)^2. Every tensor
+// contiguous and 16-byte aligned (the kernel reads 16-byte vectors).
+void rwkv7_gemv(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
+                std::vector<at::Tensor> adds, bool relu_sq) {
+  const size_t n = ws.size();
+  TORCH_CHECK(n >= 1 && n <= archbench::MAX_GEMV && xs.size() == n && ys.size() == n &&
+                  (adds.empty() || adds.size() == n),
+              "gemv: 1 to 3 matrices, as many inputs and outputs, no adds or one per matrix");
+  TORCH_CHECK(!(relu_sq && !adds.empty()), "gemv: relu_sq and add do not combine");
+  const int64_t rows = ws[0].size(0), cols = ws[0].size(1), B = xs[0].size(0);
+  auto ok = [](const at::Tensor& t, std::initializer_list<int64_t> shape) {
+    return t.is_contiguous() && t.sizes() == at::IntArrayRef(shape) && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  };
+  archbench::GemvArgs a{};
+  a.n = (int)n;
+  a.relu_sq = relu_sq;
+  for (size_t m = 0; m < n; ++m) {
+    TORCH_CHECK(ok(ws[m], {rows, cols}) && ok(xs[m], {B, cols}) && ok(ys[m], {B, rows}) &&
+                    (adds.empty() || ok(adds[m], {B, rows})),
+                "gemv: shapes must agree and every tensor be contiguous and 16-byte aligned");
+    a.w[m] = ws[m].data_ptr();
+    a.x[m] = xs[m].data_ptr();
+    a.y[m] = ys[m].data_ptr();
+    a.add[m] = adds.empty() ? nullptr : adds[m].data_ptr();
+  }
+  check(archbench::gemv(dtype_code(ws[0]), (int)B, (int)rows, (int)cols, a, at::cuda::getCurrentCUDAStream()),
+        "rwkv7_gemv");
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("wkv4", &wkv4);
   m.def("wkv6", &wkv6);
@@ -157,4 +189,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rwkv7_norm_mix", &rwkv7_norm_mix);
   m.def("rwkv7_lora_down", &rwkv7_lora_down);
   m.def("rwkv7_tmix_decode", &rwkv7_tmix_decode);
+  m.def("rwkv7_gemv", &rwkv7_gemv);
 }

@@ -55,7 +55,7 @@ for stage in "${STAGES[@]}"; do
     rwkv7-peers) timeout "$(left)" archbench sweep --preset seed-speed --models rwkv7-2b9 \
                    --out results/sweeps/rwkv7-fla-peer-h100 --no-progress --cell-timeout 580 2>&1 | tail -10 ;;
     decode) timeout "$(left)" python3 -m archbench.suites.decode_vs_generate --models rwkv7-2b9 --no-peers \
-              --out results/decode/rwkv7-fused 2>&1 | tail -6 ;;
+              --out ${DECODE_OUT:-results/decode/rwkv7-fused} 2>&1 | tail -6 ;;
     mamba-chunked) timeout "$(left)" archbench sweep --preset seed-memory --models mamba-2.8b mamba2-2.7b \
                      --out results/sweeps/seed-memory-mamba-chunked-h100 --no-progress --cell-timeout 300 2>&1 | tail -12 ;;
     niah) for m in ${NIAH_MODELS:-rwkv7-2b9 mamba-2.8b pythia-2.8b}; do

@@ -2,12 +2,21 @@
 
 The unfused step (`RWKV7.forward` on a (B, 1) input) launches about 80 kernels per layer,
 most of them elementwise ops on a few KB; at batch 1 their launch gaps, not the weight
-reads, set the speed. Here a layer is twelve launches: a fused layer norm + token shift +
-interpolations, the r/k/v projections (cuBLAS), the four LoRA first factors in one
-kernel, one kernel per (sequence, head) for everything between them and the output
-projection (LoRA second factors, decay, key normalisation, value residual, the WKV7
-state update, group norm, bonus, gate), the output projection with the residual added
-(cuBLAS addmm), and the channel mix (fused norm + shift, cuBLAS, relu^2, cuBLAS addmm).
+reads, set the speed. Here a layer is eight launches at batch 1: a fused layer norm +
+token shift + interpolations, the r/k/v projections (one launch), the four LoRA first
+factors in one kernel, one kernel per (sequence, head) for everything between them and the
+output projection (LoRA second factors, decay, key normalisation, value residual, the WKV7
+state update, group norm, bonus, gate), the output projection with the residual added, and
+the channel mix (fused norm + shift, the key projection with relu^2, the value projection
+with the residual). The projections run on our matrix-vector kernel up to GEMV_MAX_B
+sequences, on cuBLAS above (F.linear / addmm: twelve launches a layer).
+
+The small kernels each move a few KB to a few MB, so at batch 1 their latency is what
+counts: each spreads its bytes over many blocks (one SM pulls only a 1/132 share of an
+H100's bandwidth), issues all of a thread's loads before waiting on the first, and on
+Hopper starts while the kernel before it finishes (programmatic dependent launch: weights
+are loaded before the wait for the previous kernel's results; ARCHBENCH_DECODE_PDL=0 turns
+it off). kernels/wkv7/cuda/decode7.cu says how, kernel by kernel.
 
     logits = decode_step(model, tokens, state)   # tokens (B,), state updated in place
 
@@ -22,7 +31,11 @@ import torch.nn.functional as F
 
 from archbench.kernels.build import extension
 
-KSPLIT = 16  # row blocks of the LoRA first factors (their partial sums meet in the head kernel)
+KSPLIT = 16  # row blocks of the LoRA first factors (their partial sums meet in the head kernel; at most 16)
+# Up to this batch the projections run on rwkv7_gemv, above it on cuBLAS. Measured on an H100
+# (RWKV-7 2.9B, bf16, graphed step): at batch 1 ours is faster, at batch 2 cuBLAS (3.49 ms a
+# step against 3.86), whose kernels reuse each weight load across sequences better.
+GEMV_MAX_B = 1
 LN_EPS = 1e-5
 GROUP_NORM_EPS = 64e-5
 
@@ -31,12 +44,27 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty(0)
 
 
+def _linear(ext, own: bool, x: torch.Tensor, w: torch.Tensor, add: torch.Tensor | None = None,
+            relu_sq: bool = False) -> torch.Tensor:
+    """add + x @ w.T, or relu(x @ w.T) ** 2; on rwkv7_gemv if `own`, else on cuBLAS."""
+    if own:
+        y = x.new_empty(x.shape[0], w.shape[0])
+        ext.rwkv7_gemv([w], [x], [y], [] if add is None else [add], relu_sq)
+        return y
+    if add is not None:
+        return torch.addmm(add, x, w.t())
+    y = F.linear(x, w)
+    return torch.relu_(y).square_() if relu_sq else y
+
+
 @torch.no_grad()
 def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
     """tokens (B,) -> logits (B, V) fp32; state (RWKVState) advanced in place."""
     ext = extension()
     x = model.emb(tokens.view(-1))
     B, C = x.shape
+    # our GEMV reads 16-byte vectors of every row: widths that are multiples of 8 elements
+    own = B <= GEMV_MAX_B and C % 8 == 0 and model.config.dim_ffn % 8 == 0
     mixed = x.new_empty(6, B, C)
     v_first = torch.empty_like(x)
     out = torch.empty_like(x)
@@ -47,9 +75,12 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
         ext.rwkv7_norm_mix(x, block.ln1.weight, block.ln1.bias, state.att_shift[i],
                            [att.x_r, att.x_k, att.x_v, att.x_w, att.x_a, att.x_g], mixed, LN_EPS)
         xr, xk, xv, xw, xa, xg = mixed
-        r = F.linear(xr, att.receptance.weight)
-        k = F.linear(xk, att.key.weight)
-        v = F.linear(xv, att.value.weight)
+        if own:  # r, k, v in one launch
+            r, k, v = rkv = x.new_empty(3, B, C)
+            ext.rwkv7_gemv([att.receptance.weight, att.key.weight, att.value.weight], [xr, xk, xv], list(rkv), [],
+                           False)
+        else:
+            r, k, v = F.linear(xr, att.receptance.weight), F.linear(xk, att.key.weight), F.linear(xv, att.value.weight)
         first = i == 0
         v1 = _empty(x) if first else att.v1
         v2 = _empty(x) if first else att.v2
@@ -61,10 +92,10 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
                   att.k_a.view(-1), att.r_k, att.ln_x.weight, att.ln_x.bias]
         ext.rwkv7_tmix_decode(r, k, v, partial, [att.w2, att.a2, v2, att.g2], params, GROUP_NORM_EPS,
                               v_first, first, state.wkv[i], out)
-        x = torch.addmm(x, out, att.output.weight.t())
+        x = _linear(ext, own, out, att.output.weight, add=x)
         ext.rwkv7_norm_mix(x, block.ln2.weight, block.ln2.bias, state.ffn_shift[i], [ffn.x_k], mixed[:1], LN_EPS)
-        h = torch.relu_(F.linear(mixed[0], ffn.key.weight)).square_()
-        x = torch.addmm(x, h, ffn.value.weight.t())
+        h = _linear(ext, own, mixed[0], ffn.key.weight, relu_sq=True)
+        x = _linear(ext, own, h, ffn.value.weight, add=x)
     return model.head(F.layer_norm(x, (C,), model.ln_out.weight, model.ln_out.bias, LN_EPS)).float()
 
 

@@ -1,74 +1,240 @@
-// The RWKV-7 decode step (one token per sequence, batch B) in three kernels around the
-// large matrix-vector products, which stay with cuBLAS:
+// The RWKV-7 decode step (one token per sequence, batch B) in a few kernels around the large
+// matrix-vector products:
 //
 //   norm_mix      layer norm of x, the token shift and up to six interpolations
 //                 x + (x_prev - x) * maa, in one pass (the time mix's six, the channel mix's one)
 //   lora_down     the first factor of the w, a, v and g LoRAs, four inputs in one launch: the
-//                 rows (C) are split over KSPLIT blocks that each write partial sums
+//                 rows (C) are split over ksplit row blocks that each write partial sums
 //   tmix7_decode  per (sequence, head): the partial sums reduced, tanh / sigmoid, the second
 //                 LoRA factors for this head's channels, decay, in-context rate, key
 //                 normalisation, value residual, the WKV7 state update in place, the group
 //                 norm, the bonus r.k.r_k v and the gate: out = (norm(y) + bonus) * g
+//   gemv          y = W x for the projections at small batch (r, k, v in one launch; the
+//                 output and FFN projections with the residual or relu^2 fused)
+//
+// At batch 1 every one of them moves a few KB to a few MB, so latency, not bandwidth, sets
+// their time: each spreads its DRAM bytes over many blocks (one SM pulls only about 1/132 of
+// the GPU's bandwidth) and issues all of a thread's loads before it waits on the first.
 //
 // Everything is fp32 inside and rounded once on the way out (the unfused path rounds after
 // each op in the model dtype), so the two agree within the dtype's tolerance. No
 // allocation, no host synchronisation: the step can be captured in a CUDA graph.
+#include <cstdlib>
+
 #include "../../common.cuh"
 #include "decode7.h"
 
 namespace archbench {
 
-// Sum over the block (blockDim a multiple of 32); red holds 32 floats.
-__device__ __forceinline__ float block_sum(float v, float* red) {
+// SM count, opt-in shared memory per block and compute capability of the current device,
+// read once per device.
+struct DeviceInfo {
+  int sms = 0, smem_optin = 0, cc_major = 0;
+};
+static DeviceInfo device_info() {
+  static DeviceInfo cache[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return DeviceInfo{132, 48 * 1024, 0};
+  DeviceInfo& d = cache[dev];
+  if (d.sms == 0) {
+    DeviceInfo n;
+    cudaDeviceGetAttribute(&n.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    cudaDeviceGetAttribute(&n.cc_major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&n.sms, cudaDevAttrMultiProcessorCount, dev);
+    d = n;
+  }
+  return d;
+}
+
+// Programmatic dependent launch (sm_90+). Every kernel here is launched so that it may start
+// while the kernel before it in the stream is finishing: it first calls
+// pdl_launch_dependents() (which lets the next kernel start in turn, once every block of
+// this one is running), then loads what no earlier kernel of the step writes - weights, and
+// the state it alone updates (written before the step at the latest; the step begins with
+// ordinary launches, the embedding, so such writes have completed) - and only after
+// pdl_wait() (which returns once the previous kernel has completed and its writes are
+// visible) reads activations and writes anything to global memory.
+// So the first DRAM round trip of each kernel, a large part of its time at batch 1, overlaps
+// the tail of the one before. Since every kernel waits for its predecessor before it
+// completes, "the previous kernel has completed" covers every kernel before it too. On older
+// GPUs, or with ARCHBENCH_DECODE_PDL=0, the launches are ordinary and both calls do nothing.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+static bool pdl_enabled() {
+  static const bool allowed = [] {
+    const char* e = std::getenv("ARCHBENCH_DECODE_PDL");
+    return !(e && e[0] == '0');
+  }();
+  return allowed && device_info().cc_major >= 9;
+}
+template <typename... Params, typename... Args>
+static cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                          Args... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-  __syncthreads();  // red may still be read by a previous call
+  return v;
+}
+
+// Sum over the block of THREADS threads; every thread gets it. red holds THREADS / 32 floats
+// that no other call uses before the next __syncthreads (give each call its own).
+template <int THREADS>
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  v = warp_sum(v);
   if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
   __syncthreads();
   float t = 0.f;
-  for (int i = 0; i < blockDim.x / 32; ++i) t += red[i];
+#pragma unroll
+  for (int i = 0; i < THREADS / 32; ++i) t += red[i];
   return t;
 }
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
 
-// One block per sequence; thread t owns channels t, t + blockDim, ... (at most NM_PER of
-// them). Every load is issued before the first reduction, so the block waits for memory
-// once, not once per input.
-constexpr int NM_PER = 8, NM_THREADS = 512;  // C up to 4096
+// Widen the Vec<F>::n elements of a 16-byte vector held in registers.
 template <typename F>
-__global__ void __launch_bounds__(NM_THREADS) norm_mix_kernel(int B, int C, float eps, const F* __restrict__ x, const F* __restrict__ ln_w,
-                                const F* __restrict__ ln_b, F* __restrict__ prev, MixArgs mix, F* __restrict__ out) {
-  __shared__ float red[32];
-  const int b = blockIdx.x;
+__device__ __forceinline__ void unpack(const uint4& raw, float* out) {
+  const F* e = reinterpret_cast<const F*>(&raw);
+#pragma unroll
+  for (int i = 0; i < Vec<F>::n; ++i) out[i] = to_f(e[i]);
+}
+
+// Entry g (not known at compile time) of a small array in kernel parameters, by selects:
+// indexing the parameter array with a register would copy it to local memory.
+template <typename P, int NPTR>
+__device__ __forceinline__ P select(const P (&ptrs)[NPTR], int g) {
+  P p = ptrs[0];
+#pragma unroll
+  for (int i = 1; i < NPTR; ++i) p = g == i ? ptrs[i] : p;
+  return p;
+}
+template <typename F, int NPTR>
+__device__ __forceinline__ const F* pick(const void* const (&ptrs)[NPTR], int g) {
+  return static_cast<const F*>(select(ptrs, g));
+}
+
+// The LoRA group of concatenated column q: the number of group starts col0[1..3] at or
+// below q (an empty group - v on layer 0 - has col0[g] == col0[g + 1] and is skipped).
+__device__ __forceinline__ int lora_group(int q, const int (&col0)[LORA_GROUPS + 1]) {
+  int g = 0;
+#pragma unroll
+  for (int i = 1; i < LORA_GROUPS; ++i) g += q >= col0[i];
+  return g;
+}
+
+// A 16-byte copy global -> shared memory that does not wait for the data (cp.async, sm_80
+// and later): the loads are in flight while the block does other work, and hold no
+// registers. cp_async_wait_all() then waits for all of this thread's copies.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+#else
+  *reinterpret_cast<uint4*>(smem) = *reinterpret_cast<const uint4*>(gmem);
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
+// norm_mix. Grid (slices, B), NM_THREADS threads. Block (s, b) computes the layer-norm
+// statistics of row b from all C values of x (at most 16 KB, from L2: cheap to repeat in
+// every block) but interpolates and writes only its slice of cpb channels, thread t owning
+// channels c0 + t + e * NM_THREADS. So the bytes that come from DRAM (the interpolation
+// weights, the norm's affine, prev) spread over C / cpb blocks per sequence, not one.
+//
+// prev (the token shift) is read (old value) and written (new value: the normed x) in this
+// kernel. Each channel of it is touched by one thread of one block only, which reads it
+// before writing it, so there is no race between blocks; and the statistics come from x,
+// never from prev.
+constexpr int NM_THREADS = 128, NM_PER = 4;  // slices of up to 512 channels
+constexpr int NM_XVEC = 8;                   // 16-byte vectors of x per thread: C up to 4096 in fp32
+template <typename F>
+__global__ void __launch_bounds__(NM_THREADS)
+    norm_mix_kernel(int B, int C, int cpb, float eps, const F* __restrict__ x, const F* __restrict__ ln_w,
+                    const F* __restrict__ ln_b, F* __restrict__ prev, MixArgs mix, F* __restrict__ out) {
+  constexpr int VN = Vec<F>::n;
+  __shared__ float red[2][NM_THREADS / 32];
+  const int tid = threadIdx.x, b = blockIdx.y;
+  const int c0 = blockIdx.x * cpb, c1 = min(C, c0 + cpb), nvec = C / VN;
+  const F* xb = x + (size_t)b * C;
+  pdl_launch_dependents();
+  // Every load first, so the block waits for memory once: this thread's channels of the
+  // weights and of prev (no other kernel of the step writes them: before the wait), then,
+  // once the kernel that wrote x is done, the whole row of x as 16-byte vectors (for the
+  // statistics) and the slice's channels of it.
   float xv[NM_PER], pv[NM_PER], wv[NM_PER], bv[NM_PER], mv[MAX_MIX][NM_PER];
 #pragma unroll
   for (int e = 0; e < NM_PER; ++e) {
-    const int c = threadIdx.x + e * blockDim.x;
-    const bool in = c < C;
-    xv[e] = in ? to_f(x[(size_t)b * C + c]) : 0.f;
+    const int c = c0 + tid + e * NM_THREADS;
+    const bool in = c < c1;
     pv[e] = in ? to_f(prev[(size_t)b * C + c]) : 0.f;
     wv[e] = in ? to_f(ln_w[c]) : 0.f;
     bv[e] = in ? to_f(ln_b[c]) : 0.f;
 #pragma unroll
     for (int m = 0; m < MAX_MIX; ++m) mv[m][e] = in && m < mix.n ? to_f(static_cast<const F*>(mix.maa[m])[c]) : 0.f;
   }
+  pdl_wait();
+  uint4 raw[NM_XVEC];
+#pragma unroll
+  for (int e = 0; e < NM_XVEC; ++e) {
+    const int v = tid + e * NM_THREADS;
+    raw[e] = v < nvec ? *reinterpret_cast<const uint4*>(xb + (size_t)v * VN) : make_uint4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int e = 0; e < NM_PER; ++e) {
+    const int c = c0 + tid + e * NM_THREADS;
+    xv[e] = c < c1 ? to_f(xb[c]) : 0.f;
+  }
+  // mean, then the variance around it (two passes over registers, as F.layer_norm); the
+  // zero-filled vectors past C add nothing to the sum and are skipped in the second pass
   float s = 0.f;
 #pragma unroll
-  for (int e = 0; e < NM_PER; ++e) s += xv[e];
-  const float mean = block_sum(s, red) / C;
+  for (int e = 0; e < NM_XVEC; ++e) {
+    float f[VN];
+    unpack<F>(raw[e], f);
+#pragma unroll
+    for (int u = 0; u < VN; ++u) s += f[u];
+  }
+  const float mean = block_sum<NM_THREADS>(s, red[0]) / C;
   float q = 0.f;
 #pragma unroll
-  for (int e = 0; e < NM_PER; ++e) {
-    const int c = threadIdx.x + e * blockDim.x;
-    const float d = c < C ? xv[e] - mean : 0.f;
-    q = fmaf(d, d, q);
+  for (int e = 0; e < NM_XVEC; ++e) {
+    if (tid + e * NM_THREADS >= nvec) break;
+    float f[VN];
+    unpack<F>(raw[e], f);
+#pragma unroll
+    for (int u = 0; u < VN; ++u) q = fmaf(f[u] - mean, f[u] - mean, q);
   }
-  const float rstd = rsqrtf(block_sum(q, red) / C + eps);
+  const float rstd = rsqrtf(block_sum<NM_THREADS>(q, red[1]) / C + eps);
 #pragma unroll
   for (int e = 0; e < NM_PER; ++e) {
-    const int c = threadIdx.x + e * blockDim.x;
-    if (c >= C) break;
+    const int c = c0 + tid + e * NM_THREADS;
+    if (c >= c1) break;
     const F xn = from_f<F>((xv[e] - mean) * rstd * wv[e] + bv[e]);
     const float xf = to_f(xn), dx = pv[e] - xf;
 #pragma unroll
@@ -78,73 +244,123 @@ __global__ void __launch_bounds__(NM_THREADS) norm_mix_kernel(int B, int C, floa
   }
 }
 
-// Block (ks, b): rows ks * rows .. of every group. Thread (rl, cv) reads the 16-byte vector
-// cv of rows rl, rl + RL, ... (RL row lanes, many loads in flight), and the RL row lanes
-// meet in shared memory. Every LoRA width is a multiple of the vector width.
+// ---------------------------------------------------------------------------------------
+// lora_down. Grid (ksplit, column tiles, B), LD_THREADS threads. Block (ks, tile, b) reads
+// rows ks * rows .. of the LD_TILE columns of its tile (the four groups' columns side by
+// side; every width is a multiple of 8, so a 16-byte vector never straddles two groups) and
+// writes their partial sums. Thread (rl, cv) = (tid / NVT, tid % NVT) takes vector cv of
+// rows rl, rl + RL, ..., LD_UNROLL rows' loads issued before the first multiply. At 2.9B
+// (C = 2560, 576 columns) this is 16 x 9 = 144 blocks of 20 KB (one wave on an H100)
+// instead of 16 blocks of 184 KB: no SM has to pull much more than its share.
+constexpr int LD_THREADS = 256, LD_TILE = 64, LD_UNROLL = 8;
 template <typename F>
-__global__ void lora_down_kernel(int B, int C, int rows, int RL, LoraDownArgs args, float* __restrict__ partial) {
-  constexpr int VN = Vec<F>::n;
-  __shared__ float red[8][MAX_LORA_COLS];
-  const int ks = blockIdx.x, b = blockIdx.y;
-  const int cols = args.col0[args.n], nvec = cols / VN;
-  const int c0 = ks * rows, c1 = min(C, c0 + rows);
-  const int rl = threadIdx.x / nvec, cv = threadIdx.x % nvec;
-  if (rl < RL) {
-    const int col = cv * VN;
-    int g = 0;
-    while (g + 1 < args.n && col >= args.col0[g + 1]) ++g;
-    const int rank = args.col0[g + 1] - args.col0[g];
-    const F* x = static_cast<const F*>(args.x[g]) + (size_t)b * C;
-    const F* w = static_cast<const F*>(args.w[g]) + (col - args.col0[g]);
-    float acc[VN];
+__global__ void __launch_bounds__(LD_THREADS)
+    lora_down_kernel(int B, int C, int rows, LoraDownArgs args, float* __restrict__ partial) {
+  constexpr int VN = Vec<F>::n, NVT = LD_TILE / VN, RL = LD_THREADS / NVT;
+  __shared__ float red[LD_THREADS / 32][LD_TILE];
+  const int ks = blockIdx.x, b = blockIdx.z, tid = threadIdx.x;
+  const int cols = args.col0[LORA_GROUPS], c0 = ks * rows, c1 = min(C, c0 + rows);
+  const int rl = tid / NVT, cv = tid % NVT, col = blockIdx.y * LD_TILE + cv * VN;
+  float acc[VN];
 #pragma unroll
-    for (int u = 0; u < VN; ++u) acc[u] = 0.f;
-#pragma unroll 4
-    for (int c = c0 + rl; c < c1; c += RL) {
-      float wv[VN];
-      load_vec<F>(w + (size_t)c * rank, wv);
-      const float xc = to_f(x[c]);
+  for (int u = 0; u < VN; ++u) acc[u] = 0.f;
+  pdl_launch_dependents();
+  const bool work = col < cols && c0 < c1;
+  const int g = lora_group(col, args.col0), first = select(args.col0, g);
+  const int rank = select(args.col0, g + 1) - first;
+  const F* x = pick<F>(args.x, g) + (size_t)b * C;
+  const F* w = pick<F>(args.w, g) + (col - first);
+  // Rows past the block's end are clamped to its last row and weighted by zero: loads
+  // without a condition are what lets the compiler issue all of them before the first use
+  // (conditional ones came out one by one). The extra loads hit L1.
+  uint4 wr[LD_UNROLL];
+  auto load_w = [&](int base) {
 #pragma unroll
-      for (int u = 0; u < VN; ++u) acc[u] = fmaf(xc, wv[u], acc[u]);
+    for (int i = 0; i < LD_UNROLL; ++i) wr[i] = *reinterpret_cast<const uint4*>(w + (size_t)min(base + i * RL, c1 - 1) * rank);
+  };
+  if (work) load_w(c0 + rl);  // the weights do not depend on the kernels before: load them before the wait
+  pdl_wait();
+  if (work) {
+    for (int base = c0 + rl; base < c1; base += LD_UNROLL * RL) {  // one pass at C / ksplit <= 256 (bf16)
+      if (base != c0 + rl) load_w(base);
+      float xr[LD_UNROLL];
+#pragma unroll
+      for (int i = 0; i < LD_UNROLL; ++i) xr[i] = to_f(x[min(base + i * RL, c1 - 1)]);
+#pragma unroll
+      for (int i = 0; i < LD_UNROLL; ++i)
+        if (base + i * RL >= c1) xr[i] = 0.f;
+#pragma unroll
+      for (int i = 0; i < LD_UNROLL; ++i) {
+        float wv[VN];
+        unpack<F>(wr[i], wv);
+#pragma unroll
+        for (int u = 0; u < VN; ++u) acc[u] = fmaf(xr[i], wv[u], acc[u]);
+      }
     }
+  }
+  // the row lanes of a warp (lanes cv, cv + NVT, ...) meet by shuffles, the warps in shared memory
 #pragma unroll
-    for (int u = 0; u < VN; ++u) red[rl][col + u] = acc[u];
+  for (int u = 0; u < VN; ++u)
+#pragma unroll
+    for (int m = NVT; m < 32; m <<= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], m);
+  if (tid % 32 < NVT) {  // lane == cv here
+#pragma unroll
+    for (int u = 0; u < VN; ++u) red[tid / 32][cv * VN + u] = acc[u];
   }
   __syncthreads();
-  for (int col = threadIdx.x; col < cols; col += blockDim.x) {
+  const int out_col = blockIdx.y * LD_TILE + tid;
+  if (tid < LD_TILE && out_col < cols) {
     float t = 0.f;
-    for (int q = 0; q < RL; ++q) t += red[q][col];
-    partial[((size_t)ks * B + b) * cols + col] = t;
+#pragma unroll
+    for (int w = 0; w < LD_THREADS / 32; ++w) t += red[w][tid];
+    partial[((size_t)ks * B + b) * cols + out_col] = t;
   }
 }
 
-// One block per (head, sequence), 4 N threads: thread (l, j) = (tid / N, tid % N).
+// ---------------------------------------------------------------------------------------
+// tmix7_decode. One block per (head, sequence), 4 N threads: thread (l, j) = (tid / N,
+// tid % N) holds rows l * N / 4 .. of state column j. The block's DRAM reads are its head's
+// columns of the four second factors (cols x N values: 74 KB at 2.9B) and its state (16 KB
+// at N = 64). Both are requested in the first instructions, before the wait for lora_down -
+// the second factors as asynchronous copies into shared memory, `staged` rows of them (all
+// at batch 1, unless the LoRAs are large in fp32 or N = 128; none at large batch; the rest
+// is read from global memory when used) - so their latency overlaps lora_down and the
+// reduction of its partial sums instead of following them, and the multiply then reads
+// shared memory.
+constexpr int TM_STAGE_BYTES = 96 * 1024;
 template <typename F, int N>
-__global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7Args p) {
-  constexpr int THREADS = 4 * N, ROWS = N / 4;
+__global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int staged, Tmix7Args p) {
+  constexpr int THREADS = 4 * N, ROWS = N / 4, WARPS = THREADS / 32;
   constexpr int VN = Vec<F>::n, NV = N / VN, RSTEP = THREADS / NV;
+  static_assert(NV <= 32 && 32 % NV == 0, "a warp holds whole rows of the second factors");
   const int h = blockIdx.x, b = blockIdx.y, C = H * N;
   const int tid = threadIdx.x, l = tid / N, j = tid % N;
   const size_t bc = (size_t)b * C, c = (size_t)h * N + j;  // this thread's channel / column
 
+  extern __shared__ uint4 stage_raw[];
+  F* sw2 = reinterpret_cast<F*>(stage_raw);  // [staged][N]: rows of the concatenated second factors
   __shared__ float hid[MAX_LORA_COLS];
-  __shared__ float low[4][N];                                  // the four LoRA outputs
-  __shared__ float s_r[N], s_d[N], s_k[N], s_a[N], s_b[N], s_v[N], s_g[N];
-  __shared__ float part[4][N], kk2[N], bon[N];
-  __shared__ float lred[RSTEP][N];
+  __shared__ float lred[WARPS][LORA_GROUPS][N];  // per-warp sums of the second-factor products
+  __shared__ float s_r[N], s_d[N], s_k[N], s_a[N], s_b[N], s_v[N];
+  __shared__ float part[4][N], part_y[4][N];
+  __shared__ float hred[4][WARPS];  // head sums: key norm, bonus, mean, variance
 
-  // Loads that depend on nothing computed here go first, so their latency overlaps the
-  // LoRA phase: this thread's rows of the state, and (threads j < N) the channel's inputs.
+  // 1. Loads that depend on no earlier kernel of the step, before the wait: the second
+  // factors (asynchronous), this thread's rows of the state (only this kernel writes them)
+  // and (threads j < N) the channel's parameters; after it, the channel's activations.
+  pdl_launch_dependents();
+  for (int idx = tid; idx < staged * NV; idx += THREADS) {
+    const int q = idx / NV, vc = idx % NV, g = lora_group(q, p.col0);
+    const F* src = pick<F>(p.w2, g) + (size_t)(q - select(p.col0, g)) * C + (size_t)h * N + vc * VN;
+    cp_async16(sw2 + (size_t)q * N + vc * VN, src);
+  }
   float* st = p.state + ((size_t)b * H + h) * N * N;
   float s[ROWS];
 #pragma unroll
   for (int q = 0; q < ROWS; ++q) s[q] = st[(size_t)(l * ROWS + q) * N + j];
   float in_r = 0.f, in_k = 0.f, in_v = 0.f, in_w0 = 0.f, in_a0 = 0.f, in_v0 = 0.f, in_kk = 0.f, in_ka = 0.f,
         in_rk = 0.f, in_vf = 0.f, in_lw = 0.f, in_lb = 0.f;
-  if (tid < N) {
-    in_r = to_f(static_cast<const F*>(p.r)[bc + c]);
-    in_k = to_f(static_cast<const F*>(p.k)[bc + c]);
-    in_v = to_f(static_cast<const F*>(p.v)[bc + c]);
+  if (tid < N) {  // the channel's parameters
     in_w0 = p.w0[c];
     in_a0 = to_f(static_cast<const F*>(p.a0)[c]);
     in_kk = to_f(static_cast<const F*>(p.k_k)[c]);
@@ -152,84 +368,109 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7
     in_rk = to_f(static_cast<const F*>(p.r_k)[c]);
     in_lw = p.lnx_w[c];
     in_lb = p.lnx_b[c];
-    if (!p.first_layer) {
-      in_v0 = to_f(static_cast<const F*>(p.v0)[c]);
-      in_vf = to_f(static_cast<const F*>(p.v_first)[bc + c]);
-    }
+    if (!p.first_layer) in_v0 = to_f(static_cast<const F*>(p.v0)[c]);
+  }
+  pdl_wait();
+  if (tid < N) {  // and its activations, written by earlier kernels
+    in_r = to_f(static_cast<const F*>(p.r)[bc + c]);
+    in_k = to_f(static_cast<const F*>(p.k)[bc + c]);
+    in_v = to_f(static_cast<const F*>(p.v)[bc + c]);
+    if (!p.first_layer) in_vf = to_f(static_cast<const F*>(p.v_first)[bc + c]);
   }
 
-  // partial sums of the first LoRA factors, reduced; tanh for the decay, sigmoid for the gate
-  for (int col = tid; col < p.cols; col += THREADS) {
-    float t = 0.f;
-#pragma unroll 16
-    for (int ks = 0; ks < p.ksplit; ++ks) t += p.partial[((size_t)ks * B + b) * p.cols + col];
-    if (col < p.col0[1]) t = tanhf(t);
-    else if (col >= p.col0[3]) t = sigmoidf_(t);
-    hid[col] = t;
+  // 2. The partial sums of the first factors, reduced (all ksplit loads of a column in
+  // flight at once); tanh for the decay, sigmoid for the gate.
+  {
+    const size_t stride = (size_t)B * p.cols;
+    for (int col = tid; col < p.cols; col += THREADS) {
+      const float* pp = p.partial + (size_t)b * p.cols + col;
+      float pk[MAX_KSPLIT];  // unconditional loads (clamped), so that all are issued at once
+#pragma unroll
+      for (int ks = 0; ks < MAX_KSPLIT; ++ks) pk[ks] = pp[min(ks, p.ksplit - 1) * stride];
+      float t = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < MAX_KSPLIT; ++ks)
+        if (ks < p.ksplit) t += pk[ks];
+      if (col < p.col0[1]) t = tanhf(t);
+      else if (col >= p.col0[3]) t = sigmoidf_(t);
+      hid[col] = t;
+    }
   }
-  __syncthreads();
-  // second factors for this head's channels, 16-byte loads of every group issued before
-  // any reduction: thread t takes vector column t % NV and rows t / NV + RSTEP * i
+  cp_async_wait_all();
+  __syncthreads();  // hid and the staged rows are in place
+
+  // 3. Second factors for this head's channels: thread t takes vector column t % NV and
+  // rows t / NV + RSTEP * i of each group, from shared memory where staged.
+  float acc[LORA_GROUPS][VN];
   {
     const int vc = tid % NV, r0 = tid / NV;
-    float acc[LORA_GROUPS][VN];
 #pragma unroll
     for (int g = 0; g < LORA_GROUPS; ++g) {
 #pragma unroll
       for (int u = 0; u < VN; ++u) acc[g][u] = 0.f;
-      const F* w2 = static_cast<const F*>(p.w2[g]);
-      if (w2 == nullptr) continue;
-#pragma unroll 8
-      for (int q = r0; q < p.col0[g + 1] - p.col0[g]; q += RSTEP) {
+      const int base = p.col0[g], rank = p.col0[g + 1] - base;
+      if (rank == 0) continue;  // v on layer 0 (null pointer)
+      const F* gw = static_cast<const F*>(p.w2[g]) + (size_t)h * N + vc * VN;
+#pragma unroll 4
+      for (int q = r0; q < rank; q += RSTEP) {
+        const int qc = base + q;
         float wv[VN];
-        load_vec<F>(w2 + (size_t)q * C + (size_t)h * N + vc * VN, wv);
-        const float hq = hid[p.col0[g] + q];
+        load_vec<F>(qc < staged ? sw2 + (size_t)qc * N + vc * VN : gw + (size_t)q * C, wv);
+        const float hq = hid[qc];
 #pragma unroll
         for (int u = 0; u < VN; ++u) acc[g][u] = fmaf(hq, wv[u], acc[g][u]);
       }
     }
+    // the row lanes of a warp that share a vector column (lanes vc, vc + NV, ...) meet by
+    // shuffles, the warps in shared memory
 #pragma unroll
-    for (int g = 0; g < LORA_GROUPS; ++g) {
+    for (int g = 0; g < LORA_GROUPS; ++g)
 #pragma unroll
-      for (int u = 0; u < VN; ++u) lred[r0][vc * VN + u] = acc[g][u];
-      __syncthreads();
-      if (tid < N) {
-        float t = 0.f;
-        for (int q = 0; q < RSTEP; ++q) t += lred[q][tid];
-        low[g][tid] = t;
-      }
-      __syncthreads();
+      for (int u = 0; u < VN; ++u)
+#pragma unroll
+        for (int m = NV; m < 32; m <<= 1) acc[g][u] += __shfl_xor_sync(0xffffffffu, acc[g][u], m);
+    if (tid % 32 < NV) {  // lane == vc here
+#pragma unroll
+      for (int g = 0; g < LORA_GROUPS; ++g)
+#pragma unroll
+        for (int u = 0; u < VN; ++u) lred[tid / 32][g][vc * VN + u] = acc[g][u];
     }
   }
+  __syncthreads();
+
+  // 4. Per channel (threads j < N, j == tid): the four LoRA outputs, decay, in-context rate,
+  // value residual, and the terms of the key norm and the bonus.
+  float a = 0.f, kk = 0.f, bon = 0.f, gate = 0.f;
   if (tid < N) {
-    const float k = in_k;
+    float low[LORA_GROUPS] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w)
+#pragma unroll
+      for (int g = 0; g < LORA_GROUPS; ++g) low[g] += lred[w][g][j];
+    const float log_w = -0.6065306597126334f * sigmoidf_(in_w0 + low[0]);  // exp(-0.5) * sigmoid
+    a = sigmoidf_(in_a0 + low[1]);
+    const float kmod = in_k * (1.f + (a - 1.f) * in_ka);
     float v = in_v;
-    const float log_w = -0.6065306597126334f * sigmoidf_(in_w0 + low[0][j]);  // exp(-0.5) * sigmoid
-    const float a = sigmoidf_(in_a0 + low[1][j]);
-    const float kmod = k * (1.f + (a - 1.f) * in_ka);
     if (p.first_layer) static_cast<F*>(p.v_first)[bc + c] = from_f<F>(v);
-    else v = fmaf(in_vf - v, sigmoidf_(in_v0 + low[2][j]), v);
-    s_r[j] = in_r; s_d[j] = __expf(log_w); s_k[j] = kmod; s_v[j] = v; s_g[j] = low[3][j];
-    s_a[j] = a;  // becomes kk * a below
-    kk2[j] = k * in_kk;
-    bon[j] = in_r * kmod * in_rk;
+    else v = fmaf(in_vf - v, sigmoidf_(in_v0 + low[2]), v);
+    s_r[j] = in_r; s_d[j] = __expf(log_w); s_k[j] = kmod; s_v[j] = v;
+    gate = low[3];
+    kk = in_k * in_kk;
+    bon = in_r * kmod * in_rk;
   }
-  __syncthreads();
-  // key normalisation (F.normalize: x / max(|x|, 1e-12)) and the bonus, over the head
-  float norm2 = 0.f, bonus = 0.f;
-  for (int i = 0; i < N; ++i) {
-    norm2 = fmaf(kk2[i], kk2[i], norm2);
-    bonus += bon[i];
-  }
+  // key normalisation (F.normalize: x / max(|x|, 1e-12)) and the bonus, over the head; the
+  // values sit in threads 0..N-1 (the others add zeros)
+  const float norm2 = block_sum<THREADS>(kk * kk, hred[0]);
+  const float bonus = block_sum<THREADS>(bon, hred[1]);
   const float inv = 1.f / fmaxf(sqrtf(norm2), 1e-12f);
-  __syncthreads();
   if (tid < N) {
-    const float kn = kk2[j] * inv;
-    s_b[j] = kn * s_a[j];  // b = kk * a
-    s_a[j] = -kn;          // a = -kk
+    const float kn = kk * inv;
+    s_b[j] = kn * a;  // b = kk * a
+    s_a[j] = -kn;     // a = -kk
   }
   __syncthreads();
-  // the state update: thread (l, j) holds rows l * ROWS .. of column j
+
+  // 5. The state update: thread (l, j) holds rows l * ROWS .. of column j.
   float sa = 0.f;
 #pragma unroll
   for (int q = 0; q < ROWS; ++q) sa = fmaf(s_a[l * ROWS + q], s[q], sa);
@@ -245,56 +486,190 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, Tmix7
     st[(size_t)i * N + j] = s[q];
     y = fmaf(s_r[i], s[q], y);
   }
-  __syncthreads();  // every thread has read part[] for sa
-  part[l][j] = y;
+  part_y[l][j] = y;
   __syncthreads();
-  // group norm over the head, the bonus and the gate
-  if (tid < N) kk2[j] = part[0][j] + part[1][j] + part[2][j] + part[3][j];
-  __syncthreads();
-  float mean = 0.f;
-  for (int i = 0; i < N; ++i) mean += kk2[i];
-  mean /= N;
-  float var = 0.f;
-  for (int i = 0; i < N; ++i) var = fmaf(kk2[i] - mean, kk2[i] - mean, var);
-  var /= N;
+
+  // 6. Group norm over the head (mean, then the variance around it), the bonus and the gate.
+  const float yj = tid < N ? part_y[0][j] + part_y[1][j] + part_y[2][j] + part_y[3][j] : 0.f;
+  const float mean = block_sum<THREADS>(yj, hred[2]) / N;
+  const float d = tid < N ? yj - mean : 0.f;
+  const float var = block_sum<THREADS>(d * d, hred[3]) / N;
   if (tid < N) {
-    const float yn = (kk2[j] - mean) * rsqrtf(var + p.lnx_eps) * in_lw + in_lb;
-    static_cast<F*>(p.out)[bc + c] = from_f<F>((yn + bonus * vj) * s_g[j]);
+    const float yn = d * rsqrtf(var + p.lnx_eps) * in_lw + in_lb;
+    static_cast<F*>(p.out)[bc + c] = from_f<F>((yn + bonus * vj) * gate);
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// gemv: y = W x for W [rows, cols] row-major (an nn.Linear weight) at batch B <= 4, at the
+// copy rate of the weights. kw warps share a row (kw = 1 at 2560 columns in bf16, 4 at
+// 10240): warp p of a row takes its 16-byte vectors (u kw + p) 32 + lane, u < UNROLL - each
+// warp-wide load is 512 contiguous bytes, and all of a warp's loads are issued at once,
+// before the wait for the previous kernel (the weights do not depend on it). Each weight
+// vector is widened once and serves all B sequences. The 32 lanes meet by shuffles, the kw
+// warps of a row in shared memory. 8 / kw rows a block, the rows of all (up to three)
+// matrices in one grid: r, k and v at 2.9B are one launch of 960 blocks. fp32
+// accumulation, one rounding; the weights are loaded with the streaming hint (read once per
+// step, they should not push the activations out of L2).
+constexpr int GV_THREADS = 256, GV_WARPS = GV_THREADS / 32;
+template <typename F, int UNROLL>
+__global__ void __launch_bounds__(GV_THREADS) gemv_kernel(int B, int rows, int cols, int kw, GemvArgs a) {
+  constexpr int VN = Vec<F>::n;
+  __shared__ float red[GV_WARPS][GEMV_MAX_B];
+  pdl_launch_dependents();
+  const int m = blockIdx.y, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int row = blockIdx.x * (GV_WARPS / kw) + warp / kw, part = warp % kw;
+  const bool active = row < rows;  // no early return: the kw warps of a row meet at a barrier
+  const F* w = pick<F>(a.w, m) + (size_t)min(row, rows - 1) * cols;
+  const F* x = pick<F>(a.x, m);
+  const int nvec = cols / VN, stride = 32 * kw, first = part * 32 + lane;
+  uint4 wr[UNROLL];
+  auto load_w = [&](int base) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int v = base + u * stride;
+      wr[u] = v < nvec ? __ldcs(reinterpret_cast<const uint4*>(w + (size_t)v * VN)) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  load_w(first);
+  pdl_wait();
+  float acc[GEMV_MAX_B];
+#pragma unroll
+  for (int bb = 0; bb < GEMV_MAX_B; ++bb) acc[bb] = 0.f;
+  for (int base = first; base < nvec; base += UNROLL * stride) {  // one pass where kw fits the row
+    if (base != first) load_w(base);
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int v = base + u * stride;
+      if (v >= nvec) break;
+      float wv[VN];
+      unpack<F>(wr[u], wv);
+#pragma unroll
+      for (int bb = 0; bb < GEMV_MAX_B; ++bb) {
+        if (bb >= B) break;
+        float xv[VN];
+        load_vec<F>(x + (size_t)bb * cols + (size_t)v * VN, xv);
+#pragma unroll
+        for (int e = 0; e < VN; ++e) acc[bb] = fmaf(wv[e], xv[e], acc[bb]);
+      }
+    }
+  }
+#pragma unroll
+  for (int bb = 0; bb < GEMV_MAX_B; ++bb)
+    if (bb < B) acc[bb] = warp_sum(acc[bb]);
+  if (kw > 1) {  // uniform over the block
+    if (lane == 0) {
+#pragma unroll
+      for (int bb = 0; bb < GEMV_MAX_B; ++bb) red[warp][bb] = acc[bb];
+    }
+    __syncthreads();
+    if (part == 0) {
+#pragma unroll
+      for (int bb = 0; bb < GEMV_MAX_B; ++bb) {
+        float t = 0.f;
+        for (int q = 0; q < kw; ++q) t += red[warp + q][bb];
+        acc[bb] = t;
+      }
+    }
+  }
+  if (!active || part != 0) return;
+  F* y = static_cast<F*>(select(a.y, m));
+  const F* add = pick<F>(a.add, m);
+#pragma unroll
+  for (int bb = 0; bb < GEMV_MAX_B; ++bb) {
+    if (bb >= B) break;
+    if (lane == bb) {  // the B results are written by B different lanes
+      const size_t o = (size_t)bb * rows + row;
+      float t = acc[bb];
+      if (a.relu_sq) t = fmaxf(t, 0.f) * fmaxf(t, 0.f);
+      else if (add != nullptr) t += to_f(add[o]);  // add may be y: this lane reads o before writing it
+      y[o] = from_f<F>(t);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
 cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
                      const MixArgs& mix, void* out, cudaStream_t stream) {
-  if (C > NM_THREADS * NM_PER) return cudaErrorInvalidValue;
+  const DeviceInfo dev = device_info();
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
-    norm_mix_kernel<F><<<B, NM_THREADS, 0, stream>>>(B, C, eps, (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev,
-                                             mix, (F*)out);
+    constexpr int VN = Vec<F>::n;
+    if (C % VN || C > NM_THREADS * NM_XVEC * VN || reinterpret_cast<uintptr_t>(x) % 16) return cudaErrorInvalidValue;
+    // 64 channels a block (40 blocks per sequence at C = 2560) while the grid fits in about
+    // two blocks an SM; wider slices at large batch, where the sequences alone fill the GPU
+    // and each block's statistics would only be repeated more often.
+    int cpb = 64;
+    while (cpb < NM_THREADS * NM_PER && (long)((C + cpb - 1) / cpb) * B > 2 * dev.sms) cpb *= 2;
+    return launch(norm_mix_kernel<F>, dim3((C + cpb - 1) / cpb, B), NM_THREADS, 0, stream, B, C, cpb, eps,
+                  (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev, mix, (F*)out);
   })
-  return cudaGetLastError();
+  return cudaSuccess;
 }
 
 cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& args, float* partial,
                       cudaStream_t stream) {
-  const int cols = args.col0[args.n];
-  if (cols > MAX_LORA_COLS) return cudaErrorInvalidValue;
+  const int cols = args.col0[LORA_GROUPS];
+  if (args.n != LORA_GROUPS || cols > MAX_LORA_COLS || ksplit < 1 || ksplit > MAX_KSPLIT) return cudaErrorInvalidValue;
   const int rows = (C + ksplit - 1) / ksplit;
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
     constexpr int VN = Vec<F>::n;
-    for (int g = 0; g < args.n; ++g)
+    for (int g = 0; g < LORA_GROUPS; ++g)
       if ((args.col0[g + 1] - args.col0[g]) % VN) return cudaErrorInvalidValue;
-    const int nvec = cols / VN, RL = max(1, min(8, 1024 / nvec));
-    const int threads = (RL * nvec + 31) / 32 * 32;
-    lora_down_kernel<F><<<dim3(ksplit, B), threads, 0, stream>>>(B, C, rows, RL, args, partial);
+    return launch(lora_down_kernel<F>, dim3(ksplit, (cols + LD_TILE - 1) / LD_TILE, B), LD_THREADS, 0, stream, B, C,
+                  rows, args, partial);
   })
-  return cudaGetLastError();
+  return cudaSuccess;
 }
 
 cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, cudaStream_t stream) {
-  if (args.cols > MAX_LORA_COLS) return cudaErrorInvalidValue;
+  if (args.cols > MAX_LORA_COLS || args.ksplit < 1 || args.ksplit > MAX_KSPLIT) return cudaErrorInvalidValue;
+  const DeviceInfo dev = device_info();
   ARCHBENCH_DISPATCH_DTYPE(dtype, ARCHBENCH_DISPATCH_HEAD(N, {
-    if constexpr (N >= 16) tmix7_decode_kernel<F, N><<<dim3(H, B), 4 * N, 0, stream>>>(B, H, args);
+    if constexpr (N >= 16) {
+      // Stage the second factors while the grid is about a wave (small batch: latency rules).
+      // At large batch many blocks share an SM, the factors come from L2, and a block that
+      // held ~74 KB of shared memory would keep the others out. The budget leaves room for
+      // the kernel's static shared memory (at most 44 KB, at N = 128).
+      const int row_bytes = N * (int)sizeof(F);
+      const int budget = min(TM_STAGE_BYTES, dev.smem_optin - 48 * 1024);
+      const int staged = B * H <= 2 * dev.sms ? max(0, min(args.cols, budget / row_bytes)) : 0;
+      const int smem = staged * row_bytes;
+      auto kernel = tmix7_decode_kernel<F, N>;
+      // Over 48 KB of shared memory in all needs an opt-in per kernel (and per device): set
+      // once to the largest size asked for. A host-side attribute, fine under graph capture.
+      static int opted[64] = {};
+      int d = 0;
+      cudaGetDevice(&d);
+      if (smem > 0 && (d < 0 || d >= 64 || smem > opted[d])) {
+        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (e != cudaSuccess) return e;
+        if (d >= 0 && d < 64) opted[d] = smem;
+      }
+      return launch(kernel, dim3(H, B), 4 * N, smem, stream, B, H, staged, args);
+    }
   }))
-  return cudaGetLastError();
+  return cudaSuccess;
+}
+
+cudaError_t gemv(int dtype, int B, int rows, int cols, const GemvArgs& args, cudaStream_t stream) {
+  if (B < 1 || B > GEMV_MAX_B || args.n < 1 || args.n > MAX_GEMV || rows < 1 || cols < 1) return cudaErrorInvalidValue;
+  ARCHBENCH_DISPATCH_DTYPE(dtype, {
+    constexpr int VN = Vec<F>::n;
+    if (cols % VN) return cudaErrorInvalidValue;
+    // kw warps a row, so that a warp has at most 16 vectors per lane: all of its loads in
+    // flight at once (kw = 1 at 2560 columns in bf16, 4 at 10240)
+    const int per_lane = (cols / VN + 31) / 32;
+    int kw = 1;
+    while (kw < GV_WARPS && (per_lane + kw - 1) / kw > 16) kw *= 2;
+    // (fewer rows a block - down to one - measured the same for the whole step)
+    const int per_warp = (per_lane + kw - 1) / kw, rows_per_block = GV_WARPS / kw;
+    const dim3 grid((rows + rows_per_block - 1) / rows_per_block, args.n);
+    if (per_warp <= 4) return launch(gemv_kernel<F, 4>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+    if (per_warp <= 8) return launch(gemv_kernel<F, 8>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+    return launch(gemv_kernel<F, 16>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+  })
+  return cudaSuccess;
 }
 
 }  // namespace archbench

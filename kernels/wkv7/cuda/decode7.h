@@ -7,6 +7,9 @@ namespace archbench {
 constexpr int MAX_MIX = 6;
 constexpr int LORA_GROUPS = 4;      // w, a, v, g
 constexpr int MAX_LORA_COLS = 1024;  // sum of the four LoRA widths (832 at 7B)
+constexpr int MAX_KSPLIT = 16;       // row blocks of lora_down (tmix7_decode unrolls over them)
+constexpr int MAX_GEMV = 3;          // matrices in one gemv launch (r, k, v)
+constexpr int GEMV_MAX_B = 4;        // sequences in one gemv launch (each weight load serves all)
 
 struct MixArgs {
   const void* maa[MAX_MIX];
@@ -22,7 +25,7 @@ struct LoraDownArgs {
 
 struct Tmix7Args {
   const void *r, *k, *v;                 // [B, C] projections
-  const float* partial;                  // [KSPLIT, B, cols] from lora_down
+  const float* partial;                  // [ksplit, B, cols] from lora_down
   int ksplit, cols;
   int col0[LORA_GROUPS + 1];             // w, a, v, g (v empty on layer 0)
   const void* w2[LORA_GROUPS];           // [rank, C] second factors (v may be null)
@@ -36,10 +39,22 @@ struct Tmix7Args {
   void* out;                             // [B, C]
 };
 
+// y[m] = W[m] x[m] for m < n matrices of one shape [rows, cols] (row-major), x[m] [B, cols],
+// y[m] [B, rows]; then relu(.)^2 if relu_sq, or add[m] + . if add[m] is set (add may be y).
+struct GemvArgs {
+  const void* w[MAX_GEMV];
+  const void* x[MAX_GEMV];
+  void* y[MAX_GEMV];
+  const void* add[MAX_GEMV];
+  int n;
+  bool relu_sq;
+};
+
 cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
                      const MixArgs& mix, void* out, cudaStream_t stream);
 cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& args, float* partial,
                       cudaStream_t stream);
 cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, cudaStream_t stream);
+cudaError_t gemv(int dtype, int B, int rows, int cols, const GemvArgs& args, cudaStream_t stream);
 
 }  // namespace archbench
