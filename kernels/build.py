@@ -100,3 +100,18 @@ def chunked_variant(variant: int, groups: int) -> int:
     if variant not in (0, 1, 2, 3) or groups not in (0, 1, 2, 3):
         raise ValueError(f"chunked kernel: variant must be 0-3 and groups 0-3, got {variant}, {groups}")
     return variant + 10 * groups
+
+
+# The chunked tensor-core kernels (wkv6/cuda/wkv6_chunked.cu, wkv7/cuda/wkv7_chunked.cu) and
+# when `wkv6_cuda` / `wkv7_cuda` take them, from the H100 bench of 2026-11-28
+# (results/kernels/wkv_bench_20261128-021524.jsonl, bf16, H=40, N=64, T >= 4096), chunked by
+# shape against sequential, Mtok/s, WKV7 / WKV6: B=1 5.1-5.3 vs 3.0 / 7.4-7.7 vs 4.8; B=8
+# 10.3 vs 10.4 (a tie) / 16.6 vs 15.7; B=16 13.1 vs 12.1 / 21.2 vs 17.9. So: chunked for long
+# prompts at any batch, head size 64 (the kernels' only one).
+CHUNKED_HEAD_SIZES = (64,)
+CHUNKED_MIN_T = 1024
+
+
+def use_chunked(B: int, T: int, H: int, N: int) -> bool:
+    """Whether `wkv6_cuda` / `wkv7_cuda` take the chunked kernel for this shape."""
+    return N in CHUNKED_HEAD_SIZES and T >= CHUNKED_MIN_T

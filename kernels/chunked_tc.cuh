@@ -21,6 +21,8 @@
 
 #include <mma.h>
 
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace archbench {
@@ -159,6 +161,52 @@ struct Loader {
   }
 };
 
+// Where a block sits: blocks (b * H + h) * (N / VT) .. own head h of batch b, each VT state
+// columns from col0; token t's row of that head starts at base + t * tok_stride. (Computed
+// in this order on purpose: the kernels' SASS is the same as with the lines written out in
+// each kernel, checked with cuobjdump.)
+template <int N, int VT>
+struct Place {
+  int bh, col0, bi, h;  // bh = b * H + h
+  size_t tok_stride, base;
+  __device__ __forceinline__ Place(int H, int T)
+      : bh(blockIdx.x / (N / VT)), col0((blockIdx.x % (N / VT)) * VT), bi(bh / H), h(bh % H),
+        tok_stride((size_t)H * N), base((size_t)bi * T * tok_stride + (size_t)h * N) {}
+};
+
+// y out: a state warp's 16 x 16 tile (tokens of chunk c, columns col0 + 16 tile ..) from its
+// accumulator, through the warp's staging tile in shared memory, as 8-wide stores.
+template <typename F>
+struct YWriter {
+  F* y;
+  size_t base, tok_stride;
+  int col0, T;
+  __device__ __forceinline__ void write(const Acc& acc, float (*stage)[20], int c, int tile, int lane) const {
+    wmma::store_matrix_sync(&stage[0][0], acc, 20, wmma::mem_row_major);
+    __syncwarp();
+    const int row = lane / 2, half = lane % 2, t = c * C + row;
+    if (t < T) store8<F>(y + base + (size_t)t * tok_stride + col0 + tile * 16 + half * 8, &stage[row][half * 8]);
+  }
+};
+
+// A build's first step: the cumulative log decay Λ_t = w_0 + .. + w_t per column (in lam,
+// threads 0..N-1), the chunk total Λ_C (lamc), and `unsafe` set where a column decays past
+// e^{-SAFE_SPAN} within the chunk.
+template <typename F, int N>
+__device__ __forceinline__ void cumulative_decay(const F (*w)[N], float (*lam)[N], float* lamc, int& unsafe,
+                                                 int ptid) {
+  if (ptid < N) {
+    float acc = 0.f;
+#pragma unroll
+    for (int t = 0; t < C; ++t) {
+      acc += to_f(w[t][ptid]);
+      lam[t][ptid] = acc;
+    }
+    lamc[ptid] = acc;
+    if (acc < -SAFE_SPAN) unsafe = 1;  // benign race: every writer writes 1
+  }
+}
+
 // The pipeline of one block (see the top of this file). Op holds the block's pointers and
 // does the op-specific work:
 //   Op::Smem       shared memory: chunk[NB] slots (each with v[C][LDV], the chunk's v),
@@ -223,6 +271,53 @@ cudaError_t launch_pipeline(Kernel kernel, int blocks, int threads, size_t smem,
   if (err != cudaSuccess) return err;
   kernel<<<blocks, threads, smem, stream>>>(args...);
   return cudaGetLastError();
+}
+
+template <typename T>
+struct Type {
+  using type = T;
+};
+template <int V>
+using Int = std::integral_constant<int, V>;
+
+// The launch code of the chunked kernels, variant = tile + 10 * groups (tile 0 = by shape,
+// 1, 2, 3 = 16, 32, 64 state columns per block; groups 0 = by shape, 1-3 producer groups;
+// fp32 inputs and 16 columns always take one group), resolved and passed on as
+// go(Type<F>{}, Int<VT>{}, Int<G>{}) for one of the combinations built;
+// cudaErrorInvalidValue for an unknown dtype or combination.
+//
+// The choice by shape, measured on an H100 (bf16, H = 40, results/kernels/
+// wkv_bench_20261128-021524.jsonl), Mtok/s, WKV7 / WKV6:
+//   B x H = 40:  32 columns with one group 4.0-4.2 / 5.6-5.8, with two 5.1-5.3 / 7.4-7.7, with
+//                three the same as two; 64 columns 3.1-3.5 / 5.1-5.4 at any count;
+//   B x H = 320, 640: 64 columns with one group 10.3, 13.1 / 16.6, 21.2; more groups or 32
+//                columns 8.3-11.2 / 11.8-17.3: with the heads alone filling the SMs, more
+//                blocks beat more producers.
+template <typename Go>
+cudaError_t dispatch(int dtype, long heads, int variant, Go&& go) {
+  int tile = variant % 10, groups = variant / 10;
+  if (tile == 0) tile = heads <= 264 ? 2 : 3;
+  if (groups == 0) groups = tile == 2 ? 2 : 1;
+  if (dtype == kF32 || tile == 1) groups = 1;
+  ARCHBENCH_DISPATCH_DTYPE(dtype, {
+    switch (tile * 10 + groups) {
+      case 11: return go(Type<F>{}, Int<16>{}, Int<1>{});
+      case 21: return go(Type<F>{}, Int<32>{}, Int<1>{});
+      case 31: return go(Type<F>{}, Int<64>{}, Int<1>{});
+      default: break;
+    }
+    if constexpr (sizeof(F) == 2) {
+      switch (tile * 10 + groups) {
+        case 22: return go(Type<F>{}, Int<32>{}, Int<2>{});
+        case 23: return go(Type<F>{}, Int<32>{}, Int<3>{});
+        case 32: return go(Type<F>{}, Int<64>{}, Int<2>{});
+        case 33: return go(Type<F>{}, Int<64>{}, Int<3>{});
+        default: break;
+      }
+    }
+    return cudaErrorInvalidValue;
+  })
+  return cudaSuccess;
 }
 
 }  // namespace tc

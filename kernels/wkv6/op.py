@@ -5,24 +5,14 @@
 
 Two kernels, as for WKV7: the sequential one (cuda/wkv6.cu, any head size; also WKV5's) and
 the chunked one (cuda/wkv6_chunked.cu, chunks of 16 tokens on tensor cores, head size 64).
-`wkv6_cuda` picks one with `use_chunked`.
+`wkv6_cuda` picks one with `use_chunked` (kernels/build.py, from the H100 bench).
 """
 from __future__ import annotations
 
 import torch
 
-from archbench.kernels.build import aligned, check_inputs, chunked_variant, extension, state_for
-
-CHUNKED_HEAD_SIZES = (64,)
-# The dispatch rule, from the H100 benches of 2026-11-28 (results/kernels/wkv_bench_20261128-021524.jsonl,
-# bf16, H=40, N=64, T >= 4096), chunked (the shape's block width and producer groups) against
-# sequential, Mtok/s: B=1 7.4-7.7 vs 4.8, B=8 16.6 vs 15.7, B=16 21.2 vs 17.9.
-CHUNKED_MIN_T = 1024
-
-
-def use_chunked(B: int, T: int, H: int, N: int) -> bool:
-    """Whether `wkv6_cuda` takes the chunked kernel for this shape."""
-    return N in CHUNKED_HEAD_SIZES and T >= CHUNKED_MIN_T
+from archbench.kernels.build import (CHUNKED_HEAD_SIZES, aligned, check_inputs, chunked_variant, extension,
+                                     state_for, use_chunked)
 
 
 def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, out=None,

@@ -7,25 +7,14 @@
 Two kernels: the sequential one (cuda/wkv7.cu, one token at a time, any head size) and the
 chunked one (cuda/wkv7_chunked.cu, chunks of 16 tokens on tensor cores, head size 64; for
 long prompts at small batch, where the sequential one is bound by its serial chain).
-`wkv7_cuda` picks one with `use_chunked`.
+`wkv7_cuda` picks one with `use_chunked` (kernels/build.py, from the H100 bench).
 """
 from __future__ import annotations
 
 import torch
 
-from archbench.kernels.build import aligned, check_inputs, chunked_variant, extension, state_for
-
-CHUNKED_HEAD_SIZES = (64,)
-# The dispatch rule, from the H100 bench of 2026-11-28 (results/kernels/wkv_bench_20261128-021524.jsonl,
-# bf16, H=40, N=64, T >= 4096), chunked (by shape) against sequential, Mtok/s: B=1 5.1-5.3 vs
-# 3.0, B=8 10.3 vs 10.4 (a tie), B=16 13.1 vs 12.1. So: chunked for long prompts at any batch.
-# (The earlier one-group chunked kernel lost from B=8 on: wkv_bench_20261128-002335.jsonl.)
-CHUNKED_MIN_T = 1024
-
-
-def use_chunked(B: int, T: int, H: int, N: int) -> bool:
-    """Whether `wkv7_cuda` takes the chunked kernel for this shape."""
-    return N in CHUNKED_HEAD_SIZES and T >= CHUNKED_MIN_T
+from archbench.kernels.build import (CHUNKED_HEAD_SIZES, aligned, check_inputs, chunked_variant, extension,
+                                     state_for, use_chunked)
 
 
 def wkv7_cuda(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 0, out=None,

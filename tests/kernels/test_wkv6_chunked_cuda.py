@@ -182,10 +182,3 @@ def test_wkv6_cuda_dispatches_by_length(monkeypatch, T, want):
     assert calls == want
     y_ref, s_ref = wkv6_ref(**x, u=u, state=s)
     assert errors(y, y_ref)["rms_rel"] < 1e-4 and errors(s1, s_ref)["rms_rel"] < 1e-4
-
-
-def test_dispatch_rule():
-    from archbench.kernels.wkv6.op import use_chunked
-    assert use_chunked(1, 1024, 40, 64) and use_chunked(16, 16384, 40, 64)
-    assert not use_chunked(1, 1023, 40, 64) and not use_chunked(1, 16384, 40, 128)
-

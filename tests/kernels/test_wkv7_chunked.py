@@ -44,9 +44,12 @@ def test_state_carried_over_calls_head_size_64():
     assert_close(s, s_ref, rms_rel=1e-5, what="state")
 
 
-def test_a_model_on_the_chunked_form_equals_the_reference():
-    ref = archbench.build("rwkv7-tiny", impl="ref")
-    chunked = archbench.build("rwkv7-tiny", impl="chunked")
+@pytest.mark.parametrize("name", ["rwkv7-tiny", "rwkv6-tiny"])
+def test_a_model_on_the_chunked_form_equals_the_reference(name):
+    """impl="chunked" runs a model on the PyTorch chunked form (kernels/wkv7/chunked.py,
+    kernels/wkv6/chunked.py)."""
+    ref = archbench.build(name, impl="ref")
+    chunked = archbench.build(name, impl="chunked")
     tokens = torch.randint(0, ref.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
     a, sa = ref.forward(tokens)
     b, sb = chunked.forward(tokens)

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from archbench.harness.testing import errors
-from archbench.kernels.wkv7 import op as wkv7_op
-from archbench.kernels.wkv7.op import use_chunked, wkv7_cuda, wkv7_cuda_chunked
+from archbench.kernels import build
+from archbench.kernels.build import use_chunked
+from archbench.kernels.wkv7.op import wkv7_cuda, wkv7_cuda_chunked
 from archbench.kernels.wkv7.ref import wkv7_ref
 from helpers import random_state
 
@@ -158,7 +159,7 @@ def test_other_head_sizes_take_the_sequential_kernel(N):
 
 @gpu
 def test_dispatch_through_wkv7_cuda(monkeypatch):
-    monkeypatch.setattr(wkv7_op, "CHUNKED_MIN_T", 64)
+    monkeypatch.setattr(build, "CHUNKED_MIN_T", 64)
     x = inputs(1, 100, 2, 64)
     s = state0(1, 2, 64)
     y_ref, s_ref = wkv7_ref(**x, state=s)
@@ -167,7 +168,8 @@ def test_dispatch_through_wkv7_cuda(monkeypatch):
 
 
 def test_dispatch_rule():
-    """The chunked kernel for long prompts at any batch (measured at B x H = 40, 320, 640)."""
+    """The chunked kernels (WKV6 and WKV7) for long prompts at any batch (measured at B x H =
+    40, 320, 640)."""
     assert use_chunked(1, 16384, 40, 64) and use_chunked(1, 1024, 64, 64)
     assert use_chunked(16, 16384, 40, 64) and use_chunked(2, 16384, 40, 64)
     assert not use_chunked(1, 1023, 40, 64)

@@ -82,9 +82,7 @@ struct Op {
   static_assert(N <= PT && N == 16 * PW, "build: a column per thread, 16 keys of M per producer warp");
 
   Loader<F, N, VT, 3> ld;  // r, w, k; v
-  F* y;
-  size_t base, tok_stride;
-  int col0, T;
+  YWriter<F> out;
 
   // Producer group: the state-independent operands of one chunk (inputs staged in scr.raw)
   // into ch.
@@ -97,16 +95,7 @@ struct Op {
 
     // 1. cumulative log decay Λ_t per column and the chunk total Λ_C (threads 0..N-1); the
     //    bonus diagonal Σ_i r_ti u_i k_ti (8 threads a token, all PT = 128)
-    if (ptid < N) {
-      float acc = 0.f;
-#pragma unroll
-      for (int t = 0; t < C; ++t) {
-        acc += to_f(w[t][ptid]);
-        lam[t][ptid] = acc;
-      }
-      scr.lamc[ptid] = acc;
-      if (acc < -SAFE_SPAN) scr.unsafe = 1;  // benign race: every writer writes 1
-    }
+    cumulative_decay<F, N>(w, lam, scr.lamc, scr.unsafe, ptid);
     {
       static_assert(PT == 8 * C && N % 8 == 0, "bonus: 8 threads per token");
       const int t = ptid / 8, p = ptid % 8;
@@ -183,11 +172,7 @@ struct Op {
 #pragma unroll
       for (int k0 = 0; k0 < C; k0 += 8)
         mma8<PASSES, wmma::row_major, wmma::row_major>(acc, &ch.rm[0][N + k0], LDW, &ch.v[k0][ni * 16], LDV);
-      wmma::store_matrix_sync(&sm.ystage[warp][0][0], acc, 20, wmma::mem_row_major);
-      __syncwarp();
-      const int row = lane / 2, half = lane % 2, t = c * C + row;
-      if (t < T) store8<F>(y + base + (size_t)t * tok_stride + col0 + ni * 16 + half * 8,
-                           &sm.ystage[warp][row][half * 8]);
+      out.write(acc, sm.ystage[warp], c, ni, lane);
     }
     state_sync();  // every read of S_0 done: S is updated in place below
     // S_C = D∘S_0 + K̂ᵀ V, a 16 x 16 tile at a time (each warp its own tiles): D∘S_0 in place,
@@ -221,16 +206,11 @@ wkv6_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
   using O = Op<F, N, VT, G, PASSES>;
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   auto& sm = *reinterpret_cast<typename O::Smem*>(smem_bytes);
-  const int tiles = N / VT;
-  const int bh = blockIdx.x / tiles;            // b * H + h
-  const int col0 = (blockIdx.x % tiles) * VT;   // first state column of this block
-  const int bi = bh / H, h = bh % H;
-  const size_t tok_stride = (size_t)H * N;
-  const size_t base = (size_t)bi * T * tok_stride + (size_t)h * N;
-  for (int i = threadIdx.x; i < N; i += blockDim.x) sm.u[i] = u[h * N + i];
+  const Place<N, VT> p(H, T);
+  for (int i = threadIdx.x; i < N; i += blockDim.x) sm.u[i] = u[p.h * N + i];
   __syncthreads();
-  const O op{{{}, {r, w, k, v}, base, tok_stride, col0, T}, y, base, tok_stride, col0, T};
-  run_pipeline<O, N, VT, G>(op, sm, state + (size_t)bh * N * N, col0, (T + C - 1) / C);
+  const O op{{{}, {r, w, k, v}, p.base, p.tok_stride, p.col0, T}, {y, p.base, p.tok_stride, p.col0, T}};
+  run_pipeline<O, N, VT, G>(op, sm, state + (size_t)p.bh * N * N, p.col0, (T + C - 1) / C);
 }
 
 template <typename F, int N, int VT, int G>
@@ -249,42 +229,17 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* k, const void
 }  // namespace wkv6c
 
 // r, k, v, w: [B, T, H, N] (w the log decay per token), u: [H, N] fp32, state [B, H, N, N]
-// fp32 (updated in place), y: [B, T, H, N]. variant = tile + 10 * groups as in
-// wkv7_chunked_forward. Head size 64 only (cudaErrorInvalidValue otherwise).
+// fp32 (updated in place), y: [B, T, H, N]. variant: the launch code of tc::dispatch. Head
+// size 64 only (cudaErrorInvalidValue otherwise).
 cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* k,
                                  const void* v, const void* w, const float* u, float* state, void* y,
                                  cudaStream_t stream) {
   if (T == 0 || B == 0 || H == 0) return cudaSuccess;
   if (N != 64) return cudaErrorInvalidValue;
-  int tile = variant % 10, groups = variant / 10;
-  // Measured on an H100 (bf16, H = 40; results/kernels/wkv_bench_20261128-021524.jsonl), Mtok/s:
-  //   B x H = 40:  32 columns 5.6-5.8 with one group, 7.4-7.7 with two, 7.3-7.6 with three
-  //                (64 columns: 5.1-5.4);
-  //   B x H = 320, 640: 64 columns with one group 16.6, 21.2 (more groups or 32 columns:
-  //                11.8-17.3).
-  if (tile == 0) tile = (long)B * H <= 264 ? 2 : 3;
-  if (groups == 0) groups = tile == 2 ? 2 : 1;
-  if (dtype == kF32 || tile == 1) groups = 1;
-  ARCHBENCH_DISPATCH_DTYPE(dtype, {
-    constexpr int N = 64;
-    switch (tile * 10 + groups) {
-      case 11: return wkv6c::launch<F, N, 16, 1>(B, T, H, r, k, v, w, u, state, y, stream);
-      case 21: return wkv6c::launch<F, N, 32, 1>(B, T, H, r, k, v, w, u, state, y, stream);
-      case 31: return wkv6c::launch<F, N, 64, 1>(B, T, H, r, k, v, w, u, state, y, stream);
-      default: break;
-    }
-    if constexpr (sizeof(F) == 2) {
-      switch (tile * 10 + groups) {
-        case 22: return wkv6c::launch<F, N, 32, 2>(B, T, H, r, k, v, w, u, state, y, stream);
-        case 23: return wkv6c::launch<F, N, 32, 3>(B, T, H, r, k, v, w, u, state, y, stream);
-        case 32: return wkv6c::launch<F, N, 64, 2>(B, T, H, r, k, v, w, u, state, y, stream);
-        case 33: return wkv6c::launch<F, N, 64, 3>(B, T, H, r, k, v, w, u, state, y, stream);
-        default: break;
-      }
-    }
-    return cudaErrorInvalidValue;
-  })
-  return cudaSuccess;
+  return tc::dispatch(dtype, (long)B * H, variant, [&](auto f, auto vt, auto g) {
+    using F = typename decltype(f)::type;
+    return wkv6c::launch<F, 64, decltype(vt)::value, decltype(g)::value>(B, T, H, r, k, v, w, u, state, y, stream);
+  });
 }
 
 }  // namespace archbench

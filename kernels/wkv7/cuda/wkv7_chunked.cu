@@ -88,9 +88,7 @@ struct Op {
   static_assert(PW == 4 && N <= PT && N + C <= PT, "build: one C x C matrix per producer warp, a column per thread");
 
   Loader<F, N, VT, 5> ld;  // r, w, k, a, b; v
-  F* y;
-  size_t base, tok_stride;
-  int col0, T;
+  YWriter<F> out;
 
   // Producer group: the state-independent operands of one chunk (inputs staged in scr.raw)
   // into ch.
@@ -104,16 +102,7 @@ struct Op {
     float(*lam)[N] = scr.lam;
 
     // 1. cumulative log decay Λ_t per column and the chunk total Λ_C
-    if (ptid < N) {
-      float acc = 0.f;
-#pragma unroll
-      for (int t = 0; t < C; ++t) {
-        acc += to_f(w[t][ptid]);
-        lam[t][ptid] = acc;
-      }
-      scr.lamc[ptid] = acc;
-      if (acc < -SAFE_SPAN) scr.unsafe = 1;  // benign race: every writer writes 1
-    }
+    cumulative_decay<F, N>(w, lam, scr.lamc, scr.unsafe, ptid);
     grp.sync();
 
     // 2. decayed vectors for the state pass (every exponent <= 0) and the factorised ones
@@ -229,11 +218,7 @@ struct Op {
 #pragma unroll
       for (int k0 = 0; k0 < C; k0 += 8)
         mma8<PASSES, wmma::row_major, wmma::row_major>(yacc, &ch.mrb[0][k0], LDC, &sm.u[k0][ytile * 16], LDV);
-      wmma::store_matrix_sync(&sm.ystage[warp][0][0], yacc, 20, wmma::mem_row_major);
-      __syncwarp();
-      const int row = lane / 2, half = lane % 2, t = c * C + row;
-      if (t < T) store8<F>(y + base + (size_t)t * tok_stride + col0 + ytile * 16 + half * 8,
-                           &sm.ystage[warp][row][half * 8]);
+      out.write(yacc, sm.ystage[warp], c, ytile, lane);
     }
     //    S_C = D∘S_0 + B̂ᵀ U + K̂ᵀ V, a 16 x 16 tile at a time (each warp its own tiles):
     //    D∘S_0 in place, loaded as the accumulator, and the products added
@@ -270,14 +255,9 @@ wkv7_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
   using O = Op<F, N, VT, G, PASSES>;
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   auto& sm = *reinterpret_cast<typename O::Smem*>(smem_bytes);
-  const int tiles = N / VT;
-  const int bh = blockIdx.x / tiles;            // b * H + h
-  const int col0 = (blockIdx.x % tiles) * VT;   // first state column of this block
-  const int bi = bh / H, h = bh % H;
-  const size_t tok_stride = (size_t)H * N;
-  const size_t base = (size_t)bi * T * tok_stride + (size_t)h * N;
-  const O op{{{}, {r, w, k, a, b, v}, base, tok_stride, col0, T}, y, base, tok_stride, col0, T};
-  run_pipeline<O, N, VT, G>(op, sm, state + (size_t)bh * N * N, col0, (T + C - 1) / C);
+  const Place<N, VT> p(H, T);
+  const O op{{{}, {r, w, k, a, b, v}, p.base, p.tok_stride, p.col0, T}, {y, p.base, p.tok_stride, p.col0, T}};
+  run_pipeline<O, N, VT, G>(op, sm, state + (size_t)p.bh * N * N, p.col0, (T + C - 1) / C);
 }
 
 template <typename F, int N, int VT, int G>
@@ -296,45 +276,18 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void
 
 }  // namespace wkv7c
 
-// variant = tile + 10 * groups: tile 0 = by shape, 1, 2, 3 = 16, 32, 64 state columns per
-// block; groups 0 = by shape, 1..3 producer groups (fp32: always 1; 16 columns: 1). Head
-// size 64 only (cudaErrorInvalidValue otherwise: the Python op takes the sequential kernel
-// then), and so is a combination whose shared memory does not fit.
+// variant: the launch code of tc::dispatch (block width and producer groups, 0 = by shape).
+// Head size 64 only (cudaErrorInvalidValue otherwise: the Python op takes the sequential
+// kernel then), and so is a combination whose shared memory does not fit.
 cudaError_t wkv7_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
                                  const void* k, const void* v, const void* a, const void* b, float* state, void* y,
                                  cudaStream_t stream) {
   if (T == 0 || B == 0 || H == 0) return cudaSuccess;
   if (N != 64) return cudaErrorInvalidValue;
-  int tile = variant % 10, groups = variant / 10;
-  // Measured on an H100 (bf16, H = 40; results/kernels/wkv_bench_20261128-021524.jsonl), Mtok/s:
-  //   B x H = 40:  32 columns 4.0-4.2 with one group, 5.1-5.3 with two, the same with three
-  //                (64 columns: 3.1-3.5 at any count);
-  //   B x H = 320, 640: 64 columns with one group 10.3, 13.1 (two and three groups, or 32
-  //                columns: 8.3-11.2): with the heads alone filling the SMs, more blocks beat
-  //                more producers.
-  if (tile == 0) tile = (long)B * H <= 264 ? 2 : 3;
-  if (groups == 0) groups = tile == 2 ? 2 : 1;
-  if (dtype == kF32 || tile == 1) groups = 1;
-  ARCHBENCH_DISPATCH_DTYPE(dtype, {
-    constexpr int N = 64;
-    switch (tile * 10 + groups) {
-      case 11: return wkv7c::launch<F, N, 16, 1>(B, T, H, r, w, k, v, a, b, state, y, stream);
-      case 21: return wkv7c::launch<F, N, 32, 1>(B, T, H, r, w, k, v, a, b, state, y, stream);
-      case 31: return wkv7c::launch<F, N, 64, 1>(B, T, H, r, w, k, v, a, b, state, y, stream);
-      default: break;
-    }
-    if constexpr (sizeof(F) == 2) {
-      switch (tile * 10 + groups) {
-        case 22: return wkv7c::launch<F, N, 32, 2>(B, T, H, r, w, k, v, a, b, state, y, stream);
-        case 23: return wkv7c::launch<F, N, 32, 3>(B, T, H, r, w, k, v, a, b, state, y, stream);
-        case 32: return wkv7c::launch<F, N, 64, 2>(B, T, H, r, w, k, v, a, b, state, y, stream);
-        case 33: return wkv7c::launch<F, N, 64, 3>(B, T, H, r, w, k, v, a, b, state, y, stream);
-        default: break;
-      }
-    }
-    return cudaErrorInvalidValue;
-  })
-  return cudaSuccess;
+  return tc::dispatch(dtype, (long)B * H, variant, [&](auto f, auto vt, auto g) {
+    using F = typename decltype(f)::type;
+    return wkv7c::launch<F, 64, decltype(vt)::value, decltype(g)::value>(B, T, H, r, w, k, v, a, b, state, y, stream);
+  });
 }
 
 }  // namespace archbench
