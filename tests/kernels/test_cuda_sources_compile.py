@@ -26,3 +26,50 @@ def test_every_kernel_folder_has_ref_and_source():
     for op in ("wkv4", "wkv5", "wkv6", "wkv7"):
         assert (root / op / "ref.py").exists() and (root / op / "op.py").exists()
     assert {p.parent.parent.name for p in CU} == {"wkv4", "wkv6", "wkv7"}  # wkv5 runs on the wkv6 kernel
+
+
+DISPATCH_PROGRAM = r"""
+#include <cstdio>
+#include "chunked_tc.cuh"
+using namespace archbench;
+int main() {
+  const int codes[] = {0, 1, 2, 3, 10, 12, 13, 20, 21, 22, 23, 30, 31, 32, 33};
+  const long heads[] = {40, 264, 265, 640};
+  for (int dtype = 0; dtype < 4; ++dtype)
+    for (long h : heads)
+      for (int code : codes) {
+        cudaError_t e = tc::dispatch(dtype, h, code, [&](auto f, auto vt, auto g) {
+          std::printf("%d %ld %d %d %d %d\n", dtype, h, code, (int)sizeof(typename decltype(f)::type),
+                      decltype(vt)::value, decltype(g)::value);
+          return cudaSuccess;
+        });
+        if (e != cudaSuccess) std::printf("%d %ld %d invalid\n", dtype, h, code);
+      }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
+    """tc::dispatch (chunked_tc.cuh, host code: runs without a GPU) maps every launch code,
+    dtype and head count to the kernel it should: by shape 32 state columns with 2 producer
+    groups up to B x H = 264 and 64 columns with 1 group above; fp32 and 16 columns always one
+    group; an unknown dtype is an error."""
+    src, exe = tmp_path / "dispatch.cu", tmp_path / "dispatch"
+    src.write_text(DISPATCH_PROGRAM)
+    root = Path(SOURCES[0]).parent
+    subprocess.run(["nvcc", "-std=c++17", f"-I{root}", str(src), "-o", str(exe)], check=True, timeout=600)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split("\n")
+    got = {tuple(line.split()[:3]): line.split()[3:] for line in out if line}
+    for (dtype, heads, code), result in got.items():
+        dtype, heads, code = int(dtype), int(heads), int(code)
+        if dtype == 3:
+            assert result == ["invalid"]
+            continue
+        tile = code % 10 or (2 if heads <= 264 else 3)
+        groups = code // 10 or (2 if tile == 2 else 1)
+        if dtype == 0 or tile == 1:
+            groups = 1
+        size = {0: 4, 1: 2, 2: 2}[dtype]
+        assert result == [str(size), str({1: 16, 2: 32, 3: 64}[tile]), str(groups)], (dtype, heads, code, result)
+    assert len(got) == 4 * 4 * 15
