@@ -11,6 +11,8 @@
 # the mamba parts is 64 MB, so leave the sdists out of it.
 # Stages (in the order given):
 #   tests    GPU tests of the harness and baselines (graphs, peers, mamba_ssm vs transformers), or $TESTS
+#            (tests/harness/test_decode_gpu.py's RWKV-7 peer cell waits on fla's Triton autotune:
+#            minutes on a bare machine, so carry the Triton cache or leave that file out)
 #   speed    archbench sweep --preset seed-speed (all five models, peers' generate per cell)
 #   memory   archbench sweep --preset seed-memory
 #   rwkv7-peers  RWKV-7 2.9B against fla's generate in the same cells (fla autotunes its
