@@ -11,7 +11,8 @@ from archbench.harness.errors import ArchbenchError
 
 # op -> impl -> "module:function" (imported on first use)
 OPS: dict[str, dict[str, str]] = {
-    "wkv4": {"ref": "archbench.kernels.wkv4.ref:wkv4_ref", "cuda": "archbench.kernels.wkv4.op:wkv4_cuda"},
+    "wkv4": {"ref": "archbench.kernels.wkv4.ref:wkv4_ref", "cuda": "archbench.kernels.wkv4.op:wkv4_cuda",
+             "chunked": "archbench.kernels.wkv4.chunked:wkv4_chunked"},
     "wkv5": {"ref": "archbench.kernels.wkv5.ref:wkv5_ref", "cuda": "archbench.kernels.wkv5.op:wkv5_cuda"},
     "wkv6": {"ref": "archbench.kernels.wkv6.ref:wkv6_ref", "cuda": "archbench.kernels.wkv6.op:wkv6_cuda",
              "fla": "archbench.kernels.wkv6.fla:wkv6_fla", "chunked": "archbench.kernels.wkv6.chunked:wkv6_chunked"},

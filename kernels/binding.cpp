@@ -10,6 +10,9 @@
 namespace archbench {
 cudaError_t wkv4_forward(int dtype, int B, int T, int C, const float* w, const float* u, const void* k,
                          const void* v, float* state, void* y, cudaStream_t stream);
+cudaError_t wkv4_parallel_forward(int dtype, int B, int T, int C, int L, const float* w, const float* u,
+                                  const void* k, const void* v, float* state, float* work, void* y,
+                                  cudaStream_t stream);
 cudaError_t wkv6_forward(int dtype, bool token_decay, int B, int T, int H, int N, int variant, const void* r,
                          const void* k, const void* v, const void* w, const float* u, float* state, void* y,
                          cudaStream_t stream);
@@ -43,6 +46,23 @@ void wkv4(at::Tensor w, at::Tensor u, at::Tensor k, at::Tensor v, at::Tensor sta
   check(archbench::wkv4_forward(dtype_code(k), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(),
                                 v.data_ptr(), state.data_ptr<float>(), y.data_ptr(),
                                 at::cuda::getCurrentCUDAStream()), "wkv4");
+}
+
+// The time-parallel WKV4 (wkv4_parallel.cu), same arguments plus the segment length and its
+// scratch: work [B, ceil(T / segment), 3, C] fp32, allocated by the caller (kernels/wkv4/op.py)
+void wkv4_parallel(at::Tensor w, at::Tensor u, at::Tensor k, at::Tensor v, at::Tensor state, at::Tensor y,
+                   at::Tensor work, int64_t segment) {
+  const int B = k.size(0), T = k.size(1), C = k.size(2);
+  TORCH_CHECK(segment > 0, "wkv4_parallel: segment must be positive, got ", segment);
+  const int64_t S = (T + segment - 1) / segment;
+  TORCH_CHECK(work.scalar_type() == at::kFloat && work.is_contiguous() && work.dim() == 4 && work.size(0) == B &&
+                  work.size(1) == S && work.size(2) == 3 && work.size(3) == C,
+              "wkv4_parallel: work must be contiguous float32 [B, ceil(T / segment), 3, C] = [", B, ", ", S, ", 3, ",
+              C, "], got ", work.sizes());
+  check(archbench::wkv4_parallel_forward(dtype_code(k), B, T, C, (int)segment, w.data_ptr<float>(),
+                                         u.data_ptr<float>(), k.data_ptr(), v.data_ptr(), state.data_ptr<float>(),
+                                         work.data_ptr<float>(), y.data_ptr(), at::cuda::getCurrentCUDAStream()),
+        "wkv4_parallel");
 }
 
 // r, k, v, y: [B, T, H, N]; w: [B, T, H, N] (token_decay) or [H, N] fp32; u: [H, N] fp32;
@@ -182,6 +202,7 @@ void rwkv7_gemv(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vec
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("wkv4", &wkv4);
+  m.def("wkv4_parallel", &wkv4_parallel);
   m.def("wkv6", &wkv6);
   m.def("wkv6_chunked", &wkv6_chunked);
   m.def("wkv7", &wkv7);

@@ -2,7 +2,8 @@
 one-thread-per-column layout of BlinkDL's kernels, in the same run on the same GPU; for wkv7
 and wkv6 also our chunked tensor-core kernels ("cuda-chunked", and at each block width and
 number of producer groups "-vt32-g1" ... "-vt64-g3", and their PyTorch form "torch-chunked")
-and the sequential kernel forced ("ours-seq": "ours" dispatches by shape).
+and the sequential kernel forced ("ours-seq": "ours" dispatches by shape); for wkv4 the
+time-parallel kernel ("cuda-parallel" by shape, "cuda-parallel-L<n>" at segments of n tokens).
 
 Per shape: prefill million tokens/s (B x T / median time, `triton.testing.do_bench`
 after warm-up, with the 20th-80th percentile spread), decode-step latency (T = 1, state
@@ -102,6 +103,12 @@ def backends(op: str) -> dict:
     """name -> callable(x, state) for every backend that runs here."""
     cuda = get_op(op, "cuda")
     out = {"ours": lambda x, s: cuda(**x, state=s)}
+    if op == "wkv4":
+        # the time-parallel kernel (opt-in, wkv4_parallel.cu): segment length by shape, and fixed
+        from archbench.kernels.wkv4.op import wkv4_cuda_parallel
+        out["cuda-parallel"] = lambda x, s: wkv4_cuda_parallel(**x, state=s)
+        for L in (32, 64, 128, 256, 512):
+            out[f"cuda-parallel-L{L}"] = lambda x, s, L=L: wkv4_cuda_parallel(**x, state=s, segment=L)
     if op != "wkv4":
         out["ours-8lane"] = lambda x, s: cuda(**x, state=s, variant=3)
         out["ours-2lane"] = lambda x, s: cuda(**x, state=s, variant=1)

@@ -73,3 +73,44 @@ def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
         size = {0: 4, 1: 2, 2: 2}[dtype]
         assert result == [str(size), str({1: 16, 2: 32, 3: 64}[tile]), str(groups)], (dtype, heads, code, result)
     assert len(got) == 4 * 4 * 15
+
+
+def _cuda_include() -> Path | None:
+    """The CUDA toolkit's include folder (cuda_runtime_api.h), from nvcc's location or CUDA_HOME."""
+    import os
+    for root in filter(None, [os.environ.get("CUDA_HOME"), shutil.which("nvcc") and str(Path(shutil.which("nvcc")).resolve().parents[1]),
+                              "/usr/local/cuda"]):
+        for inc in (Path(root) / "include", *Path(root).parent.glob("cuda*/include")):
+            if (inc / "cuda_runtime_api.h").exists():
+                return inc
+    return None
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or _cuda_include() is None, reason="no g++ or CUDA headers")
+def test_binding_compiles_against_torch_headers(tmp_path):
+    """kernels/binding.cpp (the torch side of the extension: one broken line there breaks every
+    CUDA kernel at its first use on a GPU) passes a C++ syntax check against this torch's
+    headers. A CPU build of torch ships ATen's CUDA headers but not the cuBLAS / cuSPARSE /
+    cuSOLVER ones they include; the binding uses none of those, so stand-ins declare the few
+    names the headers need."""
+    import sysconfig
+
+    from torch.utils.cpp_extension import include_paths
+    stubs = {
+        "cusparse.h": "typedef struct cusparseContext* cusparseHandle_t; typedef int cusparseStatus_t;\n"
+                      "const char* cusparseGetErrorString(cusparseStatus_t);",
+        "cublas_v2.h": "typedef struct cublasContext* cublasHandle_t; typedef int cublasStatus_t;",
+        "cublasLt.h": "typedef struct cublasLtContext* cublasLtHandle_t;",
+        "cusolverDn.h": "typedef struct cusolverDnContext* cusolverDnHandle_t;",
+        "cusolver_common.h": "typedef int cusolverStatus_t;",
+        "c10/cuda/impl/cuda_cmake_macros.h": "",
+    }
+    for name, text in stubs.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("#pragma once\n" + text + "\n")
+    root = Path(SOURCES[0]).parent
+    cmd = ["g++", "-fsyntax-only", "-std=c++17", "-DTORCH_EXTENSION_NAME=archbench_check",
+           *(f"-I{p}" for p in include_paths()), f"-I{sysconfig.get_paths()['include']}", f"-I{_cuda_include()}",
+           f"-I{tmp_path}", f"-I{root}", str(root / "binding.cpp")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
