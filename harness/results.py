@@ -2,7 +2,11 @@
 so an interrupted run loses nothing and a rerun skips what is already there.
 
     store = ResultsStore("runs/default/results.jsonl")
-    if not store.has(cell): store.append({**cell, **metrics})
+    if store.key(cell) not in store.done(list(cell)): store.append({**cell, **metrics})
+
+A record {"update_of": {...fields...}, **more} adds `more` to the latest earlier record whose
+fields match (a second phase of a cell, measured after its record was safe on disk);
+records() returns the records with their updates folded in.
 """
 from __future__ import annotations
 
@@ -24,9 +28,13 @@ class ResultsStore:
                 line = line.strip()
                 if line:
                     try:
-                        out.append(json.loads(line))
+                        record = json.loads(line)
                     except json.JSONDecodeError:  # a line cut short by a kill: the cell reruns
                         continue
+                    if "update_of" in record:
+                        _fold(out, record)
+                    else:
+                        out.append(record)
         return out
 
     @staticmethod
@@ -42,3 +50,11 @@ class ResultsStore:
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _fold(records: list[dict], update: dict) -> None:
+    match = update["update_of"]
+    for record in reversed(records):
+        if all(record.get(k) == v for k, v in match.items()):
+            record.update({k: v for k, v in update.items() if k != "update_of"})
+            return

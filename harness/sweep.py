@@ -114,15 +114,19 @@ def _run_isolated(cells: list[dict], spec: SweepSpec, store: ResultsStore, out_d
         left = [c for c in remaining if _key(c) not in done]
         if status is None and proc.returncode != 0:
             status = "crash"
-        if status and left:
-            current = (_current(marker) or {}).get("cell")
-            if current is None or _key(current) in done:  # died between two cells
-                current = left[0]
+        if status:
             why = f"ran past {timeout:g} s" if status == "timeout" else f"died with exit code {proc.returncode}"
-            store.append(dict(current, status=status, env=environment(spec.device),
-                              error=f"the worker process {why}; its log ends: {_tail(log)}"))
-            bar.update(1)
-            left = [c for c in left if _key(c) != _key(current)]
+            error = f"the worker process {why}; its log ends: {_tail(log)}"
+            mark = _current(marker) or {}
+            current = mark.get("cell")
+            if mark.get("phase") == "peer" and current is not None:  # the cell's own numbers are on disk
+                store.append({"update_of": current, "peer_status": status, "peer_error": error[-500:]})
+            elif left:
+                if current is None or _key(current) in done:  # died between two cells
+                    current = left[0]
+                store.append(dict(current, status=status, env=environment(spec.device), error=error))
+                bar.update(1)
+                left = [c for c in left if _key(c) != _key(current)]
         remaining = left if status else []
     for f in (job, marker):
         f.unlink(missing_ok=True)

@@ -6,6 +6,12 @@ Before a cell starts, the worker writes it to a marker file, so that when the pr
 "crash" or "timeout" and starts a new worker for the cells after it. An out-of-memory error
 that torch raises is caught here and recorded as "OOM".
 
+With peers on, the library's own decode path runs after the cell's record is written, as a
+second phase of the cell (the marker says "phase": "peer"); its numbers are appended as an
+update of that record ({"update_of": cell, "peer_status": ...}, folded in by
+ResultsStore.records()), and a peer that kills the process or hangs becomes peer_status
+"crash" or "timeout" of a cell whose own numbers are kept.
+
     python -m archbench.harness.worker JOB.json
     JOB.json: {"spec": {...SweepSpec...}, "cells": [...], "results": path, "marker": path}
 """
@@ -19,15 +25,22 @@ import traceback
 from pathlib import Path
 
 # Fault injection for the runner's own tests: "crash|hang:<model>:<context>" makes that cell
-# kill or hang its process, as a kernel fault or a deadlock would.
+# kill or hang its process, as a kernel fault or a deadlock would; "peer-crash|peer-hang:..."
+# does so in the cell's peer phase.
 FAULT_ENV = "ARCHBENCH_INJECT_FAULT"
 
 
-def _inject_fault(cell: dict) -> None:
+def _inject_fault(cell: dict, phase: str = "cell") -> None:
     fault = os.environ.get(FAULT_ENV, "")
     if not fault:
         return
     kind, model, context = fault.split(":")
+    if phase == "peer":
+        if not kind.startswith("peer-"):
+            return
+        kind = kind[len("peer-"):]
+    elif kind.startswith("peer-"):
+        return
     if cell["model"] == model and str(cell["context"]) == context:
         if kind == "crash":
             os._exit(139)
@@ -40,8 +53,9 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def measure_cell(cell: dict, spec: dict, models: dict) -> dict:
-    """One record: the cell, its status, and its metrics or its error."""
+def measure_cell(cell: dict, spec: dict, models: dict, keep: dict | None = None) -> dict:
+    """One record: the cell, its status, and its metrics or its error (keep: see
+    throughput.measure)."""
     import torch
 
     from archbench.harness.env import environment
@@ -61,7 +75,7 @@ def measure_cell(cell: dict, spec: dict, models: dict) -> dict:
         _inject_fault(cell)
         record.update(throughput.measure(model, cell["batch"], cell["context"], spec["decode_tokens"], spec["repeats"],
                                          prefill_chunk=cell.get("prefill_chunk"),
-                                         cuda_graphs=cell.get("cuda_graphs", True), peers=spec.get("peers", False)))
+                                         cuda_graphs=cell.get("cuda_graphs", True), keep=keep))
     except Exception as err:  # one failed cell never ends the sweep
         record["status"] = "OOM" if is_oom(err) else "error"
         record["error"] = f"{type(err).__name__}: {err}"[:500]
@@ -72,13 +86,36 @@ def measure_cell(cell: dict, spec: dict, models: dict) -> dict:
     return record
 
 
+def measure_peer_phase(cell: dict, spec: dict, record: dict, models: dict, keep: dict) -> dict:
+    """The library's own decode for a measured cell ({} where there is none); a failure it
+    raises is its peer_status, never the cell's."""
+    from archbench.suites import throughput
+    _inject_fault(cell, phase="peer")
+    try:
+        return throughput.measure_peer(models[cell["model"]], keep, spec["decode_tokens"], spec["repeats"],
+                                       decode_tps=record["decode_tokens_per_s"])
+    except Exception as err:
+        return {"peer_status": "OOM" if is_oom(err) else "error", "peer_error": f"{type(err).__name__}: {err}"[:500]}
+
+
 def run_cells(cells: list[dict], spec: dict, store, marker: Path | None = None, on_record=None) -> None:
     models: dict = {}
-    for cell in cells:
+
+    def mark(cell, phase="cell"):
         if marker is not None:
-            marker.write_text(json.dumps({"cell": cell, "started": time.time()}))
-        record = measure_cell(cell, spec, models)
+            marker.write_text(json.dumps({"cell": cell, "phase": phase, "started": time.time()}))
+
+    for cell in cells:
+        mark(cell)
+        keep: dict = {}
+        record = measure_cell(cell, spec, models, keep)
         store.append(record)
+        if spec.get("peers") and record["status"] == "ok":
+            mark(cell, "peer")
+            peer = measure_peer_phase(cell, spec, record, models, keep)
+            if peer:
+                store.append({"update_of": cell, **peer})
+        keep.clear()
         if on_record:
             on_record(record)
     if marker is not None:

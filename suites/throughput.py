@@ -5,8 +5,14 @@
 Prefill: the whole prompt (or pieces of prefill_chunk tokens with the state carried, for a
 model whose forward continues a state in parallel: RWKV), keeping only the last position's
 logits. Decode: greedy steps from the prompt's state, each one replay of a CUDA graph on a
-GPU (cuda_graphs=False: eager steps). peers=True adds the library's own decode path on the
-same weights (suites/peers.py) at the same context.
+GPU (cuda_graphs=False: eager steps).
+
+The library's own decode path on the same weights and prompt (suites/peers.py) is a second,
+separate step, so that a peer that fails or kills the process costs no number of ours:
+
+    keep = {}
+    metrics = measure(model, 1, 4096, keep=keep)
+    peer = measure_peer(model, keep, decode_tokens=32, decode_tps=metrics["decode_tokens_per_s"])
 """
 from __future__ import annotations
 
@@ -19,10 +25,11 @@ WARMUP_UP_TO = 32768
 
 
 def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: int = 3, seed: int = 0,
-            prefill_chunk: int | None = None, cuda_graphs: bool = True, peers: bool = False,
+            prefill_chunk: int | None = None, cuda_graphs: bool = True, keep: dict | None = None,
             max_prefill_s: float = 30.0) -> dict:
     """max_prefill_s: after the warm-up prefill, time only as many repeats (at least one) as
-    fit in this many seconds (a 512K-token prompt takes seconds per pass)."""
+    fit in this many seconds (a 512K-token prompt takes seconds per pass). keep: receives the
+    prompt and our logits for the first new token, for measure_peer."""
     device = model.device
     on_gpu = device.type == "cuda"
     gen = torch.Generator().manual_seed(seed)
@@ -87,13 +94,23 @@ def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: i
     if on_gpu:
         out["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
-    if on_gpu and peers:  # our cache, state and graph pool go first: the peer allocates its own
-        box.clear()
-        graphed = state = prompt_state = None  # noqa: F841
-        torch.cuda.empty_cache()
-        from archbench.suites.peers import peer_decode
-        peer = peer_decode(model, tokens, decode_tokens, repeats=1 if context > 32768 else repeats, ours=ours_first)
-        if peer.get("peer_status") == "ok":
-            peer["decode_vs_peer"] = decode_tps / peer["peer_decode_tokens_per_s"]
-        out.update(peer)
+    if keep is not None:
+        keep.update(tokens=tokens, first_logits=ours_first)
     return out
+
+
+def measure_peer(model, keep: dict, decode_tokens: int, repeats: int = 3, decode_tps: float | None = None) -> dict:
+    """The library's own decode after the prompt that measure() read (keep), with its first
+    logits against ours and decode_vs_peer = decode_tps / the peer's; {} off the GPU or for a
+    family without a peer. Call it after measure() has returned: our cache, state and graph
+    pool are freed by then, and the peer allocates its own."""
+    if model.device.type != "cuda":
+        return {}
+    from archbench.suites.peers import peer_decode
+    tokens = keep["tokens"]
+    torch.cuda.empty_cache()
+    peer = peer_decode(model, tokens, decode_tokens, repeats=1 if tokens.shape[1] > 32768 else repeats,
+                       ours=keep["first_logits"])
+    if peer.get("peer_status") == "ok" and decode_tps:
+        peer["decode_vs_peer"] = decode_tps / peer["peer_decode_tokens_per_s"]
+    return peer

@@ -14,7 +14,7 @@ from archbench.harness.testing import assert_close
 from archbench.models import mamba as mb
 from archbench.models import transformer as tf
 from archbench.models.rwkv_common import RWKVConfig
-from archbench.suites.throughput import measure
+from archbench.suites.throughput import measure, measure_peer
 
 pytestmark = pytest.mark.gpu
 LORA = {"6": dict(mix_lora=32, decay_lora=64), "7": dict(decay_lora=64, aaa_lora=64, mv_lora=32, gate_lora=128)}
@@ -62,7 +62,9 @@ def test_sweep_cell_with_peer(name):
     if name == "rwkv7" and importlib.util.find_spec("fla") is None:
         pytest.skip("fla is not installed")
     model = model_for(name)
-    row = measure(model, batch=1, context=200, decode_tokens=8, repeats=2, peers=True)
+    keep = {}
+    row = measure(model, batch=1, context=200, decode_tokens=8, repeats=2, keep=keep)
+    row.update(measure_peer(model, keep, decode_tokens=8, repeats=2, decode_tps=row["decode_tokens_per_s"]))
     assert row["cuda_graphs_used"] and row["decode_tokens_per_s"] > 0
     assert row["peer_status"] == "ok" and row["peer_decode_tokens_per_s"] > 0
     # the library's logits for the first new token equal ours (its prefill on the same weights)

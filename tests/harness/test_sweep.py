@@ -82,6 +82,36 @@ def test_worker_crash_and_hang_are_recorded_and_the_sweep_goes_on(tmp_path, monk
     assert "exit code 139" in crash["error"]
 
 
+def test_a_peer_that_kills_the_worker_keeps_the_cells_own_numbers(tmp_path, monkeypatch):
+    """The peer phase runs after the cell's record is on disk: a fault there becomes that
+    cell's peer_status, its own numbers stay, and the cells after it are measured."""
+    from archbench.harness.worker import FAULT_ENV
+    spec = SweepSpec(models=["rwkv4-tiny"], contexts=[8, 16, 24], decode_tokens=2, repeats=1, peers=True)
+    monkeypatch.setenv(FAULT_ENV, "peer-crash:rwkv4-tiny:16")
+    records = run_sweep(spec, tmp_path, progress=False, cell_timeout=60).records()
+    assert [(r["context"], r["status"]) for r in records] == [(8, "ok"), (16, "ok"), (24, "ok")]
+    assert all(r["decode_tokens_per_s"] > 0 for r in records)
+    by_context = {r["context"]: r for r in records}
+    assert by_context[16]["peer_status"] == "crash" and "exit code 139" in by_context[16]["peer_error"]
+    assert "peer_status" not in by_context[8] and "peer_status" not in by_context[24]  # no peer on a CPU
+    # the update sits on its own line; a rerun sees every cell done
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4
+    assert len(run_sweep(spec, tmp_path, progress=False).records()) == 3
+
+
+def test_an_update_folds_into_the_latest_matching_record(tmp_path):
+    store = ResultsStore(tmp_path / "r.jsonl")
+    for record in ({"model": "a", "context": 1, "x": 1}, {"model": "a", "context": 2, "x": 2},
+                   {"update_of": {"model": "a", "context": 1}, "peer_status": "ok"},
+                   {"model": "a", "context": 1, "x": 3},
+                   {"update_of": {"model": "a", "context": 1}, "peer_status": "crash"},
+                   {"update_of": {"model": "b", "context": 1}, "peer_status": "lost"}):
+        store.append(record)
+    assert store.records() == [{"model": "a", "context": 1, "x": 1, "peer_status": "ok"},
+                               {"model": "a", "context": 2, "x": 2},
+                               {"model": "a", "context": 1, "x": 3, "peer_status": "crash"}]
+
+
 def test_torn_last_line_is_ignored(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps({"model": "a", "status": "ok"}) + "\n" + '{"model": "b", "sta')
