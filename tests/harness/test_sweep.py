@@ -162,3 +162,24 @@ def test_chunked_prefill_is_recorded_as_its_own_cell(tmp_path):
     records = ResultsStore(tmp_path / "results.jsonl").records()
     assert sorted(r["prefill_chunk"] or 0 for r in records) == [0, 5]
     assert all(r["status"] == "ok" for r in records)
+
+
+@pytest.mark.parametrize("chunk", [None, 8])
+def test_a_long_prompt_is_warmed_up_on_one_piece_before_it_is_timed(monkeypatch, chunk):
+    """A context above WARMUP_UP_TO is not warmed up whole; one piece of it (a prefill
+    chunk, or WARMUP_UP_TO tokens) runs before the clock, so that a sweep resumed in a fresh
+    process does not time kernel compilation."""
+    import archbench
+    from archbench.harness import timing
+    from archbench.suites import throughput
+    monkeypatch.setattr(throughput, "WARMUP_UP_TO", 16)
+    model = archbench.build("rwkv7-tiny", impl="ref", dtype="float32", device="cpu")
+    lengths, real_forward, real_time = [], model.forward, timing.time_fn
+    timed = {}
+    monkeypatch.setattr(model, "forward", lambda t, s, **k: (lengths.append(t.shape[1]), real_forward(t, s, **k))[1])
+    monkeypatch.setattr(throughput, "time_fn", lambda fn, *a, **k: (timed.setdefault("at", len(lengths)),
+                                                                     real_time(fn, *a, **k))[1])
+    throughput.measure(model, batch=1, context=40, decode_tokens=1, repeats=1, prefill_chunk=chunk)
+    before = lengths[:timed["at"]]
+    assert before == [chunk or 16]
+    assert 40 not in before
