@@ -63,7 +63,8 @@ def measure_cell(cell: dict, spec: dict, models: dict, keep: dict | None = None)
     from archbench.models.checkpoint import is_checkpoint
     from archbench.suites import throughput
 
-    record = dict(cell, status="ok", env=environment(spec["device"]))
+    record = dict(cell, status="ok", env=environment(spec["device"]),
+                  measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     try:
         name = cell["model"]
         if name not in models:

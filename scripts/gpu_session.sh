@@ -21,7 +21,8 @@
 #   mamba-chunked  the memory preset for Mamba-1 and Mamba-2 with the prompt in pieces (flat to 1M)
 #   niah     passkey grid 1K-512K for rwkv7-2b9, mamba-2.8b, pythia-2.8b (or $NIAH_MODELS)
 #   evalbench  lm-eval state reuse on and off, 4-choice task, 2.9B shape (needs lm-eval wheels)
-#   kernels  the WKV kernel benchmark against fla (and the PyTorch chunked WKV7)
+#   kernels  the WKV kernel benchmark against fla (and the PyTorch chunked WKV7): $KERNEL_OPS,
+#            $KERNEL_SHAPES (2b9, 7b or all), $KERNEL_SKIP
 # --until S: stop starting new work S seconds after the start (a call lasts at most 600 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +67,7 @@ for stage in "${STAGES[@]}"; do
           done ;;
     evalbench) timeout "$(left)" python3 -m archbench.suites.lm_eval_reuse_bench --model rwkv7-2b9 --device cuda \
                  --dtype bfloat16 --out results/eval 2>&1 | tail -16 ;;
-    kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --ops ${KERNEL_OPS:-wkv7 wkv6} --shapes 2b9 \
+    kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --ops ${KERNEL_OPS:-wkv7 wkv6} --shapes ${KERNEL_SHAPES:-2b9} \
                --skip ${KERNEL_SKIP:-blinkdl-layout fla-recurrent torch-chunked} --out results/kernels 2>&1 | tee "$OUT/kernels.log" | tail -30 ;;
     *) echo "unknown stage $stage" ;;
   esac

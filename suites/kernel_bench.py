@@ -3,7 +3,8 @@ one-thread-per-column layout of BlinkDL's kernels, in the same run on the same G
 and wkv6 also our chunked tensor-core kernels ("cuda-chunked", and at each block width and
 number of producer groups "-vt32-g1" ... "-vt64-g3", and their PyTorch form "torch-chunked")
 and the sequential kernel forced ("ours-seq": "ours" dispatches by shape); for wkv4 the
-time-parallel kernel ("cuda-parallel" by shape, "cuda-parallel-L<n>" at segments of n tokens).
+time-parallel kernel ("cuda-parallel", segment length by shape, "cuda-parallel-L<n>" at
+segments of n tokens) and the sequential one forced ("ours-seq").
 
 Per shape: prefill million tokens/s (B x T / median time, `triton.testing.do_bench`
 after warm-up, with the 20th-80th percentile spread), decode-step latency (T = 1, state
@@ -104,8 +105,10 @@ def backends(op: str) -> dict:
     cuda = get_op(op, "cuda")
     out = {"ours": lambda x, s: cuda(**x, state=s)}
     if op == "wkv4":
-        # the time-parallel kernel (opt-in, wkv4_parallel.cu): segment length by shape, and fixed
+        # the time-parallel kernel (wkv4_parallel.cu, "ours" from PARALLEL_MIN_T tokens on):
+        # segment length by shape, and fixed; the sequential kernel forced
         from archbench.kernels.wkv4.op import wkv4_cuda_parallel
+        out["ours-seq"] = lambda x, s: cuda(**x, state=s, parallel=False)
         out["cuda-parallel"] = lambda x, s: wkv4_cuda_parallel(**x, state=s)
         for L in (32, 64, 128, 256, 512):
             out[f"cuda-parallel-L{L}"] = lambda x, s, L=L: wkv4_cuda_parallel(**x, state=s, segment=L)
@@ -114,6 +117,8 @@ def backends(op: str) -> dict:
         out["ours-2lane"] = lambda x, s: cuda(**x, state=s, variant=1)
         if op == "wkv7":
             out["ours-4lane"] = lambda x, s: cuda(**x, state=s, variant=2)
+        if op == "wkv5":  # "ours" takes the chunked WKV6 kernel for long prompts
+            out["ours-seq"] = lambda x, s: cuda(**x, state=s, chunked=False)
         if op in ("wkv6", "wkv7"):
             # the PyTorch chunked form (cuBLAS products, no build); the sequential kernel forced
             # ("ours" dispatches by shape); our chunked tensor-core kernel by shape and at each

@@ -47,24 +47,28 @@ def loglog_slope(xs, ys) -> float | None:
 def fit_slopes(records: list[dict], tail: int = 3) -> dict[str, dict[str, float | None]]:
     """Per model: slopes of prefill time, decode time per token and memory against context,
     over the `tail` longest contexts measured (where the asymptotic term dominates), on
-    one prompt setting per model (`one_setting`)."""
+    one run and prompt setting per model (`one_setting`: for time the one with the most
+    contexts, for memory the one that reached the longest)."""
     by_model = defaultdict(list)
     for r in records:
         if r.get("status") == "ok" and r.get("batch", 1) == 1:
             by_model[r["model"]].append(r)
     out = {}
     for model, rs in by_model.items():
-        rs = one_setting(rs)
-        rs = sorted(rs, key=lambda r: r["context"])[-tail:]
-        ctx = [r["context"] for r in rs]
-        memory = [r.get("peak_allocated_bytes") or r.get("state_nbytes") for r in rs]
-        weights = rs[0].get("weight_nbytes", 0) if rs[0].get("peak_allocated_bytes") else 0
+        speed = sorted(one_setting(rs, prefer="most"), key=lambda r: r["context"])[-tail:]
+        mem = sorted(one_setting(rs, prefer="longest"), key=lambda r: r["context"])
+        # a prompt read in pieces: its activations stop growing at the piece size
+        past_piece = [r for r in mem if r["context"] > (r.get("prefill_chunk_used") or 0)]
+        mem = (past_piece if len(past_piece) >= 2 else mem)[-tail:]
+        ctx, mem_ctx = [r["context"] for r in speed], [r["context"] for r in mem]
+        memory = [r.get("peak_allocated_bytes") or r.get("state_nbytes") for r in mem]
+        weights = mem[0].get("weight_nbytes", 0) if mem[0].get("peak_allocated_bytes") else 0
         out[model] = {
             "family": rs[0].get("family", model),
-            "prefill_time": loglog_slope(ctx, [r.get("prefill_s") for r in rs]),
-            "decode_time_per_token": loglog_slope(ctx, [r.get("decode_s_per_token") for r in rs]),
+            "prefill_time": loglog_slope(ctx, [r.get("prefill_s") for r in speed]),
+            "decode_time_per_token": loglog_slope(ctx, [r.get("decode_s_per_token") for r in speed]),
             # memory beyond the weights: the state or KV cache (and activations)
-            "memory": loglog_slope(ctx, [m - weights if m else None for m in memory]),
+            "memory": loglog_slope(mem_ctx, [m - weights if m else None for m in memory]),
         }
     return out
 
@@ -169,16 +173,25 @@ def complexity_section(slopes: dict) -> str:
     return "\n".join(rows)
 
 
-def one_setting(rs: list[dict]) -> list[dict]:
-    """One model's records on one prompt setting, by context: those whose prompt was read
-    the same way (`prefill_chunk_used`: in pieces of that size, or in one pass) and reached
-    the longest context, one per context (the later record). Mamba was measured both ways
-    (in one pass before it could continue from a state), and a fit or a claim over both
-    would mix them."""
-    groups = defaultdict(dict)
+def one_setting(rs: list[dict], prefer: str = "longest") -> list[dict]:
+    """One model's records from one run and one prompt setting, by context, one per context
+    (the later record). A group is the records of one sweep folder (`_run`, which
+    `archbench reproduce` adds) read the same way (`prefill_chunk_used`: in pieces of that
+    size, or in one pass): Mamba was measured both ways, and RWKV-7's decode was rerun after
+    its kernels changed, and a fit or a claim over two groups would mix them. prefer:
+    "longest", the group that reached the longest context (then the one with more
+    contexts), for memory; "most", the group with the most contexts (then the later run),
+    for speed."""
+    groups: dict = {}
     for r in rs:
-        groups[r.get("prefill_chunk_used")][r["context"]] = r
-    best = max(groups.values(), key=lambda g: (max(g), len(g)))
+        groups.setdefault((r.get("_run"), r.get("prefill_chunk_used")), {})[r["context"]] = r
+    order = list(groups.values())
+    if prefer == "longest":
+        best = max(order, key=lambda g: (max(g), len(g)))
+    elif prefer == "most":
+        best = max(reversed(order), key=len)   # max keeps the first: reversed = the later run
+    else:
+        raise ValueError(f"prefer is 'longest' or 'most', not {prefer!r}")
     return [best[c] for c in sorted(best)]
 
 
@@ -197,6 +210,7 @@ def claims_section(records: list[dict], copy_rate: float | None = None) -> list[
     # 1. recurrent decode speed does not depend on context
     for kind in ("rwkv", "mamba"):
         for model, rs in _ok(records, kind).items():
+            rs = one_setting(rs, prefer="most")
             tps = [r["decode_tokens_per_s"] for r in rs]
             spread = max(tps) / min(tps)
             span = f"{rs[0]['context']:,} to {rs[-1]['context']:,} tokens ({len(rs)} contexts)"
@@ -250,7 +264,7 @@ def claims_section(records: list[dict], copy_rate: float | None = None) -> list[
     # 5. recurrent inference memory is constant
     for kind in ("rwkv", "mamba"):
         for model, rs in _ok(records, kind).items():
-            rs = one_setting(rs)
+            rs = one_setting(rs, prefer="longest")
             states = {r["state_nbytes"] for r in rs}
             peaks = [r.get("peak_allocated_bytes") for r in rs if r.get("peak_allocated_bytes")]
             if not peaks:

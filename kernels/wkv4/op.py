@@ -1,6 +1,12 @@
-"""WKV4 on our CUDA kernel: same signature and maths as `wkv4_ref`.
+"""WKV4 on our CUDA kernels: same signature and maths as `wkv4_ref`.
 
     y, state = wkv4_cuda(w, u, k, v, state)    # w = -exp(time_decay), u = time_first: [C]
+
+Two kernels: the sequential one (cuda/wkv4.cu, one thread per channel walks the tokens) and
+the time-parallel one (cuda/wkv4_parallel.cu, the tokens cut into segments). `wkv4_cuda`
+takes the parallel one from PARALLEL_MIN_T tokens on: on the H100, 8.1-12.7x the sequential
+kernel at B=1 (T 4096-65536) and 1.18-1.77x at 8x4096 and 16x16384
+(results/kernels/wkv_bench_20261128-035916.jsonl).
 """
 from __future__ import annotations
 
@@ -9,7 +15,19 @@ import torch
 from archbench.kernels.build import aligned, check_inputs, extension, state_for
 
 
-def wkv4_cuda(w, u, k, v, state, *, inplace: bool = False, out=None):
+# From this many tokens on, `wkv4_cuda` takes the time-parallel kernel. Measured at T >= 4096
+# only (where it always wins); below 1024 the sequential kernel's one pass is kept, as for
+# the chunked WKV6/WKV7 kernels (CHUNKED_MIN_T).
+PARALLEL_MIN_T = 1024
+
+
+def wkv4_cuda(w, u, k, v, state, *, inplace: bool = False, out=None, parallel: bool | None = None):
+    """parallel: True / False forces the time-parallel / sequential kernel, None takes the
+    parallel one from PARALLEL_MIN_T tokens on."""
+    if parallel is None:
+        parallel = k.dim() == 3 and k.shape[1] >= PARALLEL_MIN_T
+    if parallel:
+        return wkv4_cuda_parallel(w, u, k, v, state, inplace=inplace, out=out)
     check_inputs("wkv4", dict(k=k, v=v), tuple(k.shape))
     B, T, C = k.shape
     state = state_for("wkv4", state, (B, 3, C), inplace)
@@ -24,8 +42,9 @@ def wkv4_cuda(w, u, k, v, state, *, inplace: bool = False, out=None):
 # PARALLEL_WAVES x (resident threads of the GPU) threads, else the shortest. Shorter segments
 # cost little (k and v are read twice whatever the length; a segment adds 24 bytes of
 # workspace traffic per channel and one step of the scan), but the scan (one thread per
-# channel) takes T / L steps. Not yet measured on a GPU: the bench's "cuda-parallel-L<n>" rows
-# are there to set these.
+# channel) takes T / L steps. On the H100 (wkv_bench_20261128-035916.jsonl) the choice is
+# within 5% of the best fixed length at every bench shape (H=40, N=64) but 1x4096 (43.4 vs
+# 45.7 Mtok/s at L=64) and 1x16384 (55.6 vs 59.7 at L=256).
 PARALLEL_SEGMENTS = (512, 256, 128, 64, 32)
 PARALLEL_WAVES = 2
 THREADS_PER_SM = 2048  # resident threads per SM on sm_80 / sm_90
@@ -43,9 +62,9 @@ def parallel_segment(B: int, T: int, C: int, sms: int) -> int:
 def wkv4_cuda_parallel(w, u, k, v, state, *, inplace: bool = False, out=None, segment: int = 0):
     """WKV4 parallel over time (kernels/wkv4/cuda/wkv4_parallel.cu): T cut into segments of
     `segment` tokens (0: by shape, `parallel_segment`), each run from no history, a scan over
-    the segments for their start states, then every segment's outputs. For small batches,
-    where `wkv4_cuda` runs only B x C threads. Same signature and results as `wkv4_cuda`.
-    Opt-in: `wkv4_cuda` does not take it."""
+    the segments for their start states, then every segment's outputs: B x C x T / L threads
+    where the sequential kernel has B x C. Same signature and results as `wkv4_cuda`, which
+    takes it from PARALLEL_MIN_T tokens on."""
     check_inputs("wkv4", dict(k=k, v=v), tuple(k.shape))
     if segment < 0:
         raise ValueError(f"wkv4_cuda_parallel: segment must be >= 0 (0: by shape), got {segment}")

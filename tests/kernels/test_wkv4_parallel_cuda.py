@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from archbench.harness.testing import errors
-from archbench.kernels.wkv4.op import PARALLEL_SEGMENTS, parallel_segment, wkv4_cuda, wkv4_cuda_parallel
+from archbench.kernels.wkv4.op import PARALLEL_MIN_T, PARALLEL_SEGMENTS, parallel_segment, wkv4_cuda, wkv4_cuda_parallel
 from archbench.kernels.wkv4.ref import wkv4_init_state, wkv4_ref
 
 gpu = pytest.mark.gpu
@@ -96,7 +96,7 @@ def test_agrees_with_the_sequential_kernel():
     B, T, Cm = 1, 3000, 2560
     x = inputs(B, T, Cm, seed=5)
     s = state0(B, Cm, history=True)
-    y_seq, s_seq = wkv4_cuda(**x, state=s)
+    y_seq, s_seq = wkv4_cuda(**x, state=s, parallel=False)
     y_par, s_par = wkv4_cuda_parallel(**x, state=s)
     e_y, e_s = errors(y_par, y_seq), errors(s_par, s_seq)
     print(f"parallel vs sequential fp32 B=1 T=3000 C=2560: y {e_y['rms_rel']:.1e}, state {e_s['rms_rel']:.1e}")
@@ -186,3 +186,27 @@ def test_segment_by_shape():
         if L != PARALLEL_SEGMENTS[0]:  # the next longer one would not have filled it
             longer = PARALLEL_SEGMENTS[PARALLEL_SEGMENTS.index(L) - 1]
             assert B * -(-T // longer) * Cm < want
+
+
+@gpu
+@pytest.mark.parametrize("T,want", [(PARALLEL_MIN_T, "wkv4_parallel"), (PARALLEL_MIN_T - 1, "wkv4")])
+def test_wkv4_cuda_dispatches_by_length(monkeypatch, T, want):
+    """`wkv4_cuda` takes the time-parallel kernel from PARALLEL_MIN_T tokens on, the
+    sequential one below, and both give the reference."""
+    from archbench.kernels import build
+    from archbench.kernels.wkv4 import op
+    ext, calls = build.extension(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            if name.startswith("wkv4"):
+                calls.append(name)
+            return getattr(ext, name)
+
+    monkeypatch.setattr(op, "extension", lambda: Spy())
+    x = inputs(1, T, 96, seed=9)
+    s = state0(1, 96, history=True)
+    y, s1 = wkv4_cuda(**x, state=s)
+    assert calls == [want]
+    y_ref, s_ref = wkv4_ref(**{n: t.float() for n, t in x.items()}, state=s)
+    check(y, s1, y_ref, s_ref, TOL["fp32"], f"dispatch T={T}")

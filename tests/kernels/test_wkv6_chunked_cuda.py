@@ -182,3 +182,34 @@ def test_wkv6_cuda_dispatches_by_length(monkeypatch, T, want):
     assert calls == want
     y_ref, s_ref = wkv6_ref(**x, u=u, state=s)
     assert errors(y, y_ref)["rms_rel"] < 1e-4 and errors(s1, s_ref)["rms_rel"] < 1e-4
+
+
+@gpu
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 6e-3)])
+@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked"]), (1000, ["wkv6"])])
+def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T, want, dtype, tol):
+    """`wkv5_cuda` (a decay per head) runs the chunked WKV6 kernel from CHUNKED_MIN_T tokens
+    on, with its decay repeated over the tokens, and gives the reference on fp32 inputs (the
+    decay rounded to the inputs' dtype in bf16, as WKV6's own)."""
+    from archbench.kernels.wkv5 import op
+    from archbench.kernels.wkv5.ref import wkv5_ref
+    ext = __import__("archbench.kernels.build", fromlist=["extension"]).extension()
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            if name.startswith("wkv"):
+                calls.append(name)
+            return getattr(ext, name)
+
+    from archbench.kernels.wkv6 import op as op6
+    monkeypatch.setattr(op, "extension", lambda: Spy())
+    monkeypatch.setattr(op6, "extension", lambda: Spy())
+    x, u = inputs(2, T, 3, 64)
+    w = x.pop("w")[0, 0]   # one decay per head and channel, as RWKV-5's
+    x = {n: t.to(dtype) for n, t in x.items()}
+    s = state0(2, 3, 64)
+    y, s1 = op.wkv5_cuda(**x, w=w, u=u, state=s)
+    assert calls == want
+    y_ref, s_ref = wkv5_ref(**{n: t.float() for n, t in x.items()}, w=w, u=u, state=s)
+    assert errors(y.float(), y_ref)["rms_rel"] < tol and errors(s1, s_ref)["rms_rel"] < tol

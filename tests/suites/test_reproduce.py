@@ -136,3 +136,35 @@ def test_one_setting_never_mixes_prompt_settings():
     got = one_setting(one_pass + pieces)
     assert [r["context"] for r in got] == [1024, 131072, 1048576] and [r["peak"] for r in got] == [2, 5, 4]
     assert [r["context"] for r in one_setting(one_pass + pieces[:1])] == [512, 8192, 524288]
+
+
+def test_one_setting_takes_one_run_never_two():
+    """RWKV-7's decode was rerun after a kernel change: a claim over both runs would read the
+    change as a dependence on context. Speed takes the run with the most contexts (the later
+    on a tie), memory the run that reached the longest context."""
+    from archbench.suites.reproduce import claims_section, one_setting
+    def run(name, contexts, tps):
+        return [dict(model="rwkv7-2b9", family="rwkv7", _run=name, context=c, status="ok", batch=1, prefill_chunk_used=65536,
+                     decode_tokens_per_s=tps, state_nbytes=1, peak_allocated_bytes=c) for c in contexts]
+    speed = [512, 2048, 8192, 32768, 131072, 524288]
+    old, memory, new = run("a-speed", speed, 233.0), run("b-memory", [1024, 1048576], 232.0), run("c-new", speed, 340.0)
+    records = old + memory + new
+    assert {r["_run"] for r in one_setting(records, prefer="most")} == {"c-new"}
+    assert {r["_run"] for r in one_setting(records, prefer="longest")} == {"b-memory"}
+    text = "\n".join(claims_section(records))
+    assert "(rwkv7-2b9): supports it: 340.0-340.0 tok/s from 512 to 524,288 tokens (6 contexts)" in text
+    assert "from 1,024 to 1,048,576 tokens" in text
+    with pytest.raises(ValueError):
+        one_setting(records, prefer="newest")
+
+
+def test_memory_slope_of_a_prompt_in_pieces_is_fitted_past_the_piece_size():
+    """Read in 64K pieces, activations grow up to 64K tokens and then stop: the memory fit
+    takes the contexts past the piece (slope 0), not 8K..1M (which would read as growth)."""
+    peaks = {1024: 5.7e9, 8192: 6.7e9, 131072: 13.9e9, 1048576: 13.9e9}
+    records = [dict(model="r", family="rwkv7", context=c, batch=1, status="ok", prefill_s=1e-6 * c,
+                    decode_s_per_token=3e-3, peak_allocated_bytes=p, weight_nbytes=5.4e9, prefill_chunk_used=65536)
+               for c, p in peaks.items()]
+    assert fit_slopes(records)["r"]["memory"] == pytest.approx(0, abs=1e-9)
+    one_pass = [dict(r, prefill_chunk_used=None) for r in records]
+    assert fit_slopes(one_pass)["r"]["memory"] > 0.2
