@@ -61,6 +61,22 @@ def test_cuda_impl_matches_ref_impl(name, dtype):
     assert_close(torch.stack(steps, 1), b[:, :5], rms_rel={"float32": 1e-4, "bfloat16": 2e-2, "float16": 5e-3}[dtype])
 
 
+@pytest.mark.parametrize("version", ["4", "5.2", "6", "7"])
+def test_cuda_impl_on_a_long_prompt_matches_ref_impl(version):
+    """A prompt past 1024 tokens at head size 64, where the CUDA ops switch kernels (RWKV-4
+    time-parallel, RWKV-5 to 7 chunked on tensor cores): whole-model logits and state
+    against impl='ref' on the same weights."""
+    extra = {"6": dict(mix_lora=32, decay_lora=64), "7": dict(decay_lora=64, aaa_lora=64, mv_lora=32, gate_lora=128)}
+    cfg = RWKVConfig(version=version, vocab_size=1000, n_embd=256, n_layer=2, head_size=64, **extra.get(version, {}))
+    ref, fast = (family_class(cfg.family)(cfg, impl=impl).init_random_(0).cuda().cast("bfloat16").eval()
+                 for impl in ("ref", "cuda"))
+    tokens = torch.randint(0, 1000, (1, 1100), device="cuda")
+    a, sa = ref.forward(tokens)
+    b, sb = fast.forward(tokens)
+    assert_close(b, a, rms_rel=2e-2, what=f"RWKV-{version} long prompt logits")
+    assert_close(sb.wkv, sa.wkv, rms_rel=4e-2, what=f"RWKV-{version} long prompt state")
+
+
 def test_auto_impl_is_cuda_on_gpu():
     assert archbench.build("rwkv7-tiny", device="cuda", impl="auto").impl == "cuda"
     assert archbench.build("rwkv7-tiny", device="cpu", impl="auto").impl == "ref"
