@@ -52,3 +52,21 @@ def tf32_mm(a, b, passes: int):
     ah, bh = tf32(a), tf32(b)
     out = ah @ bh
     return out + tf32(a - ah) @ bh + ah @ tf32(b - bh) if passes == 3 else out
+
+
+def spy_kernel_calls(monkeypatch, *op_modules) -> list[str]:
+    """Which kernels of the CUDA extension the ops of `op_modules` (e.g. kernels.wkv6.op)
+    call: each module's `extension()` is wrapped, and the names of the `wkv*` entry points it
+    looks up are appended to the returned list, in order."""
+    from archbench.kernels.build import extension
+    ext, calls = extension(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            if name.startswith("wkv"):
+                calls.append(name)
+            return getattr(ext, name)
+
+    for module in op_modules:
+        monkeypatch.setattr(module, "extension", lambda: Spy())
+    return calls

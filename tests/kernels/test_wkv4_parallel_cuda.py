@@ -11,6 +11,7 @@ import torch
 from archbench.harness.testing import errors
 from archbench.kernels.wkv4.op import PARALLEL_MIN_T, PARALLEL_SEGMENTS, parallel_segment, wkv4_cuda, wkv4_cuda_parallel
 from archbench.kernels.wkv4.ref import wkv4_init_state, wkv4_ref
+from helpers import spy_kernel_calls
 
 gpu = pytest.mark.gpu
 
@@ -193,17 +194,8 @@ def test_segment_by_shape():
 def test_wkv4_cuda_dispatches_by_length(monkeypatch, T, want):
     """`wkv4_cuda` takes the time-parallel kernel from PARALLEL_MIN_T tokens on, the
     sequential one below, and both give the reference."""
-    from archbench.kernels import build
     from archbench.kernels.wkv4 import op
-    ext, calls = build.extension(), []
-
-    class Spy:
-        def __getattr__(self, name):
-            if name.startswith("wkv4"):
-                calls.append(name)
-            return getattr(ext, name)
-
-    monkeypatch.setattr(op, "extension", lambda: Spy())
+    calls = spy_kernel_calls(monkeypatch, op)
     x = inputs(1, T, 96, seed=9)
     s = state0(1, 96, history=True)
     y, s1 = wkv4_cuda(**x, state=s)

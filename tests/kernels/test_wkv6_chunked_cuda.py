@@ -10,7 +10,7 @@ import torch
 from archbench.harness.testing import errors
 from archbench.kernels.wkv6.op import wkv6_cuda, wkv6_cuda_chunked
 from archbench.kernels.wkv6.ref import wkv6_ref
-from helpers import random_state
+from helpers import random_state, spy_kernel_calls
 
 gpu = pytest.mark.gpu
 
@@ -165,17 +165,8 @@ def test_other_head_sizes_take_the_sequential_kernel(N):
 def test_wkv6_cuda_dispatches_by_length(monkeypatch, T, want):
     """`wkv6_cuda` takes the chunked kernel from CHUNKED_MIN_T tokens on, the sequential one
     below, and both give the reference."""
-    ext = __import__("archbench.kernels.build", fromlist=["extension"]).extension()
-    calls = []
-
-    class Spy:
-        def __getattr__(self, name):
-            if name.startswith("wkv6"):
-                calls.append(name)
-            return getattr(ext, name)
-
     from archbench.kernels.wkv6 import op
-    monkeypatch.setattr(op, "extension", lambda: Spy())
+    calls = spy_kernel_calls(monkeypatch, op)
     x, u = inputs(1, T, 2, 64)
     s = state0(1, 2, 64)
     y, s1 = wkv6_cuda(**x, u=u, state=s)
@@ -193,18 +184,8 @@ def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T
     decay rounded to the inputs' dtype in bf16, as WKV6's own)."""
     from archbench.kernels.wkv5 import op
     from archbench.kernels.wkv5.ref import wkv5_ref
-    ext = __import__("archbench.kernels.build", fromlist=["extension"]).extension()
-    calls = []
-
-    class Spy:
-        def __getattr__(self, name):
-            if name.startswith("wkv"):
-                calls.append(name)
-            return getattr(ext, name)
-
     from archbench.kernels.wkv6 import op as op6
-    monkeypatch.setattr(op, "extension", lambda: Spy())
-    monkeypatch.setattr(op6, "extension", lambda: Spy())
+    calls = spy_kernel_calls(monkeypatch, op, op6)
     x, u = inputs(2, T, 3, 64)
     w = x.pop("w")[0, 0]   # one decay per head and channel, as RWKV-5's
     x = {n: t.to(dtype) for n, t in x.items()}
