@@ -56,13 +56,14 @@ def _tail(w: torch.Tensor, nbytes: int, skip: int = 0) -> torch.Tensor:
     return w[max(0, end - max(1, nbytes // row)):max(end, 1)]
 
 
-def _prefetch_plan(block, nbytes: int = PREFETCH_BYTES) -> dict[str, list[torch.Tensor]]:
+def _prefetch_plan(block, nbytes: int | None = None) -> dict[str, list[torch.Tensor]]:
     """What each small kernel of a layer starts towards L2. A projection's first blocks load
     their rows as soon as they are resident (before the kernel ahead of them ends), so what
     helps is the rows its last blocks read: the value weight (the last matrix of the r, k, v
     launch) during the time mix's norm, the output weight (all of it) during the LoRA first
     factors, the last nbytes of the FFN key weight during the head kernel and the nbytes
-    before them during the channel mix's norm."""
+    before them during the channel mix's norm. nbytes: PREFETCH_BYTES unless given."""
+    nbytes = PREFETCH_BYTES if nbytes is None else nbytes
     att, ffn = block.att, block.ffn
     return {"norm_att": [_tail(att.value.weight, nbytes)],
             "lora_down": [_tail(att.output.weight, nbytes)],
