@@ -93,11 +93,18 @@ def on_main_hardware(records: list[dict]) -> tuple[list[dict], list[dict]]:
     return [r for r in records if _gpu(r) == main], [r for r in records if _gpu(r) != main]
 
 
+def _latest(records) -> str:
+    """When the newest of these records was measured (`measured_at`, ISO UTC; "" for records
+    older than that field): ties between runs go to the later one."""
+    return max((r.get("measured_at", "") for r in records), default="")
+
+
 def _cell(records, model, context, among=None):
     """One model's record at one context (batch 1). A model measured in several runs (a
     rerun with other settings: Mamba with its prompt in pieces) takes its cells from one
     run: the one with the most successful cells among the table's contexts (`among`), the
-    later run on a tie. Runs are told apart by the `_run` key `archbench reproduce` adds."""
+    later run on a tie (by `measured_at`, then by the order of the runs). Runs are told
+    apart by the `_run` key `archbench reproduce` adds."""
     mine = [r for r in records if r["model"] == model and r.get("batch", 1) == 1]
     if among is not None:
         score: dict = {}
@@ -105,7 +112,10 @@ def _cell(records, model, context, among=None):
             score.setdefault(r.get("_run"), 0)
             score[r.get("_run")] += r["context"] in among and r["status"] == "ok"
         if score:
-            best = max(reversed(list(score)), key=score.get)   # max keeps the first: reversed = the later run
+            def rank(i_run):
+                i, run = i_run
+                return score[run], _latest(r for r in mine if r.get("_run") == run), i
+            best = max(enumerate(score), key=rank)[1]
             hit = next((r for r in mine if r.get("_run") == best and r["context"] == context), None)
             if hit is not None:
                 return hit
@@ -180,8 +190,8 @@ def one_setting(rs: list[dict], prefer: str = "longest") -> list[dict]:
     size, or in one pass): Mamba was measured both ways, and RWKV-7's decode was rerun after
     its kernels changed, and a fit or a claim over two groups would mix them. prefer:
     "longest", the group that reached the longest context (then the one with more
-    contexts), for memory; "most", the group with the most contexts (then the later run),
-    for speed."""
+    contexts), for memory; "most", the group with the most contexts (then the later run, by
+    `measured_at` and then by order), for speed."""
     groups: dict = {}
     for r in rs:
         groups.setdefault((r.get("_run"), r.get("prefill_chunk_used")), {})[r["context"]] = r
@@ -189,7 +199,7 @@ def one_setting(rs: list[dict], prefer: str = "longest") -> list[dict]:
     if prefer == "longest":
         best = max(order, key=lambda g: (max(g), len(g)))
     elif prefer == "most":
-        best = max(reversed(order), key=len)   # max keeps the first: reversed = the later run
+        best = max(enumerate(order), key=lambda ig: (len(ig[1]), _latest(ig[1].values()), ig[0]))[1]
     else:
         raise ValueError(f"prefer is 'longest' or 'most', not {prefer!r}")
     return [best[c] for c in sorted(best)]

@@ -168,3 +168,18 @@ def test_memory_slope_of_a_prompt_in_pieces_is_fitted_past_the_piece_size():
     assert fit_slopes(records)["r"]["memory"] == pytest.approx(0, abs=1e-9)
     one_pass = [dict(r, prefill_chunk_used=None) for r in records]
     assert fit_slopes(one_pass)["r"]["memory"] > 0.2
+
+
+def test_a_tie_between_runs_goes_to_the_later_measurement():
+    """Two runs with the same contexts: the one measured later wins, whatever the order of
+    the folders; without `measured_at` (older records) the later folder."""
+    from archbench.suites.reproduce import _cell, one_setting
+    def run(name, tps, when=None):
+        return [dict(model="m", _run=name, context=c, status="ok", batch=1, decode_tokens_per_s=tps,
+                     **({"measured_at": when} if when else {})) for c in (512, 2048)]
+    records = run("a-new", 340.0, "2026-11-28T04:10:00Z") + run("b-old", 233.0, "2026-11-27T20:00:00Z")
+    assert {r["_run"] for r in one_setting(records, prefer="most")} == {"a-new"}
+    assert _cell(records, "m", 512, {512: 1, 2048: 1})["_run"] == "a-new"
+    plain = run("a", 1.0) + run("b", 2.0)
+    assert {r["_run"] for r in one_setting(plain, prefer="most")} == {"b"}
+    assert _cell(plain, "m", 2048, {512: 1, 2048: 1})["_run"] == "b"
