@@ -124,7 +124,8 @@ def _run_isolated(cells: list[dict], spec: SweepSpec, store: ResultsStore, out_d
             elif left:
                 if current is None or _key(current) in done:  # died between two cells
                     current = left[0]
-                store.append(dict(current, status=status, env=environment(spec.device), error=error))
+                store.append(dict(current, status=status, env=environment(spec.device), error=error,
+                                  measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
                 bar.update(1)
                 left = [c for c in left if _key(c) != _key(current)]
         remaining = left if status else []

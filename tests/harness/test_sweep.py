@@ -80,6 +80,7 @@ def test_worker_crash_and_hang_are_recorded_and_the_sweep_goes_on(tmp_path, monk
     assert set(status.values()) == {"ok"}
     crash = next(r for r in records if r["status"] == "crash")
     assert "exit code 139" in crash["error"]
+    assert all(r["measured_at"].endswith("Z") for r in records)  # measured cells and recorded failures alike
 
 
 def test_a_peer_that_kills_the_worker_keeps_the_cells_own_numbers(tmp_path, monkeypatch):
