@@ -92,3 +92,59 @@ def test_segments_by_shape():
         assert B * S * H >= SEGMENT_HEADS or T // (2 * S) < SEGMENT_MIN_T
         assert S == 1 or B * (S // 2) * H < SEGMENT_HEADS
     assert segments_for(16, 16384, 40) == 1 and segments_for(1, 65536, 40) == 16
+
+
+def test_wkv5_cuda_glue_to_the_chunked_wkv6_kernel(monkeypatch):
+    """`wkv5_cuda`'s long-prompt path, on the CPU: with the chunked WKV6 kernel replaced by
+    its PyTorch form, the decay per head repeated over the tokens gives WKV5's reference."""
+    from archbench.kernels.wkv5 import op as op5
+    from archbench.kernels.wkv5.ref import wkv5_ref
+    from archbench.kernels.wkv6 import op as op6
+    seen = []
+
+    def chunked(r, k, v, w, u, state, inplace=False, out=None):
+        seen.append(tuple(w.shape))
+        return wkv6_chunked(r, k, v, w, u, state)
+
+    monkeypatch.setattr(op5, "check_inputs", lambda *a: None)
+    monkeypatch.setattr(op5, "use_chunked", lambda *a: True)
+    monkeypatch.setattr(op6, "wkv6_cuda_chunked", chunked)
+    B, T, H, N = 2, 40, 2, 16
+    x = inputs(B, T, H, N, seed=6)
+    x["w"] = x["w"][0, 0]
+    s = state0(B, H, N)
+    y, s1 = op5.wkv5_cuda(**x, state=s)
+    assert seen == [(B, T, H, N)]
+    y_ref, s_ref = wkv5_ref(**x, state=s)
+    assert_close(y, y_ref, rms_rel=1e-5, what="y")
+    assert_close(s1, s_ref, rms_rel=1e-5, what="state")
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_wkv6_cuda_segmented_glue(monkeypatch, per_head):
+    """`wkv6_cuda_segmented` on the CPU with the chunked kernel replaced by its PyTorch form:
+    segments by shape (here 4, SEGMENT_MIN_T lowered), a decay per token or per head."""
+    from archbench.kernels.wkv6 import op as op6
+    calls = []
+
+    def chunked(r, k, v, w, u, state, inplace=False, out=None):
+        calls.append(r.shape[0])
+        y, s = wkv6_chunked(r, k, v, w, u, state)
+        if inplace:
+            state.copy_(s)
+            s = state
+        return y, s
+
+    monkeypatch.setattr(op6, "wkv6_cuda_chunked", chunked)
+    monkeypatch.setattr(op6, "SEGMENT_MIN_T", 8)
+    monkeypatch.setattr(op6, "SEGMENT_HEADS", 8)
+    B, T, H, N = 1, 70, 2, 16
+    x = inputs(B, T, H, N, decay="mixed", seed=7)
+    if per_head:
+        x["w"] = x["w"][0, 0]
+    s = state0(B, H, N)
+    y, s1 = op6.wkv6_cuda_segmented(**x, state=s)
+    assert calls == [4, 1]  # four segments of 17 at once, then the 2 tokens past them
+    y_ref, s_ref = wkv6_ref(**x, state=s)
+    assert_close(y, y_ref, rms_rel=1e-5, what="y")
+    assert_close(s1, s_ref, rms_rel=1e-5, what="state")
