@@ -107,39 +107,22 @@ void wkv7_chunked(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Te
 
 static const void* ptr_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr() : nullptr; }
 
-// Weights for a decode kernel to start towards L2 (decode7.cu: prefetch_l2): each a
-// contiguous tensor (a row range of a weight), at most MAX_PREFETCH; a hint, so a tensor
-// that is not contiguous or 16-byte aligned is refused, and its size is rounded down to 16.
-static archbench::Prefetch prefetch_args(const std::vector<at::Tensor>& ts) {
-  TORCH_CHECK(ts.size() <= archbench::MAX_PREFETCH, "decode prefetch: at most ", archbench::MAX_PREFETCH, " tensors");
-  archbench::Prefetch pf{};
-  for (size_t i = 0; i < ts.size(); ++i) {
-    TORCH_CHECK(ts[i].is_cuda() && ts[i].is_contiguous() && reinterpret_cast<uintptr_t>(ts[i].data_ptr()) % 16 == 0,
-                "decode prefetch: tensors must be contiguous, 16-byte aligned and on the GPU");
-    pf.p[i] = ts[i].data_ptr();
-    pf.bytes[i] = (unsigned long long)(ts[i].numel() * ts[i].element_size()) / 16 * 16;
-  }
-  return pf;
-}
-
 // The fused RWKV-7 decode step (decode7.cu). x: [B, C]; prev: [B, C] token shift (updated);
 // out: [len(maa), B, C]
 void rwkv7_norm_mix(at::Tensor x, at::Tensor ln_w, at::Tensor ln_b, at::Tensor prev, std::vector<at::Tensor> maa,
-                    at::Tensor out, double eps, std::vector<at::Tensor> prefetch) {
+                    at::Tensor out, double eps) {
   TORCH_CHECK(maa.size() >= 1 && maa.size() <= archbench::MAX_MIX, "norm_mix: 1 to 6 interpolations");
   archbench::MixArgs mix{};
   for (size_t i = 0; i < maa.size(); ++i) mix.maa[i] = maa[i].data_ptr();
   mix.n = (int)maa.size();
   check(archbench::norm_mix(dtype_code(x), x.size(0), x.size(1), (float)eps, x.data_ptr(), ln_w.data_ptr(),
-                            ln_b.data_ptr(), prev.data_ptr(), mix, out.data_ptr(), prefetch_args(prefetch),
-                            at::cuda::getCurrentCUDAStream()),
+                            ln_b.data_ptr(), prev.data_ptr(), mix, out.data_ptr(), at::cuda::getCurrentCUDAStream()),
         "rwkv7_norm_mix");
 }
 
 // xs[g]: [B, C]; ws[g]: [C, rank_g] (empty for a missing group); partial: [ksplit, B, sum of ranks]
 // fp32, ksplit <= MAX_KSPLIT
-void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at::Tensor partial,
-                     std::vector<at::Tensor> prefetch) {
+void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at::Tensor partial) {
   TORCH_CHECK(xs.size() == archbench::LORA_GROUPS && ws.size() == archbench::LORA_GROUPS, "lora_down: 4 groups");
   archbench::LoraDownArgs args{};
   args.n = archbench::LORA_GROUPS;
@@ -151,7 +134,7 @@ void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at:
   }
   TORCH_CHECK(partial.size(2) == args.col0[archbench::LORA_GROUPS], "lora_down: partial has the wrong width");
   check(archbench::lora_down(dtype_code(xs[0]), xs[0].size(0), xs[0].size(1), partial.size(0), args,
-                             partial.data_ptr<float>(), prefetch_args(prefetch), at::cuda::getCurrentCUDAStream()),
+                             partial.data_ptr<float>(), at::cuda::getCurrentCUDAStream()),
         "rwkv7_lora_down");
 }
 
@@ -160,7 +143,7 @@ void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at:
 // (fp32); state [B, H, N, N] fp32, updated in place.
 void rwkv7_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor partial, std::vector<at::Tensor> w2s,
                        std::vector<at::Tensor> params, double lnx_eps, at::Tensor v_first, bool first_layer,
-                       at::Tensor state, at::Tensor out, std::vector<at::Tensor> prefetch) {
+                       at::Tensor state, at::Tensor out) {
   TORCH_CHECK(w2s.size() == archbench::LORA_GROUPS && params.size() == 8, "tmix_decode: bad argument lists");
   archbench::Tmix7Args p{};
   p.r = r.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr();
@@ -183,8 +166,7 @@ void rwkv7_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor part
   p.state = state.data_ptr<float>();
   p.out = out.data_ptr();
   const int B = state.size(0), H = state.size(1), N = state.size(2);
-  check(archbench::tmix7_decode(dtype_code(r), B, H, N, p, prefetch_args(prefetch), at::cuda::getCurrentCUDAStream()),
-        "rwkv7_tmix_decode");
+  check(archbench::tmix7_decode(dtype_code(r), B, H, N, p, at::cuda::getCurrentCUDAStream()), "rwkv7_tmix_decode");
 }
 
 // The decode step's projections at small batch (decode7.cu: gemv). ws[m]: [rows, cols], one

@@ -4,9 +4,7 @@ and wkv6 also our chunked tensor-core kernels ("cuda-chunked", and at each block
 number of producer groups "-vt32-g1" ... "-vt64-g3", and their PyTorch form "torch-chunked")
 and the sequential kernel forced ("ours-seq": "ours" dispatches by shape); for wkv4 the
 time-parallel kernel ("cuda-parallel", segment length by shape, "cuda-parallel-L<n>" at
-segments of n tokens) and the sequential one forced ("ours-seq"); for wkv6 and wkv5 the
-chunked kernel over time segments side by side ("cuda-segmented" by shape, "-S<n>" at n
-segments).
+segments of n tokens) and the sequential one forced ("ours-seq").
 
 Per shape: prefill million tokens/s (B x T / median time, `triton.testing.do_bench`
 after warm-up, with the 20th-80th percentile spread), decode-step latency (T = 1, state
@@ -121,12 +119,6 @@ def backends(op: str) -> dict:
             out["ours-4lane"] = lambda x, s: cuda(**x, state=s, variant=2)
         if op == "wkv5":  # "ours" takes the chunked WKV6 kernel for long prompts
             out["ours-seq"] = lambda x, s: cuda(**x, state=s, chunked=False)
-        if op in ("wkv5", "wkv6"):
-            # the chunked kernel over time segments side by side (opt-in): by shape, and fixed
-            from archbench.kernels.wkv6.op import wkv6_cuda_segmented
-            out["cuda-segmented"] = lambda x, s: wkv6_cuda_segmented(**x, state=s)
-            for S in (4, 16):
-                out[f"cuda-segmented-S{S}"] = lambda x, s, S=S: wkv6_cuda_segmented(**x, state=s, segments=S)
         if op in ("wkv6", "wkv7"):
             # the PyTorch chunked form (cuBLAS products, no build); the sequential kernel forced
             # ("ours" dispatches by shape); our chunked tensor-core kernel by shape and at each

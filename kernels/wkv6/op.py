@@ -52,32 +52,3 @@ def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: i
     u = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()
     extension().wkv6_chunked(*(aligned(t) for t in (r, k, v, w)), u, state, y, code)
     return y, state
-
-
-# Segments over time (kernels/wkv6/segmented.py) for small batches: enough that batch x
-# segments x heads reaches SEGMENT_HEADS (the large-batch shapes where the chunked kernel
-# runs fastest, 320-640 heads on the H100), none shorter than SEGMENT_MIN_T tokens. Opt-in
-# (`wkv6_cuda_segmented`); not yet measured on a GPU.
-SEGMENT_HEADS = 512
-SEGMENT_MIN_T = 1024
-
-
-def segments_for(B: int, T: int, H: int) -> int:
-    """The number of time segments `wkv6_cuda_segmented` takes for this shape (1: none)."""
-    want = -(-SEGMENT_HEADS // (B * H))
-    segments = 1
-    while segments < want and T // (2 * segments) >= SEGMENT_MIN_T:
-        segments *= 2
-    return segments
-
-
-def wkv6_cuda_segmented(r, k, v, w, u, state, *, inplace: bool = False, out=None, segments: int = 0):
-    """The chunked kernel over `segments` time segments side by side (0: `segments_for`),
-    same arguments and results as `wkv6_cuda`; w may be a decay per head ([H, N], WKV5)."""
-    from archbench.kernels.wkv6.segmented import wkv6_segmented
-    B, T, H, N = r.shape
-    w = w.to(device=r.device, dtype=r.dtype)
-    if w.dim() == 2:
-        w = w.reshape(1, 1, H, N)
-    return wkv6_segmented(r, k, v, w, u, state, segments=segments or segments_for(B, T, H), inner=wkv6_cuda_chunked,
-                          inplace=inplace, out=out)

@@ -18,10 +18,6 @@ Hopper starts while the kernel before it finishes (programmatic dependent launch
 are loaded before the wait for the previous kernel's results; ARCHBENCH_DECODE_PDL=0 turns
 it off). kernels/wkv7/cuda/decode7.cu says how, kernel by kernel.
 
-L2 prefetch (PREFETCH, ARCHBENCH_DECODE_PREFETCH=1; off by default: not yet measured): the
-small kernels also start later projections' weights towards L2 while they run, up to
-PREFETCH_BYTES ahead (`_prefetch_plan`); the results are the same either way.
-
     logits = decode_step(model, tokens, state)   # tokens (B,), state updated in place
 
 Same maths as `TimeMix7.forward` / `ChannelMix7.forward`, in fp32 inside each kernel with
@@ -29,8 +25,6 @@ one rounding to the model dtype on the way out; tests/models/test_rwkv_gpu.py ho
 two to the dtype's tolerance.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn.functional as F
@@ -44,31 +38,6 @@ KSPLIT = 16  # row blocks of the LoRA first factors (their partial sums meet in 
 GEMV_MAX_B = 1
 LN_EPS = 1e-5
 GROUP_NORM_EPS = 64e-5
-PREFETCH = os.environ.get("ARCHBENCH_DECODE_PREFETCH", "0") == "1"
-PREFETCH_BYTES = 16 << 20  # per small kernel; an H100's L2 is 50 MB
-
-
-def _tail(w: torch.Tensor, nbytes: int, skip: int = 0) -> torch.Tensor:
-    """The last rows of a weight up to nbytes, leaving out the last `skip` bytes' rows (a
-    contiguous view)."""
-    row = w.shape[1] * w.element_size()
-    end = w.shape[0] - skip // row
-    return w[max(0, end - max(1, nbytes // row)):max(end, 1)]
-
-
-def _prefetch_plan(block, nbytes: int | None = None) -> dict[str, list[torch.Tensor]]:
-    """What each small kernel of a layer starts towards L2. A projection's first blocks load
-    their rows as soon as they are resident (before the kernel ahead of them ends), so what
-    helps is the rows its last blocks read: the value weight (the last matrix of the r, k, v
-    launch) during the time mix's norm, the output weight (all of it) during the LoRA first
-    factors, the last nbytes of the FFN key weight during the head kernel and the nbytes
-    before them during the channel mix's norm. nbytes: PREFETCH_BYTES unless given."""
-    nbytes = PREFETCH_BYTES if nbytes is None else nbytes
-    att, ffn = block.att, block.ffn
-    return {"norm_att": [_tail(att.value.weight, nbytes)],
-            "lora_down": [_tail(att.output.weight, nbytes)],
-            "tmix": [_tail(ffn.key.weight, nbytes)],
-            "norm_ffn": [_tail(ffn.key.weight, nbytes, skip=nbytes)]}
 
 
 def _empty(like: torch.Tensor) -> torch.Tensor:
@@ -99,14 +68,12 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
     mixed = x.new_empty(6, B, C)
     v_first = torch.empty_like(x)
     out = torch.empty_like(x)
-    none: dict = {}
     for i, block in enumerate(model.blocks):
         att, ffn = block.att, block.ffn
-        pf = _prefetch_plan(block) if PREFETCH and own else none
         if i == 0:
             x = F.layer_norm(x, (C,), block.ln0.weight, block.ln0.bias, LN_EPS)
         ext.rwkv7_norm_mix(x, block.ln1.weight, block.ln1.bias, state.att_shift[i],
-                           [att.x_r, att.x_k, att.x_v, att.x_w, att.x_a, att.x_g], mixed, LN_EPS, pf.get("norm_att", []))
+                           [att.x_r, att.x_k, att.x_v, att.x_w, att.x_a, att.x_g], mixed, LN_EPS)
         xr, xk, xv, xw, xa, xg = mixed
         if own:  # r, k, v in one launch
             r, k, v = rkv = x.new_empty(3, B, C)
@@ -120,14 +87,13 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
         firsts = [att.w1, att.a1, v1, att.g1]
         cols = sum(w.shape[1] for w in firsts if w.numel())
         partial = torch.empty(KSPLIT, B, cols, dtype=torch.float32, device=x.device)
-        ext.rwkv7_lora_down([xw, xa, xv, xg], firsts, partial, pf.get("lora_down", []))
+        ext.rwkv7_lora_down([xw, xa, xv, xg], firsts, partial)
         params = [att.w0.view(-1), att.a0.view(-1), _empty(x) if first else att.v0.view(-1), att.k_k.view(-1),
                   att.k_a.view(-1), att.r_k, att.ln_x.weight, att.ln_x.bias]
         ext.rwkv7_tmix_decode(r, k, v, partial, [att.w2, att.a2, v2, att.g2], params, GROUP_NORM_EPS,
-                              v_first, first, state.wkv[i], out, pf.get("tmix", []))
+                              v_first, first, state.wkv[i], out)
         x = _linear(ext, own, out, att.output.weight, add=x)
-        ext.rwkv7_norm_mix(x, block.ln2.weight, block.ln2.bias, state.ffn_shift[i], [ffn.x_k], mixed[:1], LN_EPS,
-                           pf.get("norm_ffn", []))
+        ext.rwkv7_norm_mix(x, block.ln2.weight, block.ln2.bias, state.ffn_shift[i], [ffn.x_k], mixed[:1], LN_EPS)
         h = _linear(ext, own, mixed[0], ffn.key.weight, relu_sq=True)
         x = _linear(ext, own, h, ffn.value.weight, add=x)
     return model.head(F.layer_norm(x, (C,), model.ln_out.weight, model.ln_out.bias, LN_EPS)).float()

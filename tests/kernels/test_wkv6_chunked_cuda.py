@@ -194,31 +194,3 @@ def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T
     assert calls == want
     y_ref, s_ref = wkv5_ref(**{n: t.float() for n, t in x.items()}, w=w, u=u, state=s)
     assert errors(y.float(), y_ref)["rms_rel"] < tol and errors(s1, s_ref)["rms_rel"] < tol
-
-
-@gpu
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 6e-3)])
-@pytest.mark.parametrize("B,T,H,segments", [(1, 4100, 3, 0), (2, 3000, 2, 5), (1, 700, 2, 16), (1, 2048, 1, 1)])
-def test_segmented_matches_reference(B, T, H, segments, dtype, tol):
-    """The chunked kernel over time segments (kernels/wkv6/segmented.py, opt-in): a remainder
-    past the last segment, segments shorter than a chunk, one segment; the state carried in
-    place into a second call; WKV5's decay per head."""
-    from archbench.kernels.wkv6.op import wkv6_cuda_segmented
-    x, u = inputs(B, T, H, 64, decay="mixed", seed=T)
-    x = {n: t.to(dtype) for n, t in x.items()}
-    s = state0(B, H, 64)
-    y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
-    state = s.clone()
-    cut = T // 3
-    first = {n: t[:, :cut] for n, t in x.items()}
-    rest = {n: t[:, cut:] for n, t in x.items()}
-    y1, _ = wkv6_cuda_segmented(**first, u=u, state=state, inplace=True, segments=segments)
-    out = torch.full_like(rest["r"], float("nan"))
-    y2, st = wkv6_cuda_segmented(**rest, u=u, state=state, inplace=True, out=out, segments=segments)
-    assert st is state and y2 is out
-    assert errors(torch.cat([y1, y2], 1).float(), y_ref)["rms_rel"] < tol
-    assert errors(state, s_ref)["rms_rel"] < tol
-    w5 = x["w"][0, 0]  # one decay per head and channel
-    y5_ref, _ = wkv6_ref(**{n: t.float() for n, t in x.items() if n != "w"}, w=w5.float(), u=u, state=s)
-    y5, _ = wkv6_cuda_segmented(**{n: t for n, t in x.items() if n != "w"}, w=w5, u=u, state=s, segments=segments)
-    assert errors(y5.float(), y5_ref)["rms_rel"] < tol

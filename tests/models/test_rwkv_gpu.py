@@ -109,35 +109,3 @@ def test_rwkv7_fused_decode_equals_unfused_step(dtype, head_size, layer0_v_lora,
     print(f"fused vs unfused decode, {dtype}, N={head_size}: logits rms_rel {err['rms_rel']:.2e}")
     for name in ("att_shift", "ffn_shift", "wkv"):
         assert_close(getattr(fused_state, name), getattr(state, name), rms_rel=2 * tol, what=f"{dtype} state.{name}")
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_rwkv7_decode_l2_prefetch_changes_no_result(monkeypatch, dtype):
-    """The decode step's L2 prefetch (decode.PREFETCH) is a hint: the same logits and state
-    bit for bit with it on and off, at batch 1 (where it runs), in eager steps and in a
-    graph; and the plan's ranges are inside their weights."""
-    from archbench.harness.graphs import GraphedStep
-    from archbench.kernels.wkv7 import decode
-    cfg = RWKVConfig(version="7", vocab_size=1000, n_embd=256, n_layer=3, head_size=64, decay_lora=64,
-                     aaa_lora=64, mv_lora=32, gate_lora=128, dim_ffn=1024)
-    model = family_class(cfg.family)(cfg, impl="cuda").init_random_(0).cuda().cast(dtype).eval()
-    tokens = torch.randint(0, 1000, (1, 20), device="cuda")
-    _, state = model.forward(tokens[:, :12])
-    saved = state.checkpoint()
-    out = {}
-    for on in (False, True):
-        monkeypatch.setattr(decode, "PREFETCH", on)
-        monkeypatch.setattr(decode, "PREFETCH_BYTES", 96 * 1024)  # parts of the 512 KB FFN weights
-        state.restore(saved)
-        eager = [model.step(tokens[:, t], state)[0].clone() for t in range(12, 16)]
-        graphed = GraphedStep(model, state, tokens[:, 16])
-        replay = [graphed(tokens[:, t]).clone() for t in range(16, 20)]
-        out[on] = (torch.stack(eager), torch.stack(replay), state.checkpoint())
-    for a, b in zip(out[False][:2], out[True][:2]):
-        assert torch.equal(a, b)
-    for name in ("att_shift", "ffn_shift", "wkv"):
-        assert torch.equal(getattr(out[False][2], name), getattr(out[True][2], name))
-    for block in model.blocks:
-        for kernel, views in decode._prefetch_plan(block, 96 * 1024).items():
-            for v in views:
-                assert v.is_contiguous() and 0 < v.numel() * v.element_size() <= 96 * 1024, kernel

@@ -68,29 +68,6 @@ __device__ __forceinline__ void pdl_wait() {
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
-// L2 prefetch. Between the projections, the step's small kernels are latency-bound and the
-// memory bus is mostly idle (about 20 us a layer at 2.9B on an H100); a kernel given a
-// Prefetch starts the weights of a later projection towards L2 in its first instructions,
-// so that projection reads part of them from L2. Each block issues its share of each range
-// as bulk L2 prefetches of PF_CHUNK bytes, one per thread, and moves on: nothing waits for
-// them, nothing is written, and the projection reads the weights itself either way, so the
-// results are the same with or without (decode.py chooses the ranges; off by default).
-constexpr unsigned long long PF_CHUNK = 16384;
-__device__ __forceinline__ void prefetch_l2(const Prefetch& pf) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const unsigned long long blocks = (unsigned long long)gridDim.x * gridDim.y * gridDim.z;
-  const unsigned long long block = ((unsigned long long)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  const unsigned long long step = blocks * blockDim.x * PF_CHUNK;
-#pragma unroll
-  for (int q = 0; q < MAX_PREFETCH; ++q) {
-    const char* base = static_cast<const char*>(pf.p[q]);
-    for (unsigned long long off = (block * blockDim.x + threadIdx.x) * PF_CHUNK; off < pf.bytes[q]; off += step) {
-      const unsigned size = (unsigned)min(PF_CHUNK, pf.bytes[q] - off);
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(base + off), "r"(size) : "memory");
-    }
-  }
-#endif
-}
 static bool pdl_enabled() {
   static const bool allowed = [] {
     const char* e = std::getenv("ARCHBENCH_DECODE_PDL");
@@ -199,7 +176,7 @@ constexpr int NM_XVEC = 8;                   // 16-byte vectors of x per thread:
 template <typename F>
 __global__ void __launch_bounds__(NM_THREADS)
     norm_mix_kernel(int B, int C, int cpb, float eps, const F* __restrict__ x, const F* __restrict__ ln_w,
-                    const F* __restrict__ ln_b, F* __restrict__ prev, MixArgs mix, F* __restrict__ out, Prefetch pf) {
+                    const F* __restrict__ ln_b, F* __restrict__ prev, MixArgs mix, F* __restrict__ out) {
   constexpr int VN = Vec<F>::n;
   __shared__ float red[2][NM_THREADS / 32];
   const int tid = threadIdx.x, b = blockIdx.y;
@@ -221,7 +198,6 @@ __global__ void __launch_bounds__(NM_THREADS)
 #pragma unroll
     for (int m = 0; m < MAX_MIX; ++m) mv[m][e] = in && m < mix.n ? to_f(static_cast<const F*>(mix.maa[m])[c]) : 0.f;
   }
-  prefetch_l2(pf);  // after the block's own loads are on their way
   pdl_wait();
   uint4 raw[NM_XVEC];
 #pragma unroll
@@ -279,7 +255,7 @@ __global__ void __launch_bounds__(NM_THREADS)
 constexpr int LD_THREADS = 256, LD_TILE = 64, LD_UNROLL = 8;
 template <typename F>
 __global__ void __launch_bounds__(LD_THREADS)
-    lora_down_kernel(int B, int C, int rows, LoraDownArgs args, float* __restrict__ partial, Prefetch pf) {
+    lora_down_kernel(int B, int C, int rows, LoraDownArgs args, float* __restrict__ partial) {
   constexpr int VN = Vec<F>::n, NVT = LD_TILE / VN, RL = LD_THREADS / NVT;
   __shared__ float red[LD_THREADS / 32][LD_TILE];
   const int ks = blockIdx.x, b = blockIdx.z, tid = threadIdx.x;
@@ -303,7 +279,6 @@ __global__ void __launch_bounds__(LD_THREADS)
     for (int i = 0; i < LD_UNROLL; ++i) wr[i] = *reinterpret_cast<const uint4*>(w + (size_t)min(base + i * RL, c1 - 1) * rank);
   };
   if (work) load_w(c0 + rl);  // the weights do not depend on the kernels before: load them before the wait
-  prefetch_l2(pf);
   pdl_wait();
   if (work) {
     for (int base = c0 + rl; base < c1; base += LD_UNROLL * RL) {  // one pass at C / ksplit <= 256 (bf16)
@@ -354,7 +329,7 @@ __global__ void __launch_bounds__(LD_THREADS)
 // shared memory.
 constexpr int TM_STAGE_BYTES = 96 * 1024;
 template <typename F, int N>
-__global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int staged, Tmix7Args p, Prefetch pf) {
+__global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int staged, Tmix7Args p) {
   constexpr int THREADS = 4 * N, ROWS = N / 4, WARPS = THREADS / 32;
   constexpr int VN = Vec<F>::n, NV = N / VN, RSTEP = THREADS / NV;
   static_assert(NV <= 32 && 32 % NV == 0, "a warp holds whole rows of the second factors");
@@ -395,7 +370,6 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int s
     in_lb = p.lnx_b[c];
     if (!p.first_layer) in_v0 = to_f(static_cast<const F*>(p.v0)[c]);
   }
-  prefetch_l2(pf);
   pdl_wait();
   if (tid < N) {  // and its activations, written by earlier kernels
     in_r = to_f(static_cast<const F*>(p.r)[bc + c]);
@@ -617,7 +591,7 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(int B, int rows, int c
 // ---------------------------------------------------------------------------------------
 
 cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
-                     const MixArgs& mix, void* out, const Prefetch& pf, cudaStream_t stream) {
+                     const MixArgs& mix, void* out, cudaStream_t stream) {
   const DeviceInfo dev = device_info();
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
     constexpr int VN = Vec<F>::n;
@@ -628,13 +602,13 @@ cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const vo
     int cpb = 64;
     while (cpb < NM_THREADS * NM_PER && (long)((C + cpb - 1) / cpb) * B > 2 * dev.sms) cpb *= 2;
     return launch(norm_mix_kernel<F>, dim3((C + cpb - 1) / cpb, B), NM_THREADS, 0, stream, B, C, cpb, eps,
-                  (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev, mix, (F*)out, pf);
+                  (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev, mix, (F*)out);
   })
   return cudaSuccess;
 }
 
 cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& args, float* partial,
-                      const Prefetch& pf, cudaStream_t stream) {
+                      cudaStream_t stream) {
   const int cols = args.col0[LORA_GROUPS];
   if (args.n != LORA_GROUPS || cols > MAX_LORA_COLS || ksplit < 1 || ksplit > MAX_KSPLIT) return cudaErrorInvalidValue;
   const int rows = (C + ksplit - 1) / ksplit;
@@ -643,13 +617,12 @@ cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& a
     for (int g = 0; g < LORA_GROUPS; ++g)
       if ((args.col0[g + 1] - args.col0[g]) % VN) return cudaErrorInvalidValue;
     return launch(lora_down_kernel<F>, dim3(ksplit, (cols + LD_TILE - 1) / LD_TILE, B), LD_THREADS, 0, stream, B, C,
-                  rows, args, partial, pf);
+                  rows, args, partial);
   })
   return cudaSuccess;
 }
 
-cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, const Prefetch& pf,
-                         cudaStream_t stream) {
+cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, cudaStream_t stream) {
   if (args.cols > MAX_LORA_COLS || args.ksplit < 1 || args.ksplit > MAX_KSPLIT) return cudaErrorInvalidValue;
   const DeviceInfo dev = device_info();
   ARCHBENCH_DISPATCH_DTYPE(dtype, ARCHBENCH_DISPATCH_HEAD(N, {
@@ -673,7 +646,7 @@ cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, 
         if (e != cudaSuccess) return e;
         if (d >= 0 && d < 64) opted[d] = smem;
       }
-      return launch(kernel, dim3(H, B), 4 * N, smem, stream, B, H, staged, args, pf);
+      return launch(kernel, dim3(H, B), 4 * N, smem, stream, B, H, staged, args);
     }
   }))
   return cudaSuccess;

@@ -10,14 +10,6 @@ constexpr int MAX_LORA_COLS = 1024;  // sum of the four LoRA widths (832 at 7B)
 constexpr int MAX_KSPLIT = 16;       // row blocks of lora_down (tmix7_decode unrolls over them)
 constexpr int MAX_GEMV = 3;          // matrices in one gemv launch (r, k, v)
 constexpr int GEMV_MAX_B = 4;        // sequences in one gemv launch (each weight load serves all)
-constexpr int MAX_PREFETCH = 2;      // byte ranges one kernel warms in L2 for a later one
-
-// Weights a later kernel of the step reads, for a kernel to start towards L2 (a hint: it
-// changes no result). Unused entries: bytes 0.
-struct Prefetch {
-  const void* p[MAX_PREFETCH];
-  unsigned long long bytes[MAX_PREFETCH];  // multiples of 16, from 16-byte aligned p
-};
 
 struct MixArgs {
   const void* maa[MAX_MIX];
@@ -59,11 +51,10 @@ struct GemvArgs {
 };
 
 cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
-                     const MixArgs& mix, void* out, const Prefetch& pf, cudaStream_t stream);
+                     const MixArgs& mix, void* out, cudaStream_t stream);
 cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& args, float* partial,
-                      const Prefetch& pf, cudaStream_t stream);
-cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, const Prefetch& pf,
-                         cudaStream_t stream);
+                      cudaStream_t stream);
+cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, cudaStream_t stream);
 cudaError_t gemv(int dtype, int B, int rows, int cols, const GemvArgs& args, cudaStream_t stream);
 
 }  // namespace archbench
