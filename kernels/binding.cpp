@@ -17,8 +17,8 @@ cudaError_t wkv6_forward(int dtype, bool token_decay, int B, int T, int H, int N
                          const void* k, const void* v, const void* w, const float* u, float* state, void* y,
                          cudaStream_t stream);
 cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* k,
-                                 const void* v, const void* w, const float* u, float* state, void* y,
-                                 cudaStream_t stream);
+                                 const void* v, const void* w, bool w_per_head, const float* u, float* state,
+                                 void* y, cudaStream_t stream);
 cudaError_t wkv7_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
                          const void* k, const void* v, const void* a, const void* b, float* state, void* y,
                          cudaStream_t stream);
@@ -75,14 +75,15 @@ void wkv6(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, 
                                 at::cuda::getCurrentCUDAStream()), "wkv6");
 }
 
-// The chunked tensor-core WKV6 (wkv6_chunked.cu): r, k, v, w (log decay per token), y:
-// [B, T, H, N]; u: [H, N] fp32; state [B, H, N, N] fp32 (updated in place); head size 64 only
+// The chunked tensor-core WKV6 (wkv6_chunked.cu): r, k, v, y: [B, T, H, N]; w: log decay per
+// token [B, T, H, N] or per head [H, N] (WKV5), the inputs' dtype; u: [H, N] fp32; state
+// [B, H, N, N] fp32 (updated in place); head size 64 only
 void wkv6_chunked(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, at::Tensor state,
                   at::Tensor y, int64_t variant) {
   const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
   check(archbench::wkv6_chunked_forward(dtype_code(r), B, T, H, N, (int)variant, r.data_ptr(), k.data_ptr(),
-                                        v.data_ptr(), w.data_ptr(), u.data_ptr<float>(), state.data_ptr<float>(),
-                                        y.data_ptr(), at::cuda::getCurrentCUDAStream()),
+                                        v.data_ptr(), w.data_ptr(), w.dim() == 2, u.data_ptr<float>(),
+                                        state.data_ptr<float>(), y.data_ptr(), at::cuda::getCurrentCUDAStream()),
         "wkv6_chunked");
 }
 

@@ -110,7 +110,8 @@ __device__ __forceinline__ void store8(F* dst, const float* src) {
 // T: padding tokens change nothing) and staged into shared memory: NFULL inputs of N
 // entries per token as they are (type F), and this block's VT columns of v as fp32. ptr[0 ..
 // NFULL-1] are the full inputs, ptr[NFULL] is v. The pointer is picked by an unrolled
-// compare chain: an indexed pointer array would live in local memory.
+// compare chain: an indexed pointer array would live in local memory. Input `bcast` (if >= 0)
+// is one row per head, the same for every token (WKV5's decay): its row is at bcast_base.
 template <typename F, int N, int VT, int NFULL>
 struct Loader {
   static constexpr int VN = Vec<F>::n;
@@ -121,6 +122,8 @@ struct Loader {
   const F* ptr[NFULL + 1];
   size_t base, tok_stride;  // token t's row starts at base + t * tok_stride
   int col0, T;
+  int bcast = -1;
+  size_t bcast_base = 0;
 
   __device__ __forceinline__ void fetch(int t0, int ptid) {
 #pragma unroll
@@ -135,7 +138,8 @@ struct Loader {
 #pragma unroll
           for (int i = 0; i < NFULL; ++i) src = which == i ? ptr[i] : src;
           const int e0 = which < NFULL ? (rem % FULL) * VN : col0 + (rem - NFULL * FULL) * VN;
-          buf[q] = *reinterpret_cast<const uint4*>(src + base + (size_t)(t0 + tt) * tok_stride + e0);
+          const size_t row = which == bcast ? bcast_base : base + (size_t)(t0 + tt) * tok_stride;
+          buf[q] = *reinterpret_cast<const uint4*>(src + row + e0);
         }
       }
     }

@@ -105,7 +105,7 @@ def backends(op: str) -> dict:
     cuda = get_op(op, "cuda")
     out = {"ours": lambda x, s: cuda(**x, state=s)}
     if op == "wkv4":
-        # the time-parallel kernel (wkv4_parallel.cu, "ours" from PARALLEL_MIN_T tokens on):
+        # the time-parallel kernel (wkv4_parallel.cu, "ours" by shape, use_parallel):
         # segment length by shape, and fixed; the sequential kernel forced
         from archbench.kernels.wkv4.op import wkv4_cuda_parallel
         out["ours-seq"] = lambda x, s: cuda(**x, state=s, parallel=False)

@@ -4,9 +4,8 @@
 
 Two kernels: the sequential one (cuda/wkv4.cu, one thread per channel walks the tokens) and
 the time-parallel one (cuda/wkv4_parallel.cu, the tokens cut into segments). `wkv4_cuda`
-takes the parallel one from PARALLEL_MIN_T tokens on: on the H100, 8.1-12.7x the sequential
-kernel at B=1 (T 4096-65536) and 1.18-1.77x at 8x4096 and 16x16384
-(results/kernels/wkv_bench_20261128-035916.jsonl).
+takes the parallel one from PARALLEL_MIN_T tokens on while the batch has fewer than
+PARALLEL_MAX_CHANNELS channels (`use_parallel`).
 """
 from __future__ import annotations
 
@@ -19,13 +18,25 @@ from archbench.kernels.build import aligned, check_inputs, extension, state_for
 # only (where it always wins); below 1024 the sequential kernel's one pass is kept, as for
 # the chunked WKV6/WKV7 kernels (CHUNKED_MIN_T).
 PARALLEL_MIN_T = 1024
+# From this many channels over the batch (B x C) on, the sequential kernel alone fills the
+# GPU and wins. On the H100 (Mtok/s, parallel / sequential): at C = 2560 (H=40) 43-71 / 5.4
+# at B=1, 71.8 / 39.7 at 8x4096 and 84.1 / 70.8 at 16x16384 (B x C = 40960,
+# results/kernels/wkv_bench_20261128-055427.jsonl); at C = 4096 (H=64) 33-42 / 5.3-5.4 at
+# B=1, 50.7 / 37.6 at 8x4096 (32768) but 52.8 / 61.6 at 16x16384 (65536,
+# wkv_bench_20261128-063127.jsonl).
+PARALLEL_MAX_CHANNELS = 65536
+
+
+def use_parallel(B: int, T: int, C: int) -> bool:
+    """Whether `wkv4_cuda` takes the time-parallel kernel for this shape."""
+    return T >= PARALLEL_MIN_T and B * C < PARALLEL_MAX_CHANNELS
 
 
 def wkv4_cuda(w, u, k, v, state, *, inplace: bool = False, out=None, parallel: bool | None = None):
-    """parallel: True / False forces the time-parallel / sequential kernel, None takes the
-    parallel one from PARALLEL_MIN_T tokens on."""
+    """parallel: True / False forces the time-parallel / sequential kernel, None chooses by
+    shape (`use_parallel`)."""
     if parallel is None:
-        parallel = k.dim() == 3 and k.shape[1] >= PARALLEL_MIN_T
+        parallel = k.dim() == 3 and use_parallel(*k.shape)
     if parallel:
         return wkv4_cuda_parallel(w, u, k, v, state, inplace=inplace, out=out)
     check_inputs("wkv4", dict(k=k, v=v), tuple(k.shape))
@@ -64,7 +75,7 @@ def wkv4_cuda_parallel(w, u, k, v, state, *, inplace: bool = False, out=None, se
     `segment` tokens (0: by shape, `parallel_segment`), each run from no history, a scan over
     the segments for their start states, then every segment's outputs: B x C x T / L threads
     where the sequential kernel has B x C. Same signature and results as `wkv4_cuda`, which
-    takes it from PARALLEL_MIN_T tokens on."""
+    takes it by shape (`use_parallel`)."""
     check_inputs("wkv4", dict(k=k, v=v), tuple(k.shape))
     if segment < 0:
         raise ValueError(f"wkv4_cuda_parallel: segment must be >= 0 (0: by shape), got {segment}")

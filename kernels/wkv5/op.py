@@ -4,9 +4,9 @@
     y, state = wkv5_cuda(r, k, v, w, u, state)     # w: log decay [H, N]
 
 The sequential WKV6 kernel reads the decay once per head (fp32); for long prompts
-(`use_chunked`, as WKV6) the chunked tensor-core WKV6 kernel takes the decay repeated over
-the tokens, in the inputs' dtype: one more tensor the size of r to read, for the chunked
-kernel's speed at small batch (WKV6 on the H100: 7.3-7.7 against 4.8 Mtok/s at B=1).
+(`use_chunked`, as WKV6) the chunked tensor-core WKV6 kernel, which also reads it once per
+head (in the inputs' dtype), for its speed at small batch (WKV6 on the H100: 7.3-7.7 against
+4.8 Mtok/s at B=1).
 """
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ def wkv5_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, 
         chunked = variant == 0 and use_chunked(B, T, H, N)
     if chunked:
         from archbench.kernels.wkv6.op import wkv6_cuda_chunked
-        w_t = w.to(device=r.device, dtype=r.dtype).reshape(1, 1, H, N).expand(B, T, H, N)
-        return wkv6_cuda_chunked(r, k, v, w_t, u, state, inplace=inplace, out=out)
+        return wkv6_cuda_chunked(r, k, v, w.reshape(H, N), u, state, inplace=inplace, out=out)
     state = state_for("wkv5", state, (B, H, N, N), inplace)
     y = torch.empty_like(r) if out is None else out  # out: a preallocated y (graphs, tests)
     w = w.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()

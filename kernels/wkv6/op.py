@@ -39,14 +39,23 @@ def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: i
     """The chunked tensor-core kernel (cuda/wkv6_chunked.cu: chunks of 16 tokens, for long
     prompts at small batch), same arguments and results as `wkv6_cuda`. variant: 0 = by
     shape, 1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
-    producer groups (as `wkv7_cuda_chunked`). Head sizes other than 64 take the sequential
-    kernel."""
+    producer groups (as `wkv7_cuda_chunked`). w may also be one decay per head [H, N] (WKV5's),
+    read once per head by the kernel. Head sizes other than 64 take the sequential kernel."""
     code = chunked_variant(variant, groups)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
+        if w.dim() == 2:
+            from archbench.kernels.wkv5.op import wkv5_cuda
+            return wkv5_cuda(r, k, v, w, u, state, inplace=inplace, out=out, chunked=False)
         return wkv6_cuda(r, k, v, w, u, state, inplace=inplace, out=out, chunked=False)
-    w = w.to(r.dtype)
-    check_inputs("wkv6", dict(r=r, k=k, v=v, w=w), tuple(r.shape))
     B, T, H, N = r.shape
+    if w.dim() == 2:  # one decay per head
+        if tuple(w.shape) != (H, N):
+            raise ValueError(f"wkv6_cuda_chunked: a decay per head must be [{H}, {N}], got {tuple(w.shape)}")
+        w = w.to(device=r.device, dtype=r.dtype)
+        check_inputs("wkv6", dict(r=r, k=k, v=v), tuple(r.shape))
+    else:
+        w = w.to(r.dtype)
+        check_inputs("wkv6", dict(r=r, k=k, v=v, w=w), tuple(r.shape))
     state = state_for("wkv6", state, (B, H, N, N), inplace)
     y = torch.empty_like(r) if out is None else out
     u = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from archbench.harness.testing import errors
-from archbench.kernels.wkv4.op import PARALLEL_MIN_T, PARALLEL_SEGMENTS, parallel_segment, wkv4_cuda, wkv4_cuda_parallel
+from archbench.kernels.wkv4.op import (PARALLEL_MAX_CHANNELS, PARALLEL_MIN_T, PARALLEL_SEGMENTS, parallel_segment,
+                                      use_parallel, wkv4_cuda, wkv4_cuda_parallel)
 from archbench.kernels.wkv4.ref import wkv4_init_state, wkv4_ref
 from helpers import spy_kernel_calls
 
@@ -168,6 +169,15 @@ def test_empty_prompt_and_bad_segment():
     assert y.shape == (2, 0, C) and torch.equal(s1, s)
     with pytest.raises(ValueError, match="segment"):
         wkv4_cuda_parallel(**inputs(1, 5, C), state=state0(1, C, False), segment=-1)
+
+
+def test_parallel_by_shape():
+    """The time-parallel kernel from PARALLEL_MIN_T tokens on, unless the batch's channels
+    fill the GPU alone (the bench shapes: 2.9B and 7B, B = 1, 8, 16); plain Python."""
+    assert use_parallel(1, 4096, 2560) and use_parallel(16, 16384, 2560) and use_parallel(8, 4096, 4096)
+    assert not use_parallel(16, 16384, 4096)  # B x C = 65536: the sequential kernel wins there
+    assert not use_parallel(1, PARALLEL_MIN_T - 1, 2560) and use_parallel(1, PARALLEL_MIN_T, 2560)
+    assert use_parallel(1, 10**6, PARALLEL_MAX_CHANNELS - 1) and not use_parallel(2, 10**6, PARALLEL_MAX_CHANNELS // 2)
 
 
 def test_segment_by_shape():

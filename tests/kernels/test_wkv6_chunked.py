@@ -82,7 +82,8 @@ def test_fixed_decay_broadcasts_like_the_reference():
 
 def test_wkv5_cuda_glue_to_the_chunked_wkv6_kernel(monkeypatch):
     """`wkv5_cuda`'s long-prompt path, on the CPU: with the chunked WKV6 kernel replaced by
-    its PyTorch form, the decay per head repeated over the tokens gives WKV5's reference."""
+    its PyTorch form, the decay passed once per head ([H, N], read so by the kernel) gives
+    WKV5's reference."""
     from archbench.kernels.wkv5 import op as op5
     from archbench.kernels.wkv5.ref import wkv5_ref
     from archbench.kernels.wkv6 import op as op6
@@ -90,7 +91,7 @@ def test_wkv5_cuda_glue_to_the_chunked_wkv6_kernel(monkeypatch):
 
     def chunked(r, k, v, w, u, state, inplace=False, out=None):
         seen.append(tuple(w.shape))
-        return wkv6_chunked(r, k, v, w, u, state)
+        return wkv6_chunked(r, k, v, w.expand(r.shape), u, state)
 
     monkeypatch.setattr(op5, "check_inputs", lambda *a: None)
     monkeypatch.setattr(op5, "use_chunked", lambda *a: True)
@@ -100,7 +101,7 @@ def test_wkv5_cuda_glue_to_the_chunked_wkv6_kernel(monkeypatch):
     x["w"] = x["w"][0, 0]
     s = state0(B, H, N)
     y, s1 = op5.wkv5_cuda(**x, state=s)
-    assert seen == [(B, T, H, N)]
+    assert seen == [(H, N)]
     y_ref, s_ref = wkv5_ref(**x, state=s)
     assert_close(y, y_ref, rms_rel=1e-5, what="y")
     assert_close(s1, s_ref, rms_rel=1e-5, what="state")

@@ -177,11 +177,12 @@ def test_wkv6_cuda_dispatches_by_length(monkeypatch, T, want):
 
 @gpu
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 6e-3)])
-@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked"]), (1000, ["wkv6"])])
+@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked"]), (4103, ["wkv6_chunked"]), (1000, ["wkv6"])])
 def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T, want, dtype, tol):
     """`wkv5_cuda` (a decay per head) runs the chunked WKV6 kernel from CHUNKED_MIN_T tokens
-    on, with its decay repeated over the tokens, and gives the reference on fp32 inputs (the
-    decay rounded to the inputs' dtype in bf16, as WKV6's own)."""
+    on, the decay read once per head, and gives the reference on fp32 inputs (the decay
+    rounded to the inputs' dtype in bf16, as WKV6's own) and, bit for bit, what the kernel
+    gives with the decay repeated over the tokens."""
     from archbench.kernels.wkv5 import op
     from archbench.kernels.wkv5.ref import wkv5_ref
     from archbench.kernels.wkv6 import op as op6
@@ -194,3 +195,6 @@ def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T
     assert calls == want
     y_ref, s_ref = wkv5_ref(**{n: t.float() for n, t in x.items()}, w=w, u=u, state=s)
     assert errors(y.float(), y_ref)["rms_rel"] < tol and errors(s1, s_ref)["rms_rel"] < tol
+    if want == ["wkv6_chunked"]:
+        y_rep, s_rep = op6.wkv6_cuda_chunked(**x, w=w.to(dtype).expand(x["r"].shape), u=u, state=s)
+        assert torch.equal(y, y_rep) and torch.equal(s1, s_rep)

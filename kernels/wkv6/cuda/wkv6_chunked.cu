@@ -202,43 +202,47 @@ template <typename F, int N, int VT, int G, int PASSES>
 __global__ void __launch_bounds__(Pipe<G>::THREADS, (G == 1 && VT <= 32 && PASSES == 1 ? 2 : 1))
 wkv6_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ k, const F* __restrict__ v,
                     const F* __restrict__ w, const float* __restrict__ u, float* __restrict__ state,
-                    F* __restrict__ y) {
+                    F* __restrict__ y, int w_per_head) {
   using O = Op<F, N, VT, G, PASSES>;
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   auto& sm = *reinterpret_cast<typename O::Smem*>(smem_bytes);
   const Place<N, VT> p(H, T);
   for (int i = threadIdx.x; i < N; i += blockDim.x) sm.u[i] = u[p.h * N + i];
   __syncthreads();
-  const O op{{{}, {r, w, k, v}, p.base, p.tok_stride, p.col0, T}, {y, p.base, p.tok_stride, p.col0, T}};
+  const O op{{{}, {r, w, k, v}, p.base, p.tok_stride, p.col0, T, w_per_head ? 1 : -1, (size_t)p.h * N},
+             {y, p.base, p.tok_stride, p.col0, T}};
   run_pipeline<O, N, VT, G>(op, sm, state + (size_t)p.bh * N * N, p.col0, (T + C - 1) / C);
 }
 
 template <typename F, int N, int VT, int G>
-cudaError_t launch(int B, int T, int H, const void* r, const void* k, const void* v, const void* w, const float* u,
-                   float* state, void* y, cudaStream_t stream) {
+cudaError_t launch(int B, int T, int H, const void* r, const void* k, const void* v, const void* w, bool w_per_head,
+                   const float* u, float* state, void* y, cudaStream_t stream) {
   constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;  // 3xTF32 for fp32 inputs
   constexpr size_t bytes = sizeof(Smem<F, N, VT, G>);
   if constexpr (bytes > MAX_SMEM) {
     return cudaErrorInvalidValue;  // this many groups do not fit beside this tile
   } else {
     return launch_pipeline(wkv6_chunked_kernel<F, N, VT, G, PASSES>, B * H * (N / VT), Pipe<G>::THREADS, bytes,
-                           stream, T, H, (const F*)r, (const F*)k, (const F*)v, (const F*)w, u, state, (F*)y);
+                           stream, T, H, (const F*)r, (const F*)k, (const F*)v, (const F*)w, u, state, (F*)y,
+                           (int)w_per_head);
   }
 }
 
 }  // namespace wkv6c
 
-// r, k, v, w: [B, T, H, N] (w the log decay per token), u: [H, N] fp32, state [B, H, N, N]
-// fp32 (updated in place), y: [B, T, H, N]. variant: the launch code of tc::dispatch. Head
-// size 64 only (cudaErrorInvalidValue otherwise).
+// r, k, v: [B, T, H, N], w: the log decay per token [B, T, H, N] or, with w_per_head, one per
+// head [H, N] (WKV5), in the inputs' dtype; u: [H, N] fp32, state [B, H, N, N] fp32 (updated
+// in place), y: [B, T, H, N]. variant: the launch code of tc::dispatch. Head size 64 only
+// (cudaErrorInvalidValue otherwise).
 cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* k,
-                                 const void* v, const void* w, const float* u, float* state, void* y,
-                                 cudaStream_t stream) {
+                                 const void* v, const void* w, bool w_per_head, const float* u, float* state,
+                                 void* y, cudaStream_t stream) {
   if (T == 0 || B == 0 || H == 0) return cudaSuccess;
   if (N != 64) return cudaErrorInvalidValue;
   return tc::dispatch(dtype, (long)B * H, variant, [&](auto f, auto vt, auto g) {
     using F = typename decltype(f)::type;
-    return wkv6c::launch<F, 64, decltype(vt)::value, decltype(g)::value>(B, T, H, r, k, v, w, u, state, y, stream);
+    return wkv6c::launch<F, 64, decltype(vt)::value, decltype(g)::value>(B, T, H, r, k, v, w, w_per_head, u, state, y,
+                                                                             stream);
   });
 }
 
