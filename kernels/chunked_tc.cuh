@@ -110,9 +110,10 @@ __device__ __forceinline__ void store8(F* dst, const float* src) {
 // T: padding tokens change nothing) and staged into shared memory: NFULL inputs of N
 // entries per token as they are (type F), and this block's VT columns of v as fp32. ptr[0 ..
 // NFULL-1] are the full inputs, ptr[NFULL] is v. The pointer is picked by an unrolled
-// compare chain: an indexed pointer array would live in local memory. Input `bcast` (if >= 0)
+// compare chain: an indexed pointer array would live in local memory. Input BCAST (if >= 0)
 // is one row per head, the same for every token (WKV5's decay): its row is at bcast_base.
-template <typename F, int N, int VT, int NFULL>
+// A compile-time choice, so that kernels without such an input are not changed by it.
+template <typename F, int N, int VT, int NFULL, int BCAST = -1>
 struct Loader {
   static constexpr int VN = Vec<F>::n;
   static constexpr int FULL = N / VN, PART = VT / VN, PER_TOKEN = NFULL * FULL + PART;
@@ -122,7 +123,6 @@ struct Loader {
   const F* ptr[NFULL + 1];
   size_t base, tok_stride;  // token t's row starts at base + t * tok_stride
   int col0, T;
-  int bcast = -1;
   size_t bcast_base = 0;
 
   __device__ __forceinline__ void fetch(int t0, int ptid) {
@@ -138,8 +138,12 @@ struct Loader {
 #pragma unroll
           for (int i = 0; i < NFULL; ++i) src = which == i ? ptr[i] : src;
           const int e0 = which < NFULL ? (rem % FULL) * VN : col0 + (rem - NFULL * FULL) * VN;
-          const size_t row = which == bcast ? bcast_base : base + (size_t)(t0 + tt) * tok_stride;
-          buf[q] = *reinterpret_cast<const uint4*>(src + row + e0);
+          if constexpr (BCAST >= 0) {
+            const size_t row = which == BCAST ? bcast_base : base + (size_t)(t0 + tt) * tok_stride;
+            buf[q] = *reinterpret_cast<const uint4*>(src + row + e0);
+          } else {
+            buf[q] = *reinterpret_cast<const uint4*>(src + base + (size_t)(t0 + tt) * tok_stride + e0);
+          }
         }
       }
     }

@@ -72,7 +72,7 @@ struct Smem {
   float ystage[SW][16][20];   // a state warp's y tile on its way out
 };
 
-template <typename F, int N, int VT, int G, int PASSES>
+template <typename F, int N, int VT, int G, int PASSES, bool W_PER_HEAD>
 struct Op {
   using S = Smem<F, N, VT, G>;
   using Smem = S;
@@ -81,7 +81,7 @@ struct Op {
   static_assert(N % 16 == 0 && VT % 16 == 0 && N % VT == 0 && NT <= SW, "bad tiling");
   static_assert(N <= PT && N == 16 * PW, "build: a column per thread, 16 keys of M per producer warp");
 
-  Loader<F, N, VT, 3> ld;  // r, w, k; v
+  Loader<F, N, VT, 3, W_PER_HEAD ? 1 : -1> ld;  // r, w, k; v (w: one row per head for WKV5)
   YWriter<F> out;
 
   // Producer group: the state-independent operands of one chunk (inputs staged in scr.raw)
@@ -198,19 +198,18 @@ struct Op {
 
 // Blocks per SM as wkv7_chunked.cu: two with one producer group at VT <= 32 (fp16/bf16),
 // else one.
-template <typename F, int N, int VT, int G, int PASSES>
+template <typename F, int N, int VT, int G, int PASSES, bool W_PER_HEAD>
 __global__ void __launch_bounds__(Pipe<G>::THREADS, (G == 1 && VT <= 32 && PASSES == 1 ? 2 : 1))
 wkv6_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ k, const F* __restrict__ v,
                     const F* __restrict__ w, const float* __restrict__ u, float* __restrict__ state,
-                    F* __restrict__ y, int w_per_head) {
-  using O = Op<F, N, VT, G, PASSES>;
+                    F* __restrict__ y) {
+  using O = Op<F, N, VT, G, PASSES, W_PER_HEAD>;
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   auto& sm = *reinterpret_cast<typename O::Smem*>(smem_bytes);
   const Place<N, VT> p(H, T);
   for (int i = threadIdx.x; i < N; i += blockDim.x) sm.u[i] = u[p.h * N + i];
   __syncthreads();
-  const O op{{{}, {r, w, k, v}, p.base, p.tok_stride, p.col0, T, w_per_head ? 1 : -1, (size_t)p.h * N},
-             {y, p.base, p.tok_stride, p.col0, T}};
+  const O op{{{}, {r, w, k, v}, p.base, p.tok_stride, p.col0, T, (size_t)p.h * N}, {y, p.base, p.tok_stride, p.col0, T}};
   run_pipeline<O, N, VT, G>(op, sm, state + (size_t)p.bh * N * N, p.col0, (T + C - 1) / C);
 }
 
@@ -222,9 +221,10 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* k, const void
   if constexpr (bytes > MAX_SMEM) {
     return cudaErrorInvalidValue;  // this many groups do not fit beside this tile
   } else {
-    return launch_pipeline(wkv6_chunked_kernel<F, N, VT, G, PASSES>, B * H * (N / VT), Pipe<G>::THREADS, bytes,
-                           stream, T, H, (const F*)r, (const F*)k, (const F*)v, (const F*)w, u, state, (F*)y,
-                           (int)w_per_head);
+    auto kernel = w_per_head ? wkv6_chunked_kernel<F, N, VT, G, PASSES, true>
+                             : wkv6_chunked_kernel<F, N, VT, G, PASSES, false>;
+    return launch_pipeline(kernel, B * H * (N / VT), Pipe<G>::THREADS, bytes, stream, T, H, (const F*)r,
+                           (const F*)k, (const F*)v, (const F*)w, u, state, (F*)y);
   }
 }
 
