@@ -18,13 +18,15 @@ cudaError_t wkv6_forward(int dtype, bool token_decay, int B, int T, int H, int N
                          cudaStream_t stream);
 cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* k,
                                  const void* v, const void* w, bool w_per_head, const float* u, float* state,
-                                 void* y, cudaStream_t stream);
+                                 void* y, void* ws, size_t ws_bytes, cudaStream_t stream);
+size_t wkv6_chunked_workspace(int B, int T, int H, int N, int variant);
 cudaError_t wkv7_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
                          const void* k, const void* v, const void* a, const void* b, float* state, void* y,
                          cudaStream_t stream);
 cudaError_t wkv7_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
                                  const void* k, const void* v, const void* a, const void* b, float* state, void* y,
-                                 cudaStream_t stream);
+                                 void* ws, size_t ws_bytes, cudaStream_t stream);
+size_t wkv7_chunked_workspace(int B, int T, int H, int N, int variant);
 }  // namespace archbench
 
 static int dtype_code(const at::Tensor& t) {
@@ -35,6 +37,8 @@ static int dtype_code(const at::Tensor& t) {
     default: TORCH_CHECK(false, "WKV kernels take float32, float16 or bfloat16, got ", t.scalar_type());
   }
 }
+
+static const void* ptr_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr() : nullptr; }
 
 static void check(cudaError_t err, const char* op) {
   TORCH_CHECK(err == cudaSuccess, op, " launch failed: ", cudaGetErrorString(err));
@@ -77,13 +81,15 @@ void wkv6(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, 
 
 // The chunked tensor-core WKV6 (wkv6_chunked.cu): r, k, v, y: [B, T, H, N]; w: log decay per
 // token [B, T, H, N] or per head [H, N] (WKV5), the inputs' dtype; u: [H, N] fp32; state
-// [B, H, N, N] fp32 (updated in place); head size 64 only
+// [B, H, N, N] fp32 (updated in place); ws: a uint8 workspace of wkv6_chunked_workspace
+// bytes (empty where that is 0); head size 64 only
 void wkv6_chunked(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, at::Tensor state,
-                  at::Tensor y, int64_t variant) {
+                  at::Tensor y, at::Tensor ws, int64_t variant) {
   const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
   check(archbench::wkv6_chunked_forward(dtype_code(r), B, T, H, N, (int)variant, r.data_ptr(), k.data_ptr(),
                                         v.data_ptr(), w.data_ptr(), w.dim() == 2, u.data_ptr<float>(),
-                                        state.data_ptr<float>(), y.data_ptr(), at::cuda::getCurrentCUDAStream()),
+                                        state.data_ptr<float>(), y.data_ptr(), ws.numel() ? ws.data_ptr() : nullptr, ws.numel(),
+                                        at::cuda::getCurrentCUDAStream()),
         "wkv6_chunked");
 }
 
@@ -98,15 +104,24 @@ void wkv7(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Tensor a, 
 
 // The chunked tensor-core WKV7 (wkv7_chunked.cu), same arguments; head size 64 only
 void wkv7_chunked(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Tensor a, at::Tensor b,
-                  at::Tensor state, at::Tensor y, int64_t variant) {
+                  at::Tensor state, at::Tensor y, at::Tensor ws, int64_t variant) {
   const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
   check(archbench::wkv7_chunked_forward(dtype_code(r), B, T, H, N, (int)variant, r.data_ptr(), w.data_ptr(),
                                         k.data_ptr(), v.data_ptr(), a.data_ptr(), b.data_ptr(),
-                                        state.data_ptr<float>(), y.data_ptr(), at::cuda::getCurrentCUDAStream()),
+                                        state.data_ptr<float>(), y.data_ptr(), ws.numel() ? ws.data_ptr() : nullptr, ws.numel(),
+                                        at::cuda::getCurrentCUDAStream()),
         "wkv7_chunked");
 }
 
-static const void* ptr_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr() : nullptr; }
+// Bytes of workspace the chunked kernels' two-kernel form needs at this shape and variant (0
+// where the variant takes the one-kernel form).
+int64_t wkv6_chunked_workspace(int64_t B, int64_t T, int64_t H, int64_t N, int64_t variant) {
+  return (int64_t)archbench::wkv6_chunked_workspace(B, T, H, N, variant);
+}
+int64_t wkv7_chunked_workspace(int64_t B, int64_t T, int64_t H, int64_t N, int64_t variant) {
+  return (int64_t)archbench::wkv7_chunked_workspace(B, T, H, N, variant);
+}
+
 
 // The fused RWKV-7 decode step (decode7.cu). x: [B, C]; prev: [B, C] token shift (updated);
 // out: [len(maa), B, C]
@@ -208,6 +223,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("wkv6_chunked", &wkv6_chunked);
   m.def("wkv7", &wkv7);
   m.def("wkv7_chunked", &wkv7_chunked);
+  m.def("wkv6_chunked_workspace", &wkv6_chunked_workspace);
+  m.def("wkv7_chunked_workspace", &wkv7_chunked_workspace);
   m.def("rwkv7_norm_mix", &rwkv7_norm_mix);
   m.def("rwkv7_lora_down", &rwkv7_lora_down);
   m.def("rwkv7_tmix_decode", &rwkv7_tmix_decode);

@@ -95,12 +95,21 @@ def state_for(op: str, state: torch.Tensor, shape: tuple[int, ...], inplace: boo
     return state.contiguous().clone()
 
 
-def chunked_variant(variant: int, groups: int) -> int:
+def chunked_variant(variant: int, groups: int, form: int = 0) -> int:
     """The chunked kernels' launch code: variant 0 (by shape) or 1 / 2 / 3 (16 / 32 / 64
-    state columns per block), groups 0 (by shape) or 1-3 producer groups per block."""
-    if variant not in (0, 1, 2, 3) or groups not in (0, 1, 2, 3):
-        raise ValueError(f"chunked kernel: variant must be 0-3 and groups 0-3, got {variant}, {groups}")
-    return variant + 10 * groups
+    state columns per block), groups 0 (by shape) or 1-3 producer groups per block, form 0
+    (by shape), 1 (one kernel: each block builds its chunks) or 2 (two kernels: the chunks
+    built over the whole GPU into a workspace, then the state pass; see chunked_tc.cuh)."""
+    if variant not in (0, 1, 2, 3) or groups not in (0, 1, 2, 3) or form not in (0, 1, 2):
+        raise ValueError(f"chunked kernel: variant must be 0-3, groups 0-3 and form 0-2, got {variant}, {groups}, {form}")
+    return variant + 10 * groups + 100 * form
+
+
+def chunked_workspace(op: str, shape, code: int, device) -> torch.Tensor:
+    """The workspace the chunked kernel `op` ("wkv6" / "wkv7") needs at shape [B, T, H, N]
+    with launch code `code` (empty for the one-kernel form)."""
+    nbytes = getattr(extension(), f"{op}_chunked_workspace")(*shape, code)
+    return torch.empty(nbytes, dtype=torch.uint8, device=device)
 
 
 # The chunked tensor-core kernels (wkv6/cuda/wkv6_chunked.cu, wkv7/cuda/wkv7_chunked.cu) and
@@ -108,7 +117,9 @@ def chunked_variant(variant: int, groups: int) -> int:
 # (results/kernels/wkv_bench_20261128-021524.jsonl, bf16, H=40, N=64, T >= 4096), chunked by
 # shape against sequential, Mtok/s, WKV7 / WKV6: B=1 5.1-5.3 vs 3.0 / 7.4-7.7 vs 4.8; B=8
 # 10.3 vs 10.4 (a tie) / 16.6 vs 15.7; B=16 13.1 vs 12.1 / 21.2 vs 17.9. So: chunked for long
-# prompts at any batch, head size 64 (the kernels' only one).
+# prompts at any batch, head size 64 (the kernels' only one). Since then the chunked kernels
+# run in two kernels at few heads (chunked_tc.cuh: B=1 WKV7 7.0-7.2, WKV6 12.9-13.7), which
+# only widens the gap.
 CHUNKED_HEAD_SIZES = (64,)
 CHUNKED_MIN_T = 1024
 

@@ -17,13 +17,18 @@
 // state warps wait) and EMPTY (the state warps arrive when done with it, the producer
 // group that refills it waits). bar.arrive / bar.sync order the shared-memory writes before
 // the arrival against the reads after the wait, as __syncthreads does.
+//
+// The two-kernel form (build_to_workspace below, state_tc.cuh) is for few heads: the same
+// builds over every chunk at once, then a state pass with the state in registers.
 #pragma once
 
 #include <mma.h>
 
+#include <cstddef>
 #include <type_traits>
 
 #include "common.cuh"
+#include "state_tc.cuh"
 
 namespace archbench {
 namespace tc {
@@ -221,7 +226,7 @@ __device__ __forceinline__ void cumulative_decay(const F (*w)[N], float (*lam)[N
 //                  scratch[G] (one per producer group, with raw[NFULL][C][N] of F and
 //                  int unsafe), s[N][LDV] (the state tile)
 //   op.ld          a Loader with the block's pointers (copied by each producer thread)
-//   op.build(sm, scratch, chunk, grp)   the chunk's operands from its staged inputs
+//   op.build(scratch, chunk, grp)   the chunk's operands from its staged inputs
 //   op.consume(sm, chunk, c, warp, lane)  chunk c through the state (state warps); it may
 //                  use state_sync() inside; the state is complete after a state_sync
 // st points at this block's head state ([N, N] fp32, row stride N), col0 its first column.
@@ -246,7 +251,7 @@ __device__ __forceinline__ void run_pipeline(const Op& op, typename Op::Smem& sm
       ld.stage(&scr.raw[0][0][0], &sm.chunk[s].v[0][0], LDV, grp.ptid);
       if (c + G < nchunks) ld.fetch((c + G) * C, grp.ptid);  // in flight during the build
       grp.sync();
-      op.build(sm, scr, sm.chunk[s], grp);
+      op.build(scr, sm.chunk[s], grp);
       bar_arrive(P::FULL0 + s, P::PAIR);
     }
     return;
@@ -271,6 +276,58 @@ __device__ __forceinline__ void run_pipeline(const Op& op, typename Op::Smem& sm
   }
 }
 
+// The two-kernel form, for few heads (B x H too small to fill the GPU with blocks of the
+// pipeline above, whose state pass then sets the speed: measured in results/kernels/). The
+// sequence is cut into segments of n chunks; per segment
+//  1. the build kernel: every (head, chunk) of the segment built at once, over the whole GPU,
+//     one group of PT threads per block walking CPB consecutive chunks of one head: op.build
+//     as in the pipeline, then op.finish (the op's extra products, state_tc.cuh) and the
+//     chunk's operands written to the workspace in fragment order (emit_chunk), chunk i of
+//     head bh at ws + (bh * n + i) * WsLayout::FLOATS floats;
+//  2. wkv_state_kernel (state_tc.cuh): the state in registers, a warp per 16 value columns.
+// The chunk operands are built once per head here (the one-kernel form builds them in each
+// of the head's N / VT blocks). BuildArea is the build kernel's shared memory; Op is the op
+// instantiated with VT = 16 (the v it stages is not used).
+template <class Op>
+struct BuildArea {
+  typename Op::Chunk chunk;
+  typename Op::Scratch scratch;
+};
+
+template <class Op>
+__device__ __forceinline__ void build_to_workspace(const Op& op, BuildArea<Op>& area, float* ws, int c0, int i_begin,
+                                                   int i_end) {
+  static_assert(PT == 128, "emit_chunk: 128 threads");
+  const Group grp{(int)threadIdx.x, 0};
+  auto ld = op.ld;
+  auto& scr = area.scratch;
+  ld.fetch((c0 + i_begin) * C, grp.ptid);
+  for (int i = i_begin; i < i_end; ++i) {
+    if (i > i_begin) grp.sync();  // the last chunk's emit is done with the area
+    if (grp.ptid == 0) scr.unsafe = 0;
+    ld.stage(&scr.raw[0][0][0], &area.chunk.v[0][0], 16 + 4, grp.ptid);
+    if (i + 1 < i_end) ld.fetch((c0 + i + 1) * C, grp.ptid);
+    grp.sync();
+    op.build(scr, area.chunk, grp);
+    grp.sync();
+    op.finish(scr, area.chunk, grp);
+    grp.sync();
+    emit_chunk<Op::LOWRANK, Op::PASSES_ == 1>(ws + (size_t)i * WsLayout<Op::LOWRANK>::FLOATS,
+                                              op.operands(scr, area.chunk), grp.ptid);
+  }
+}
+
+// Chunks per build block, and the workspace budget that sets the segment length.
+constexpr int CPB = 8;
+constexpr size_t WS_BUDGET = size_t(256) << 20;
+
+// Chunks per segment of the two-kernel form for this many heads (B x H), at `floats` a chunk.
+inline int segment_chunks(long heads, int nchunks, int floats) {
+  const long fit = (long)(WS_BUDGET / ((size_t)floats * 4 * (size_t)heads));
+  const long n = fit < 1 ? 1 : fit;
+  return (int)(n < nchunks ? n : nchunks);
+}
+
 // Launches KERNEL over `blocks` blocks of Pipe<G>::THREADS threads with SMEM bytes of
 // dynamic shared memory (opting in above 48 KB).
 template <typename Kernel, typename... Args>
@@ -288,43 +345,90 @@ struct Type {
 template <int V>
 using Int = std::integral_constant<int, V>;
 
-// The launch code of the chunked kernels, variant = tile + 10 * groups (tile 0 = by shape,
-// 1, 2, 3 = 16, 32, 64 state columns per block; groups 0 = by shape, 1-3 producer groups;
-// fp32 inputs and 16 columns always take one group), resolved and passed on as
-// go(Type<F>{}, Int<VT>{}, Int<G>{}) for one of the combinations built;
-// cudaErrorInvalidValue for an unknown dtype or combination.
+// The launch code of the chunked kernels, variant = tile + 10 * groups + 100 * form (tile 0 =
+// by shape, 1, 2, 3 = 16, 32, 64 state columns per block; groups 0 = by shape, 1-3 producer
+// groups; form 0 = by shape, 1 = one kernel, 2 = two kernels: the build kernel and
+// wkv_state_kernel), resolved and passed on as go(Type<F>{}, Int<VT>{}, Int<G>{},
+// Int<TWO>{}) for one of the combinations built; cudaErrorInvalidValue for an unknown dtype
+// or combination. One kernel: fp32 inputs and 16 columns always take one group (shared
+// memory). Two kernels: no producer groups (G = 1 passed, the code's groups ignored).
 //
-// The choice by shape, measured on an H100 (bf16, H = 40, results/kernels/
+// The choice by shape, one kernel, measured on an H100 (bf16, H = 40, results/kernels/
 // wkv_bench_20261128-021524.jsonl), Mtok/s, WKV7 / WKV6:
 //   B x H = 40:  32 columns with one group 4.0-4.2 / 5.6-5.8, with two 5.1-5.3 / 7.4-7.7, with
 //                three the same as two; 64 columns 3.1-3.5 / 5.1-5.4 at any count;
 //   B x H = 320, 640: 64 columns with one group 10.3, 13.1 / 16.6, 21.2; more groups or 32
 //                columns 8.3-11.2 / 11.8-17.3: with the heads alone filling the SMs, more
 //                blocks beat more producers.
+// The two-kernel form by shape up to split_max_heads heads (the op's: WKV7_SPLIT_MAX_HEADS,
+// WKV6_SPLIT_MAX_HEADS), 64 columns a block there. Measured on an H100 (bf16, H = 40,
+// results/kernels/wkv_bench_20261128-075504.jsonl), Mtok/s, two kernels at 16 / 32 / 64
+// columns against one kernel (by shape):
+//   WKV7 B x H = 40:  6.0-6.1 / 7.0-7.1 / 7.1-7.3 against 5.1-5.3 (32 columns, 2 groups);
+//        B x H = 320: 9.9-10.0 against 10.3 (64, 1); 640: 10.2-10.3 against 13.0;
+//   WKV6 B x H = 40:  12.5-13.3 / 12.6-13.1 / 12.9-13.6 against 7.5-7.6;
+//        B x H = 320: 24.4 / 27.2 / 27.3 against 16.6; 640: 25.4 / 25.4 / 24.9 against 21.2.
+constexpr long WKV7_SPLIT_MAX_HEADS = 264, WKV6_SPLIT_MAX_HEADS = 640;
+constexpr int SPLIT_TILE = 3;
+
+inline int split_form(long heads, int variant, long split_max_heads) {
+  const int form = variant / 100;
+  return form ? form : heads <= split_max_heads ? 2 : 1;
+}
+
 template <typename Go>
-cudaError_t dispatch(int dtype, long heads, int variant, Go&& go) {
-  int tile = variant % 10, groups = variant / 10;
+cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, Go&& go) {
+  int tile = variant % 10, groups = variant / 10 % 10;
+  const int form = split_form(heads, variant, split_max_heads);
+  if (form == 2) {  // the state pass's width: 16, 32 or 64 columns (1, 2, 4 warps) a block
+    if (tile == 0) tile = SPLIT_TILE;
+    ARCHBENCH_DISPATCH_DTYPE(dtype, {
+      switch (tile) {
+        case 1: return go(Type<F>{}, Int<16>{}, Int<1>{}, Int<1>{});
+        case 2: return go(Type<F>{}, Int<32>{}, Int<1>{}, Int<1>{});
+        case 3: return go(Type<F>{}, Int<64>{}, Int<1>{}, Int<1>{});
+        default: return cudaErrorInvalidValue;
+      }
+    })
+    return cudaSuccess;
+  }
+  if (form != 1) return cudaErrorInvalidValue;
   if (tile == 0) tile = heads <= 264 ? 2 : 3;
   if (groups == 0) groups = tile == 2 ? 2 : 1;
   if (dtype == kF32 || tile == 1) groups = 1;
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
     switch (tile * 10 + groups) {
-      case 11: return go(Type<F>{}, Int<16>{}, Int<1>{});
-      case 21: return go(Type<F>{}, Int<32>{}, Int<1>{});
-      case 31: return go(Type<F>{}, Int<64>{}, Int<1>{});
+      case 11: return go(Type<F>{}, Int<16>{}, Int<1>{}, Int<0>{});
+      case 21: return go(Type<F>{}, Int<32>{}, Int<1>{}, Int<0>{});
+      case 31: return go(Type<F>{}, Int<64>{}, Int<1>{}, Int<0>{});
       default: break;
     }
     if constexpr (sizeof(F) == 2) {
       switch (tile * 10 + groups) {
-        case 22: return go(Type<F>{}, Int<32>{}, Int<2>{});
-        case 23: return go(Type<F>{}, Int<32>{}, Int<3>{});
-        case 32: return go(Type<F>{}, Int<64>{}, Int<2>{});
-        case 33: return go(Type<F>{}, Int<64>{}, Int<3>{});
+        case 22: return go(Type<F>{}, Int<32>{}, Int<2>{}, Int<0>{});
+        case 23: return go(Type<F>{}, Int<32>{}, Int<3>{}, Int<0>{});
+        case 32: return go(Type<F>{}, Int<64>{}, Int<2>{}, Int<0>{});
+        case 33: return go(Type<F>{}, Int<64>{}, Int<3>{}, Int<0>{});
         default: break;
       }
     }
     return cudaErrorInvalidValue;
   })
+  return cudaSuccess;
+}
+
+// Runs a chunked op over [B, T] in the chosen form: one kernel (launch_one(c0 = 0, n =
+// nchunks)), or per segment of n chunks build(c0, n, ws) then state(c0, n, ws), ws holding
+// ws_bytes (at least workspace_bytes()). The launchers return cudaError_t.
+template <class Build, class State>
+cudaError_t run_segments(int nchunks, int seg, Build&& build, State&& state) {
+  for (int c0 = 0; c0 < nchunks; c0 += seg) {
+    const int n = nchunks - c0 < seg ? nchunks - c0 : seg;
+    cudaError_t err = build(c0, n);
+    if (err != cudaSuccess) return err;
+    err = state(c0, n);
+    if (err != cudaSuccess) return err;
+  }
   return cudaSuccess;
 }
 

@@ -132,6 +132,24 @@ __device__ __forceinline__ float dot4(const float* x, const float* y) {
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
+// A 16-byte copy global -> shared memory that does not wait for the data (cp.async, sm_80
+// and later): the loads are in flight while the block does other work, and hold no
+// registers. cp_async_wait_all() then waits for all of this thread's copies.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+#else
+  *reinterpret_cast<uint4*>(smem) = *reinterpret_cast<const uint4*>(gmem);
+#endif
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 }  // namespace archbench
 
 // Calls BODY with `using F = <element type>` for the runtime dtype code.

@@ -1,10 +1,12 @@
 """WKV kernel benchmark: our CUDA kernels against fla (chunk and fused-recurrent) and the
 one-thread-per-column layout of BlinkDL's kernels, in the same run on the same GPU; for wkv7
-and wkv6 also our chunked tensor-core kernels ("cuda-chunked", and at each block width and
-number of producer groups "-vt32-g1" ... "-vt64-g3", and their PyTorch form "torch-chunked")
-and the sequential kernel forced ("ours-seq": "ours" dispatches by shape); for wkv4 the
-time-parallel kernel ("cuda-parallel", segment length by shape, "cuda-parallel-L<n>" at
-segments of n tokens) and the sequential one forced ("ours-seq").
+and wkv6 also our chunked tensor-core kernels ("cuda-chunked"; in one kernel at each block
+width and number of producer groups, "-vt32-g1" ... "-vt64-g3"; in two kernels, the chunks
+built over the whole GPU into a workspace and then the state pass, "-2k-vt16" ...), their
+PyTorch form ("torch-chunked") and the sequential kernel forced ("ours-seq": "ours"
+dispatches by shape); for wkv4 the time-parallel kernel ("cuda-parallel", segment length by
+shape, "cuda-parallel-L<n>" at segments of n tokens) and the sequential one forced
+("ours-seq").
 
 Per shape: prefill million tokens/s (B x T / median time, `triton.testing.do_bench`
 after warm-up, with the 20th-80th percentile spread), decode-step latency (T = 1, state
@@ -130,7 +132,11 @@ def backends(op: str) -> dict:
             for variant, cols in ((2, 32), (3, 64)):
                 for groups in (1, 2, 3):
                     out[f"cuda-chunked-vt{cols}-g{groups}"] = (
-                        lambda x, s, v=variant, g=groups: chunked_cuda(**x, state=s, variant=v, groups=g))
+                        lambda x, s, v=variant, g=groups: chunked_cuda(**x, state=s, variant=v, groups=g, form=1))
+            # the two-kernel form (build over the whole GPU into a workspace, then the state pass)
+            for variant, cols in ((1, 16), (2, 32), (3, 64)):
+                out[f"cuda-chunked-2k-vt{cols}"] = (
+                    lambda x, s, v=variant: chunked_cuda(**x, state=s, variant=v, form=2))
         out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
     if op in ("wkv6", "wkv7"):
         if importlib.util.find_spec("fla") is None:

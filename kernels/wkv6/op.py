@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from archbench.kernels.build import (CHUNKED_HEAD_SIZES, aligned, check_inputs, chunked_variant, extension,
-                                     state_for, use_chunked)
+from archbench.kernels.build import (CHUNKED_HEAD_SIZES, aligned, check_inputs, chunked_variant, chunked_workspace,
+                                     extension, state_for, use_chunked)
 
 
 def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, out=None,
@@ -35,13 +35,13 @@ def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, 
 
 
 def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, groups: int = 0,
-                      out=None):
+                      form: int = 0, out=None):
     """The chunked tensor-core kernel (cuda/wkv6_chunked.cu: chunks of 16 tokens, for long
     prompts at small batch), same arguments and results as `wkv6_cuda`. variant: 0 = by
     shape, 1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
-    producer groups (as `wkv7_cuda_chunked`). w may also be one decay per head [H, N] (WKV5's),
-    read once per head by the kernel. Head sizes other than 64 take the sequential kernel."""
-    code = chunked_variant(variant, groups)
+    producer groups, form: 0 = by shape, 1 / 2 = one / two kernels (as `wkv7_cuda_chunked`).
+    w may also be one decay per head [H, N] (WKV5's), read once per head by the kernel. Head sizes other than 64 take the sequential kernel."""
+    code = chunked_variant(variant, groups, form)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
         if w.dim() == 2:
             from archbench.kernels.wkv5.op import wkv5_cuda
@@ -59,5 +59,6 @@ def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: i
     state = state_for("wkv6", state, (B, H, N, N), inplace)
     y = torch.empty_like(r) if out is None else out
     u = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()
-    extension().wkv6_chunked(*(aligned(t) for t in (r, k, v, w)), u, state, y, code)
+    ws = chunked_workspace("wkv6", (B, T, H, N), code, r.device)
+    extension().wkv6_chunked(*(aligned(t) for t in (r, k, v, w)), u, state, y, ws, code)
     return y, state

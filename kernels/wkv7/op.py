@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from archbench.kernels.build import (CHUNKED_HEAD_SIZES, aligned, check_inputs, chunked_variant, extension,
-                                     state_for, use_chunked)
+from archbench.kernels.build import (CHUNKED_HEAD_SIZES, aligned, check_inputs, chunked_variant, chunked_workspace,
+                                     extension, state_for, use_chunked)
 
 
 def wkv7_cuda(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 0, out=None,
@@ -36,12 +36,16 @@ def wkv7_cuda(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 
 
 
 def wkv7_cuda_chunked(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 0, groups: int = 0,
-                      out=None):
+                      form: int = 0, out=None):
     """The chunked tensor-core kernel, same arguments as `wkv7_cuda`. variant: 0 = by shape,
     1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
-    producer groups building chunks ahead (fp32 inputs and 16 columns always take 1). Head
-    sizes other than 64 take the sequential kernel."""
-    code = chunked_variant(variant, groups)
+    producer groups building chunks ahead (fp32 inputs and 16 columns always take 1); form:
+    0 = by shape, 1 = one kernel (each block builds its chunks), 2 = two kernels (the chunks
+    built over the whole GPU into a workspace, 25.9 KB per chunk of 16 tokens and head, at
+    most 256 MB: longer inputs run in segments; then the state pass with the state in
+    registers, `variant` its columns per block, `groups` ignored). Head sizes other than 64
+    take the sequential kernel."""
+    code = chunked_variant(variant, groups, form)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
         return wkv7_cuda(r, w, k, v, a, b, state, inplace=inplace, out=out, chunked=False)
     w = w.to(r.dtype)
@@ -49,5 +53,6 @@ def wkv7_cuda_chunked(r, w, k, v, a, b, state, *, inplace: bool = False, variant
     B, T, H, N = r.shape
     state = state_for("wkv7", state, (B, H, N, N), inplace)
     y = torch.empty_like(r) if out is None else out
-    extension().wkv7_chunked(*(aligned(t) for t in (r, w, k, v, a, b)), state, y, code)
+    ws = chunked_workspace("wkv7", (B, T, H, N), code, r.device)
+    extension().wkv7_chunked(*(aligned(t) for t in (r, w, k, v, a, b)), state, y, ws, code)
     return y, state

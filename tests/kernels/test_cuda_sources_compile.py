@@ -33,18 +33,22 @@ DISPATCH_PROGRAM = r"""
 #include "chunked_tc.cuh"
 using namespace archbench;
 int main() {
-  const int codes[] = {0, 1, 2, 3, 10, 12, 13, 20, 21, 22, 23, 30, 31, 32, 33};
-  const long heads[] = {40, 264, 265, 640};
-  for (int dtype = 0; dtype < 4; ++dtype)
-    for (long h : heads)
-      for (int code : codes) {
-        cudaError_t e = tc::dispatch(dtype, h, code, [&](auto f, auto vt, auto g) {
-          std::printf("%d %ld %d %d %d %d\n", dtype, h, code, (int)sizeof(typename decltype(f)::type),
-                      decltype(vt)::value, decltype(g)::value);
-          return cudaSuccess;
-        });
-        if (e != cudaSuccess) std::printf("%d %ld %d invalid\n", dtype, h, code);
-      }
+  const int codes[] = {0,   1,   2,   3,   10,  12,  13,  20,  21,  22,  23,  30,  31,  32,  33,
+                       100, 101, 102, 103, 110, 112, 113, 120, 121, 122, 123, 130, 131, 132, 133,
+                       200, 201, 202, 203, 210, 212, 213, 220, 221, 222, 223, 230, 231, 232, 233};
+  const long heads[] = {40, 264, 265, 640, 641};
+  const long split[] = {tc::WKV7_SPLIT_MAX_HEADS, tc::WKV6_SPLIT_MAX_HEADS};
+  for (long sp : split)
+    for (int dtype = 0; dtype < 4; ++dtype)
+      for (long h : heads)
+        for (int code : codes) {
+          cudaError_t e = tc::dispatch(dtype, h, code, sp, [&](auto f, auto vt, auto g, auto two) {
+            std::printf("%ld %d %ld %d %d %d %d %d\n", sp, dtype, h, code, (int)sizeof(typename decltype(f)::type),
+                        decltype(vt)::value, decltype(g)::value, decltype(two)::value);
+            return cudaSuccess;
+          });
+          if (e != cudaSuccess) std::printf("%ld %d %ld %d invalid\n", sp, dtype, h, code);
+        }
 }
 """
 
@@ -52,27 +56,37 @@ int main() {
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
     """tc::dispatch (chunked_tc.cuh, host code: runs without a GPU) maps every launch code,
-    dtype and head count to the kernel it should: by shape 32 state columns with 2 producer
-    groups up to B x H = 264 and 64 columns with 1 group above; fp32 and 16 columns always one
-    group; an unknown dtype is an error."""
+    dtype and head count to the kernel it should. By shape: up to the op's head count (B x H
+    264 for WKV7, 640 for WKV6) the two-kernel form (build, then the register state pass) at
+    64 state columns a block, above it one kernel with 64 columns and 1 producer group. One
+    kernel, block width by shape: 32 columns with 2 groups up to 264 heads, 64 with 1 above;
+    fp32 and 16 columns always one group. Two kernels: the width alone (64 unless given).
+    An unknown dtype is an error."""
     src, exe = tmp_path / "dispatch.cu", tmp_path / "dispatch"
     src.write_text(DISPATCH_PROGRAM)
     root = Path(SOURCES[0]).parent
     subprocess.run(["nvcc", "-std=c++17", f"-I{root}", str(src), "-o", str(exe)], check=True, timeout=600)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split("\n")
-    got = {tuple(line.split()[:3]): line.split()[3:] for line in out if line}
-    for (dtype, heads, code), result in got.items():
-        dtype, heads, code = int(dtype), int(heads), int(code)
+    got = {tuple(line.split()[:4]): line.split()[4:] for line in out if line}
+    assert {int(k[0]) for k in got} == {264, 640}
+    for (split, dtype, heads, code), result in got.items():
+        split, dtype, heads, code = int(split), int(dtype), int(heads), int(code)
         if dtype == 3:
             assert result == ["invalid"]
             continue
+        form = code // 100 or (2 if heads <= split else 1)
+        size = {0: 4, 1: 2, 2: 2}[dtype]
+        if form == 2:  # the state pass's width only (producer groups do not apply)
+            tile = code % 10 or 3
+            assert result == [str(size), str({1: 16, 2: 32, 3: 64}[tile]), "1", "1"], (split, dtype, heads, code, result)
+            continue
         tile = code % 10 or (2 if heads <= 264 else 3)
-        groups = code // 10 or (2 if tile == 2 else 1)
+        groups = code // 10 % 10 or (2 if tile == 2 else 1)
         if dtype == 0 or tile == 1:
             groups = 1
-        size = {0: 4, 1: 2, 2: 2}[dtype]
-        assert result == [str(size), str({1: 16, 2: 32, 3: 64}[tile]), str(groups)], (dtype, heads, code, result)
-    assert len(got) == 4 * 4 * 15
+        want = [str(size), str({1: 16, 2: 32, 3: 64}[tile]), str(groups), "0"]
+        assert result == want, (split, dtype, heads, code, result)
+    assert len(got) == 2 * 4 * 5 * 45
 
 
 def _cuda_include() -> Path | None:

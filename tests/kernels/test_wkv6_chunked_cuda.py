@@ -19,6 +19,7 @@ TOL = {"fp32": 1e-4, "bf16": 6e-3, "fp16": 1.5e-3}  # as tests/kernels/test_wkv7
 SHAPES = [(1, 1, 2), (1, 15, 3), (3, 16, 2), (1, 17, 2), (3, 100, 2), (16, 33, 2), (1, 1000, 3), (3, 1000, 2),
           (16, 100, 1), (1, 4097, 2)]  # B, T, H
 DECAYS = ["rwkv", "none", "strong", "mixed"]
+FORMS = [1, 2]  # one kernel; two (build into a workspace, then the state pass)
 
 
 def inputs(B, T, H, N, decay="rwkv", seed=0):
@@ -43,10 +44,11 @@ def state0(B, H, N, seed=1):
 
 
 @gpu
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("decay", DECAYS)
 @pytest.mark.parametrize("B,T,H", SHAPES)
-def test_chunked_matches_reference(B, T, H, decay, dtype):
+def test_chunked_matches_reference(B, T, H, decay, dtype, form):
     N = 64
     x, u = inputs(B, T, H, N, decay, seed=T)
     x = {n: t.to(DTYPES[dtype]) for n, t in x.items()}
@@ -54,36 +56,38 @@ def test_chunked_matches_reference(B, T, H, decay, dtype):
     s_before = s.clone()
     y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
     out = torch.full_like(x["r"], float("nan"))
-    y, s_new = wkv6_cuda_chunked(**x, u=u, state=s, out=out)
+    y, s_new = wkv6_cuda_chunked(**x, u=u, state=s, out=out, form=form)
     assert y.data_ptr() == out.data_ptr() and y.dtype == DTYPES[dtype]
     assert torch.equal(s, s_before)  # the caller's state is not modified
     assert torch.isfinite(y).all(), "NaN left in the output"
     assert torch.isfinite(s_new).all()
     e_y, e_s = errors(y.float(), y_ref), errors(s_new, s_ref)
-    print(f"{dtype} {decay} B={B} T={T}: y rms_rel {e_y['rms_rel']:.2e}, state rms_rel {e_s['rms_rel']:.2e}")
+    print(f"form {form} {dtype} {decay} B={B} T={T}: y rms_rel {e_y['rms_rel']:.2e}, state rms_rel {e_s['rms_rel']:.2e}")
     assert e_y["rms_rel"] < TOL[dtype], f"y {e_y}"
     assert e_s["rms_rel"] < TOL[dtype], f"state {e_s}"
 
 
 @gpu
+@pytest.mark.parametrize("form", [0, 1, 2])
 @pytest.mark.parametrize("variant", [0, 1, 2, 3])
 @pytest.mark.parametrize("decay", ["rwkv", "strong", "mixed"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_every_block_width_agrees(variant, decay, dtype):
+def test_every_block_width_agrees(variant, decay, dtype, form):
     """16, 32 and 64 state columns per block (and the shape's choice) give the reference."""
     B, T, H, N = 2, 77, 3, 64
     x, u = inputs(B, T, H, N, decay)
     x = {n: t.to(DTYPES[dtype]) for n, t in x.items()}
     s = state0(B, H, N)
     y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
-    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s, variant=variant)
+    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s, variant=variant, form=form)
     assert errors(y.float(), y_ref)["rms_rel"] < TOL[dtype] and errors(s1, s_ref)["rms_rel"] < TOL[dtype]
 
 
 @gpu
-@pytest.mark.parametrize("variant,groups", [(2, 1), (2, 2), (2, 3), (3, 1), (3, 2), (3, 3), (1, 3), (0, 0)])
+@pytest.mark.parametrize("variant,groups,form", [(2, 1, 1), (2, 2, 1), (2, 3, 1), (3, 1, 1), (3, 2, 1), (3, 3, 1), (1, 3, 1),
+                                                 (0, 0, 0), (1, 0, 2), (2, 0, 2), (3, 0, 2)])
 @pytest.mark.parametrize("T", [1, 17, 40, 64, 65, 300])
-def test_every_producer_group_count_agrees(variant, groups, T):
+def test_every_producer_group_count_agrees(variant, groups, form, T):
     """1-3 producer groups filling the ring of chunk slots, at lengths below, at and past
     groups x 16 tokens, bf16, with the state carried into a second call."""
     B, H, N = 2, 3, 64
@@ -92,8 +96,8 @@ def test_every_producer_group_count_agrees(variant, groups, T):
     s = state0(B, H, N)
     y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
     y2_ref, s2_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s_ref)
-    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s, variant=variant, groups=groups)
-    y2, s2 = wkv6_cuda_chunked(**x, u=u, state=s1, variant=variant, groups=groups)
+    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s, variant=variant, groups=groups, form=form)
+    y2, s2 = wkv6_cuda_chunked(**x, u=u, state=s1, variant=variant, groups=groups, form=form)
     for got, ref in ((y.float(), y_ref), (s1, s_ref), (y2.float(), y2_ref), (s2, s2_ref)):
         assert errors(got, ref)["rms_rel"] < TOL["bf16"], errors(got, ref)
 
@@ -117,16 +121,20 @@ def test_state_carried_over_calls():
 
 
 @gpu
-def test_long_bf16_prompt_against_fp32_kernel():
-    """A benchmark-like shape: bf16, B=1, 16384 tokens, 8 heads, against our fp32 sequential kernel."""
-    B, T, H, N = 1, 16384, 8, 64
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("B,T,H", [(1, 16384, 8), (1, 20000, 40)])
+def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form):
+    """Benchmark-like shapes, bf16, against our fp32 sequential kernel. At 1 x 20000 x 40 heads
+    the two-kernel form's workspace (256 MB at most) holds 708 chunks of 16 tokens (9.5 KB a
+    chunk and head): two segments, the second one short."""
+    N = 64
     x, u = inputs(B, T, H, N, seed=3)
     x = {n: t.bfloat16() for n, t in x.items()}
     s = torch.zeros(B, H, N, N, device="cuda")
     y_ref, s_ref = wkv6_cuda(**{n: t.float() for n, t in x.items()}, u=u, state=s)
-    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s)
+    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s, form=form)
     e_y, e_s = errors(y.float(), y_ref), errors(s1, s_ref)
-    print(f"bf16 B=1 T=16384: y rms_rel {e_y['rms_rel']:.2e}, state {e_s['rms_rel']:.2e}")
+    print(f"form {form} bf16 B={B} T={T} H={H}: y rms_rel {e_y['rms_rel']:.2e}, state {e_s['rms_rel']:.2e}")
     assert e_y["rms_rel"] < TOL["bf16"] and e_s["rms_rel"] < TOL["bf16"]
 
 

@@ -23,7 +23,9 @@
 //    of 16 x 16, K = N + C), then S_C in place (4 NT tiles, D∘S_0 loaded as the accumulator
 //    + K̂ᵀ V, K = C).
 // Splitting the V columns over N / VT blocks gives B = 1 its parallelism (each block redoes
-// the cheap chunk matrices).
+// the cheap chunk matrices). That is the one-kernel form; for up to WKV6_SPLIT_MAX_HEADS
+// heads the two-kernel form (chunked_tc.cuh) builds every chunk at once in wkv6_build_kernel
+// and runs the register state pass of state_tc.cuh on a 9.5 KB-per-chunk-and-head workspace.
 //
 // M is a product of factorised operands, r_t e^{Λ_{t-1} - c} and k_j e^{c - Λ_j}, with a
 // per-column reference c = Λ_C / 2, so every factor is within e^{±|Λ_C|/2}. A column whose
@@ -44,39 +46,47 @@ namespace wkv6c {
 using namespace nvcuda;
 using namespace tc;
 
-// Shared memory of one block. Leading dimensions padded by 4 floats; every array's size is
-// a multiple of 32 bytes, so each starts on a 32-byte boundary, as wmma needs.
+// Shared memory. Leading dimensions padded by 4 floats; every array's size is a multiple of
+// 32 bytes, so each starts on a 32-byte boundary, as wmma needs.
+template <int N, int VT>
+struct Chunk {                // a chunk's operands for the state pass (a slot of the ring)
+  static constexpr int LDW = N + C + 4, LDN = N + 4, LDV = VT + 4;
+  float rm[C][LDW];           // [R̃ | M]
+  float kh[C][LDN];           // K̂ (row j), read transposed (col-major) as K̂ᵀ
+  float d[N];                 // e^{Λ_C}
+  float v[C][LDV];            // the chunk's v at the block's columns
+};
+template <typename F, int N>
+struct Scratch {              // a producer group's working space
+  static constexpr int LDC = C + 4, LDN = N + 4;
+  F raw[3][C][N];             // r, w, k as loaded
+  float lam[C][N];            // Λ_t
+  float fac[2][C][LDN];       // factorised R', K'
+  float part[PW][C][LDC];     // the producer warps' partial products R'K'ᵀ (16 keys each)
+  float lamc[N];              // Λ_C
+  float u[N];                 // the bonus u of this head
+  float bonus[C];             // Σ_i r_ti u_i k_ti
+  int unsafe;                 // some column of this chunk is not factorised
+  int pad_[7];
+};
 template <typename F, int N, int VT, int G>
 struct Smem {
-  static constexpr int LDW = N + C + 4, LDC = C + 4, LDN = N + 4, LDV = VT + 4;
-  struct Chunk {              // a chunk's operands for the state pass (a slot of the ring)
-    float rm[C][LDW];         // [R̃ | M]
-    float kh[C][LDN];         // K̂ (row j), read transposed (col-major) as K̂ᵀ
-    float v[C][LDV];          // the chunk's v at the block's columns
-    float d[N];               // e^{Λ_C}
-  };
-  struct Scratch {            // a producer group's working space
-    F raw[3][C][N];           // r, w, k as loaded
-    float lam[C][N];          // Λ_t
-    float fac[2][C][LDN];     // factorised R', K'
-    float part[PW][C][LDC];   // the producer warps' partial products R'K'ᵀ (16 keys each)
-    float lamc[N];            // Λ_C
-    float bonus[C];           // Σ_i r_ti u_i k_ti
-    int unsafe;               // some column of this chunk is not factorised
-    int pad_[7];
-  };
-  Chunk chunk[Pipe<G>::NB];
-  Scratch scratch[G];
+  static constexpr int LDV = VT + 4;
+  Chunk<N, VT> chunk[Pipe<G>::NB];
+  Scratch<F, N> scratch[G];
   float s[N][LDV];            // the state tile, updated in place chunk by chunk
-  float u[N];                 // the bonus u of this head
   float ystage[SW][16][20];   // a state warp's y tile on its way out
 };
 
 template <typename F, int N, int VT, int G, int PASSES, bool W_PER_HEAD>
 struct Op {
-  using S = Smem<F, N, VT, G>;
-  using Smem = S;
-  static constexpr int LDW = S::LDW, LDC = S::LDC, LDN = S::LDN, LDV = S::LDV;
+  using Chunk = wkv6c::Chunk<N, VT>;
+  using Scratch = wkv6c::Scratch<F, N>;
+  using Smem = wkv6c::Smem<F, N, VT, G>;
+  using S = Smem;
+  static constexpr bool LOWRANK = false;  // the two-kernel form: S' = d∘S + K̂ᵀV (state_tc.cuh)
+  static constexpr int PASSES_ = PASSES;
+  static constexpr int LDW = Chunk::LDW, LDC = Scratch::LDC, LDN = Chunk::LDN, LDV = Chunk::LDV;
   static constexpr int NT = VT / 16;  // 16-column tiles of the block's state columns
   static_assert(N % 16 == 0 && VT % 16 == 0 && N % VT == 0 && NT <= SW, "bad tiling");
   static_assert(N <= PT && N == 16 * PW, "build: a column per thread, 16 keys of M per producer warp");
@@ -86,7 +96,7 @@ struct Op {
 
   // Producer group: the state-independent operands of one chunk (inputs staged in scr.raw)
   // into ch.
-  __device__ __forceinline__ void build(S& sm, typename S::Scratch& scr, typename S::Chunk& ch, const Group& grp) const {
+  __device__ __forceinline__ void build(Scratch& scr, Chunk& ch, const Group& grp) const {
     const int ptid = grp.ptid;
     const F(*r)[N] = scr.raw[0];
     const F(*w)[N] = scr.raw[1];
@@ -103,7 +113,7 @@ struct Op {
 #pragma unroll
       for (int q = 0; q < N / 8; ++q) {
         const int i = q * 8 + p;
-        bsum = fmaf(to_f(r[t][i]) * sm.u[i], to_f(k[t][i]), bsum);
+        bsum = fmaf(to_f(r[t][i]) * scr.u[i], to_f(k[t][i]), bsum);
       }
       bsum += __shfl_xor_sync(0xffffffffu, bsum, 4);
       bsum += __shfl_xor_sync(0xffffffffu, bsum, 2);
@@ -159,8 +169,20 @@ struct Op {
     }
   }
 
+  // The two-kernel form (state_tc.cuh): the operands as built, E = 0, Q = K̂ᵀ, R̂ = R̃, M̂ = M.
+  __device__ __forceinline__ void finish(Scratch&, Chunk&, const Group&) const {}
+  struct Operands {
+    const Chunk& ch;
+    __device__ float e(int, int) const { return 0.f; }
+    __device__ float q(int i, int t) const { return ch.kh[t][i]; }
+    __device__ float r(int t, int i) const { return ch.rm[t][i]; }
+    __device__ float m(int t, int tp) const { return ch.rm[t][N + tp]; }
+    __device__ float d(int i) const { return ch.d[i]; }
+  };
+  __device__ __forceinline__ Operands operands(Scratch&, const Chunk& ch) const { return {ch}; }
+
   // State warps: chunk c through the state tile sm.s (in place).
-  __device__ __forceinline__ void consume(S& sm, const typename S::Chunk& ch, int c, int warp, int lane) const {
+  __device__ __forceinline__ void consume(S& sm, const Chunk& ch, int c, int warp, int lane) const {
     // Y = [R̃ | M] [S_0; V], tile ni by warp ni, written out
     if (warp < NT) {
       const int ni = warp;
@@ -207,25 +229,71 @@ wkv6_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   auto& sm = *reinterpret_cast<typename O::Smem*>(smem_bytes);
   const Place<N, VT> p(H, T);
-  for (int i = threadIdx.x; i < N; i += blockDim.x) sm.u[i] = u[p.h * N + i];
+  for (int i = threadIdx.x; i < G * N; i += blockDim.x) sm.scratch[i / N].u[i % N] = u[p.h * N + i % N];
   __syncthreads();
   const O op{{{}, {r, w, k, v}, p.base, p.tok_stride, p.col0, T, (size_t)p.h * N}, {y, p.base, p.tok_stride, p.col0, T}};
   run_pipeline<O, N, VT, G>(op, sm, state + (size_t)p.bh * N * N, p.col0, (T + C - 1) / C);
 }
 
-template <typename F, int N, int VT, int G>
-cudaError_t launch(int B, int T, int H, const void* r, const void* k, const void* v, const void* w, bool w_per_head,
-                   const float* u, float* state, void* y, cudaStream_t stream) {
+// The two-kernel form's build (chunked_tc.cuh, build_to_workspace): block (b * H + h) *
+// blocks_per_head + q builds chunks c0 + q CPB .. of head h of batch b.
+template <typename F, int N, int PASSES, bool W_PER_HEAD>
+__global__ void __launch_bounds__(PT, 4)
+wkv6_build_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ k, const F* __restrict__ v,
+                  const F* __restrict__ w, const float* __restrict__ u, int c0, int n, float* __restrict__ ws) {
+  using O = Op<F, N, 16, 1, PASSES, W_PER_HEAD>;
+  extern __shared__ __align__(128) unsigned char smem_bytes[];
+  auto& area = *reinterpret_cast<BuildArea<O>*>(smem_bytes);
+  const int per_head = (n + CPB - 1) / CPB, bh = blockIdx.x / per_head, q = blockIdx.x % per_head;
+  const int bi = bh / H, h = bh % H;
+  for (int i = threadIdx.x; i < N; i += blockDim.x) area.scratch.u[i] = u[h * N + i];
+  __syncthreads();
+  const size_t tok_stride = (size_t)H * N, base = (size_t)bi * T * tok_stride + (size_t)h * N;
+  const O op{{{}, {r, w, k, v}, base, tok_stride, 0, T, (size_t)h * N}, {nullptr, base, tok_stride, 0, T}};
+  const int i0 = q * CPB, i1 = i0 + CPB < n ? i0 + CPB : n;
+  build_to_workspace(op, area, ws + (size_t)bh * n * WsLayout<false>::FLOATS, c0, i0, i1);
+}
+
+template <typename F, int N, int VT, int G, bool TWO, bool W_PER_HEAD>
+cudaError_t launch_form(int B, int T, int H, const void* r, const void* k, const void* v, const void* w,
+                        const float* u, float* state, void* y, void* ws, size_t ws_bytes, cudaStream_t stream) {
   constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;  // 3xTF32 for fp32 inputs
-  constexpr size_t bytes = sizeof(Smem<F, N, VT, G>);
-  if constexpr (bytes > MAX_SMEM) {
-    return cudaErrorInvalidValue;  // this many groups do not fit beside this tile
+  const int nchunks = (T + C - 1) / C;
+  if constexpr (!TWO) {
+    constexpr size_t bytes = sizeof(Smem<F, N, VT, G>);
+    if constexpr (bytes > MAX_SMEM) {
+      return cudaErrorInvalidValue;  // this many groups do not fit beside this tile
+    } else {
+      return launch_pipeline(wkv6_chunked_kernel<F, N, VT, G, PASSES, W_PER_HEAD>, B * H * (N / VT),
+                             Pipe<G>::THREADS, bytes, stream, T, H, (const F*)r, (const F*)k, (const F*)v,
+                             (const F*)w, u, state, (F*)y);
+    }
   } else {
-    auto kernel = w_per_head ? wkv6_chunked_kernel<F, N, VT, G, PASSES, true>
-                             : wkv6_chunked_kernel<F, N, VT, G, PASSES, false>;
-    return launch_pipeline(kernel, B * H * (N / VT), Pipe<G>::THREADS, bytes, stream, T, H, (const F*)r,
-                           (const F*)k, (const F*)v, (const F*)w, u, state, (F*)y);
+    using O = Op<F, N, 16, 1, PASSES, W_PER_HEAD>;
+    constexpr int FLOATS = WsLayout<false>::FLOATS, W = VT / 16;
+    const int seg = segment_chunks((long)B * H, nchunks, FLOATS);
+    if (ws == nullptr || ws_bytes < (size_t)B * H * seg * FLOATS * 4) return cudaErrorInvalidValue;
+    float* wsp = static_cast<float*>(ws);
+    return run_segments(
+        nchunks, seg,
+        [&](int c0, int n) {
+          return launch_pipeline(wkv6_build_kernel<F, N, PASSES, W_PER_HEAD>, B * H * ((n + CPB - 1) / CPB), PT,
+                                 sizeof(BuildArea<O>), stream, T, H, (const F*)r, (const F*)k, (const F*)v,
+                                 (const F*)w, u, c0, n, wsp);
+        },
+        [&](int c0, int n) {
+          return launch_pipeline(wkv_state_kernel<F, PASSES, false, W>, B * H * (4 / W), 32 * W,
+                                 state_smem_bytes<F, false, W>(), stream, T, H, (const F*)v, state, (F*)y, c0, n,
+                                 (const float*)wsp);
+        });
   }
+}
+
+template <typename F, int N, int VT, int G, bool TWO>
+cudaError_t launch(int B, int T, int H, const void* r, const void* k, const void* v, const void* w, bool w_per_head,
+                   const float* u, float* state, void* y, void* ws, size_t ws_bytes, cudaStream_t stream) {
+  return w_per_head ? launch_form<F, N, VT, G, TWO, true>(B, T, H, r, k, v, w, u, state, y, ws, ws_bytes, stream)
+                    : launch_form<F, N, VT, G, TWO, false>(B, T, H, r, k, v, w, u, state, y, ws, ws_bytes, stream);
 }
 
 }  // namespace wkv6c
@@ -233,16 +301,24 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* k, const void
 // r, k, v: [B, T, H, N], w: the log decay per token [B, T, H, N] or, with w_per_head, one per
 // head [H, N] (WKV5), in the inputs' dtype; u: [H, N] fp32, state [B, H, N, N] fp32 (updated
 // in place), y: [B, T, H, N]. variant: the launch code of tc::dispatch. Head size 64 only
-// (cudaErrorInvalidValue otherwise).
+// (cudaErrorInvalidValue otherwise). ws: the two-kernel form's workspace,
+// wkv6_chunked_workspace() bytes (0: none needed).
+size_t wkv6_chunked_workspace(int B, int T, int H, int N, int variant) {
+  const long heads = (long)B * H;
+  if (N != 64 || T == 0 || heads == 0 || tc::split_form(heads, variant, tc::WKV6_SPLIT_MAX_HEADS) != 2) return 0;
+  constexpr int floats = tc::WsLayout<false>::FLOATS;
+  return (size_t)heads * tc::segment_chunks(heads, (T + tc::C - 1) / tc::C, floats) * floats * 4;
+}
+
 cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* k,
                                  const void* v, const void* w, bool w_per_head, const float* u, float* state,
-                                 void* y, cudaStream_t stream) {
+                                 void* y, void* ws, size_t ws_bytes, cudaStream_t stream) {
   if (T == 0 || B == 0 || H == 0) return cudaSuccess;
   if (N != 64) return cudaErrorInvalidValue;
-  return tc::dispatch(dtype, (long)B * H, variant, [&](auto f, auto vt, auto g) {
+  return tc::dispatch(dtype, (long)B * H, variant, tc::WKV6_SPLIT_MAX_HEADS, [&](auto f, auto vt, auto g, auto two) {
     using F = typename decltype(f)::type;
-    return wkv6c::launch<F, 64, decltype(vt)::value, decltype(g)::value>(B, T, H, r, k, v, w, w_per_head, u, state, y,
-                                                                             stream);
+    return wkv6c::launch<F, 64, decltype(vt)::value, decltype(g)::value, decltype(two)::value == 1>(
+        B, T, H, r, k, v, w, w_per_head, u, state, y, ws, ws_bytes, stream);
   });
 }
 

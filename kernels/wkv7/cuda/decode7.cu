@@ -143,23 +143,6 @@ __device__ __forceinline__ int lora_group(int q, const int (&col0)[LORA_GROUPS +
   return g;
 }
 
-// A 16-byte copy global -> shared memory that does not wait for the data (cp.async, sm_80
-// and later): the loads are in flight while the block does other work, and hold no
-// registers. cp_async_wait_all() then waits for all of this thread's copies.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-#else
-  *reinterpret_cast<uint4*>(smem) = *reinterpret_cast<const uint4*>(gmem);
-#endif
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-#endif
-}
-
 // ---------------------------------------------------------------------------------------
 // norm_mix. Grid (slices, B), NM_THREADS threads. Block (s, b) computes the layer-norm
 // statistics of row b from all C values of x (at most 16 KB, from L2: cheap to repeat in

@@ -22,8 +22,10 @@
 //    causal masks and the triangular solve (forward substitution, fp32).
 //  * 4 state warps carry S (fp32, in shared memory) through the chunks in order: the three
 //    products above on tensor cores, y written out.
-// Everything of a chunk stays in shared memory: a workspace in global memory would move
-// ~20 KB per chunk and head, ten times the inputs.
+// Everything of a chunk stays in shared memory. That is the one-kernel form, for many heads.
+// For few heads (chunked_tc.cuh, the two-kernel form) the same build runs over all chunks
+// at once in wkv7_build_kernel, finish() folds U's products into the operands, and they go
+// through a 25.9 KB-per-chunk-and-head workspace to the register state pass of state_tc.cuh.
 //
 // The C x C matrices are products of factorised operands, x_t e^{Λ_t - c} and y_j e^{c - Λ_j},
 // with a per-column reference c = Λ_C / 2, so that every factor is within e^{±|Λ_C|/2}. A
@@ -47,32 +49,36 @@ namespace wkv7c {
 using namespace nvcuda;
 using namespace tc;
 
-// Shared memory of one block. Leading dimensions are padded by 4 floats (conflict-free
-// tensor-core loads); every array's size is a multiple of 32 bytes, so each starts on a
-// 32-byte boundary, as wmma needs.
+// Shared memory. Leading dimensions are padded by 4 floats (conflict-free tensor-core
+// loads); every array's size is a multiple of 32 bytes, so each starts on a 32-byte
+// boundary, as wmma needs.
+template <int N, int VT>
+struct Chunk {                // a chunk's operands for the state pass (a slot of the ring)
+  static constexpr int LDW = N + C + 4, LDC = C + 4, LDN = N + 4, LDV = VT + 4;
+  float aw[C][LDW];           // [A' | W] = (I - L_ab)^{-1} [Ã | L_ak]
+  float rm[C][LDW];           // [R̃ | M_rk]
+  float mrb[C][LDC];          // M_rb
+  float bh[C][LDN];           // B̂ (row j), read transposed (col-major) as B̂ᵀ
+  float kh[C][LDN];           // K̂
+  float d[N];                 // e^{Λ_C}
+  float v[C][LDV];            // the chunk's v at the block's columns
+};
+template <typename F, int N>
+struct Scratch {              // a producer group's working space
+  static constexpr int LDC = C + 4, LDN = N + 4;
+  F raw[5][C][N];             // r, w, k, a, b as loaded
+  float lam[C][N];            // Λ_t
+  float fac[4][C][LDN];       // factorised Ã', R̃', B̄, K̄
+  float lab[C][LDC];          // L_ab
+  float lamc[N];              // Λ_C
+  int unsafe;                 // some column of this chunk is not factorised
+  int pad_[7];
+};
 template <typename F, int N, int VT, int G>
 struct Smem {
-  static constexpr int LDW = N + C + 4, LDC = C + 4, LDN = N + 4, LDV = VT + 4;
-  struct Chunk {              // a chunk's operands for the state pass (a slot of the ring)
-    float aw[C][LDW];         // [A' | W] = (I - L_ab)^{-1} [Ã | L_ak]
-    float rm[C][LDW];         // [R̃ | M_rk]
-    float mrb[C][LDC];        // M_rb
-    float bh[C][LDN];         // B̂ (row j), read transposed (col-major) as B̂ᵀ
-    float kh[C][LDN];         // K̂
-    float v[C][LDV];          // the chunk's v at the block's columns
-    float d[N];               // e^{Λ_C}
-  };
-  struct Scratch {            // a producer group's working space
-    F raw[5][C][N];           // r, w, k, a, b as loaded
-    float lam[C][N];          // Λ_t
-    float fac[4][C][LDN];     // factorised Ã', R̃', B̄, K̄
-    float lab[C][LDC];        // L_ab
-    float lamc[N];            // Λ_C
-    int unsafe;               // some column of this chunk is not factorised
-    int pad_[7];
-  };
-  Chunk chunk[Pipe<G>::NB];
-  Scratch scratch[G];
+  static constexpr int LDV = VT + 4;
+  Chunk<N, VT> chunk[Pipe<G>::NB];
+  Scratch<F, N> scratch[G];
   float s[N][LDV];            // the state tile, updated in place chunk by chunk
   float u[C][LDV];            // U of the current chunk
   float ystage[SW][16][20];   // a state warp's y tile on its way out
@@ -80,9 +86,13 @@ struct Smem {
 
 template <typename F, int N, int VT, int G, int PASSES>
 struct Op {
-  using S = Smem<F, N, VT, G>;
-  using Smem = S;
-  static constexpr int LDW = S::LDW, LDC = S::LDC, LDN = S::LDN, LDV = S::LDV;
+  using Chunk = wkv7c::Chunk<N, VT>;
+  using Scratch = wkv7c::Scratch<F, N>;
+  using Smem = wkv7c::Smem<F, N, VT, G>;
+  using S = Smem;
+  static constexpr bool LOWRANK = true;  // the two-kernel form's E = B̂ᵀA' (state_tc.cuh)
+  static constexpr int PASSES_ = PASSES;
+  static constexpr int LDW = Chunk::LDW, LDC = Chunk::LDC, LDN = Chunk::LDN, LDV = Chunk::LDV;
   static constexpr int NT = VT / 16;  // 16-column tiles of the block's state columns
   static_assert(N % 16 == 0 && VT % 16 == 0 && N % VT == 0 && NT <= SW, "bad tiling");
   static_assert(PW == 4 && N <= PT && N + C <= PT, "build: one C x C matrix per producer warp, a column per thread");
@@ -92,7 +102,7 @@ struct Op {
 
   // Producer group: the state-independent operands of one chunk (inputs staged in scr.raw)
   // into ch.
-  __device__ __forceinline__ void build(S& sm, typename S::Scratch& scr, typename S::Chunk& ch, const Group& grp) const {
+  __device__ __forceinline__ void build(Scratch& scr, Chunk& ch, const Group& grp) const {
     const int ptid = grp.ptid;
     const F(*r)[N] = scr.raw[0];
     const F(*w)[N] = scr.raw[1];
@@ -187,8 +197,50 @@ struct Op {
     }
   }
 
+  // The two-kernel form (state_tc.cuh), after build: U's products folded into the operands,
+  // [E | Q - K̂ᵀ] = B̂ᵀ [A' | W] ([N, N + C], into the scratch's Λ and factor arrays, free after
+  // the build: exactly N x LDW floats) and [R̂ | M̂] = [R̃ | M_rk] + M_rb [A' | W] (in place
+  // of ch.rm). 25 tiles of 16 x 16 over the group's 4 warps.
+  static_assert(offsetof(Scratch, fac) == offsetof(Scratch, lam) + sizeof(float) * C * N &&
+                    sizeof(float) * (C * N + 4 * C * LDN) == sizeof(float) * N * LDW,
+                "E | Q overlays the scratch's lam and fac");
+  __device__ __forceinline__ static float* eq_area(Scratch& scr) { return &scr.lam[0][0]; }
+
+  __device__ __forceinline__ void finish(Scratch& scr, Chunk& ch, const Group& grp) const {
+    float* eq = eq_area(scr);
+    for (int tile = grp.ptid / 32; tile < 25; tile += PW) {
+      Acc acc;
+      if (tile < 20) {  // E | Q rows 16 mi.., columns 16 nj..: B̂ᵀ (col-major view of ch.bh) [A' | W]
+        const int mi = tile / 5, nj = tile % 5;
+        wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+        for (int k0 = 0; k0 < C; k0 += 8)
+          mma8<PASSES, wmma::col_major, wmma::row_major>(acc, &ch.bh[k0][mi * 16], LDN, &ch.aw[k0][nj * 16], LDW);
+        wmma::store_matrix_sync(eq + mi * 16 * LDW + nj * 16, acc, LDW, wmma::mem_row_major);
+      } else {          // R̂ | M̂ columns 16 nj..
+        const int nj = tile - 20;
+        wmma::load_matrix_sync(acc, &ch.rm[0][nj * 16], LDW, wmma::mem_row_major);
+#pragma unroll
+        for (int k0 = 0; k0 < C; k0 += 8)
+          mma8<PASSES, wmma::row_major, wmma::row_major>(acc, &ch.mrb[0][k0], LDC, &ch.aw[k0][nj * 16], LDW);
+        wmma::store_matrix_sync(&ch.rm[0][nj * 16], acc, LDW, wmma::mem_row_major);
+      }
+    }
+  }
+
+  struct Operands {
+    const float* eq;
+    const Chunk& ch;
+    __device__ float e(int i, int j) const { return eq[i * LDW + j]; }
+    __device__ float q(int i, int t) const { return eq[i * LDW + N + t] + ch.kh[t][i]; }
+    __device__ float r(int t, int i) const { return ch.rm[t][i]; }
+    __device__ float m(int t, int tp) const { return ch.rm[t][N + tp]; }
+    __device__ float d(int i) const { return ch.d[i]; }
+  };
+  __device__ __forceinline__ Operands operands(Scratch& scr, const Chunk& ch) const { return {eq_area(scr), ch}; }
+
   // State warps: chunk c through the state tile sm.s (in place).
-  __device__ __forceinline__ void consume(S& sm, const typename S::Chunk& ch, int c, int warp, int lane) const {
+  __device__ __forceinline__ void consume(S& sm, const Chunk& ch, int c, int warp, int lane) const {
     // A. U = [A' | W] [S_0; V] (to shared memory) and Y = [R̃ | M_rk] [S_0; V] (kept)
     Acc yacc;
     int ytile = -1;
@@ -260,33 +312,81 @@ wkv7_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
   run_pipeline<O, N, VT, G>(op, sm, state + (size_t)p.bh * N * N, p.col0, (T + C - 1) / C);
 }
 
-template <typename F, int N, int VT, int G>
+// The two-kernel form's build (chunked_tc.cuh, build_to_workspace): block (b * H + h) *
+// blocks_per_head + q builds chunks c0 + q CPB .. of head h of batch b.
+template <typename F, int N, int PASSES>
+__global__ void __launch_bounds__(PT, 4)
+wkv7_build_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ w, const F* __restrict__ k,
+                  const F* __restrict__ v, const F* __restrict__ a, const F* __restrict__ b, int c0, int n,
+                  float* __restrict__ ws) {
+  using O = Op<F, N, 16, 1, PASSES>;
+  extern __shared__ __align__(128) unsigned char smem_bytes[];
+  auto& area = *reinterpret_cast<BuildArea<O>*>(smem_bytes);
+  const int per_head = (n + CPB - 1) / CPB, bh = blockIdx.x / per_head, q = blockIdx.x % per_head;
+  const int bi = bh / H, h = bh % H;
+  const size_t tok_stride = (size_t)H * N, base = (size_t)bi * T * tok_stride + (size_t)h * N;
+  const O op{{{}, {r, w, k, a, b, v}, base, tok_stride, 0, T}, {nullptr, base, tok_stride, 0, T}};
+  const int i0 = q * CPB, i1 = i0 + CPB < n ? i0 + CPB : n;
+  build_to_workspace(op, area, ws + (size_t)bh * n * WsLayout<true>::FLOATS, c0, i0, i1);
+}
+
+template <typename F, int N, int VT, int G, bool TWO>
 cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void* k, const void* v, const void* a,
-                   const void* b, float* state, void* y, cudaStream_t stream) {
+                   const void* b, float* state, void* y, void* ws, size_t ws_bytes, cudaStream_t stream) {
   constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;  // 3xTF32 for fp32 inputs
-  constexpr size_t bytes = sizeof(Smem<F, N, VT, G>);
-  if constexpr (bytes > MAX_SMEM) {
-    return cudaErrorInvalidValue;  // this many groups do not fit beside this tile
+  const int nchunks = (T + C - 1) / C;
+  if constexpr (!TWO) {
+    constexpr size_t bytes = sizeof(Smem<F, N, VT, G>);
+    if constexpr (bytes > MAX_SMEM) {
+      return cudaErrorInvalidValue;  // this many groups do not fit beside this tile
+    } else {
+      return launch_pipeline(wkv7_chunked_kernel<F, N, VT, G, PASSES>, B * H * (N / VT), Pipe<G>::THREADS, bytes,
+                             stream, T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
+                             (const F*)b, state, (F*)y);
+    }
   } else {
-    return launch_pipeline(wkv7_chunked_kernel<F, N, VT, G, PASSES>, B * H * (N / VT), Pipe<G>::THREADS, bytes,
-                           stream, T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
-                           (const F*)b, state, (F*)y);
+    using O = Op<F, N, 16, 1, PASSES>;
+    constexpr int FLOATS = WsLayout<true>::FLOATS, W = VT / 16;
+    const int seg = segment_chunks((long)B * H, nchunks, FLOATS);
+    if (ws == nullptr || ws_bytes < (size_t)B * H * seg * FLOATS * 4) return cudaErrorInvalidValue;
+    float* wsp = static_cast<float*>(ws);
+    return run_segments(
+        nchunks, seg,
+        [&](int c0, int n) {
+          return launch_pipeline(wkv7_build_kernel<F, N, PASSES>, B * H * ((n + CPB - 1) / CPB), PT,
+                                 sizeof(BuildArea<O>), stream, T, H, (const F*)r, (const F*)w, (const F*)k,
+                                 (const F*)v, (const F*)a, (const F*)b, c0, n, wsp);
+        },
+        [&](int c0, int n) {
+          return launch_pipeline(wkv_state_kernel<F, PASSES, true, W>, B * H * (4 / W), 32 * W,
+                                 state_smem_bytes<F, true, W>(), stream, T, H, (const F*)v, state, (F*)y, c0, n,
+                                 (const float*)wsp);
+        });
   }
 }
 
 }  // namespace wkv7c
 
-// variant: the launch code of tc::dispatch (block width and producer groups, 0 = by shape).
-// Head size 64 only (cudaErrorInvalidValue otherwise: the Python op takes the sequential
-// kernel then), and so is a combination whose shared memory does not fit.
+// variant: the launch code of tc::dispatch (block width, producer groups, form; 0 = by
+// shape). Head size 64 only (cudaErrorInvalidValue otherwise: the Python op takes the
+// sequential kernel then), and so is a combination whose shared memory does not fit. ws:
+// the two-kernel form's workspace, wkv7_chunked_workspace() bytes (0: none needed).
+size_t wkv7_chunked_workspace(int B, int T, int H, int N, int variant) {
+  const long heads = (long)B * H;
+  if (N != 64 || T == 0 || heads == 0 || tc::split_form(heads, variant, tc::WKV7_SPLIT_MAX_HEADS) != 2) return 0;
+  constexpr int floats = tc::WsLayout<true>::FLOATS;
+  return (size_t)heads * tc::segment_chunks(heads, (T + tc::C - 1) / tc::C, floats) * floats * 4;
+}
+
 cudaError_t wkv7_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
                                  const void* k, const void* v, const void* a, const void* b, float* state, void* y,
-                                 cudaStream_t stream) {
+                                 void* ws, size_t ws_bytes, cudaStream_t stream) {
   if (T == 0 || B == 0 || H == 0) return cudaSuccess;
   if (N != 64) return cudaErrorInvalidValue;
-  return tc::dispatch(dtype, (long)B * H, variant, [&](auto f, auto vt, auto g) {
+  return tc::dispatch(dtype, (long)B * H, variant, tc::WKV7_SPLIT_MAX_HEADS, [&](auto f, auto vt, auto g, auto two) {
     using F = typename decltype(f)::type;
-    return wkv7c::launch<F, 64, decltype(vt)::value, decltype(g)::value>(B, T, H, r, w, k, v, a, b, state, y, stream);
+    return wkv7c::launch<F, 64, decltype(vt)::value, decltype(g)::value, decltype(two)::value == 1>(
+        B, T, H, r, w, k, v, a, b, state, y, ws, ws_bytes, stream);
   });
 }
 
