@@ -417,19 +417,35 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
   return cudaSuccess;
 }
 
-// Runs a chunked op over [B, T] in the chosen form: one kernel (launch_one(c0 = 0, n =
-// nchunks)), or per segment of n chunks build(c0, n, ws) then state(c0, n, ws), ws holding
-// ws_bytes (at least workspace_bytes()). The launchers return cudaError_t.
-template <class Build, class State>
-cudaError_t run_segments(int nchunks, int seg, Build&& build, State&& state) {
+// The two-kernel form over [B, T] (H heads of 64): per segment of chunks, the op's build
+// kernel, launched by build(c0, n, ws, blocks) with `blocks` blocks of PT threads, then
+// wkv_state_kernel at VT columns a block. ws holds ws_bytes (at least workspace_bytes()).
+template <typename F, int PASSES, bool LOWRANK, int VT, class Build>
+cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F* y, void* ws, size_t ws_bytes,
+                               cudaStream_t stream, Build&& build) {
+  constexpr int FLOATS = WsLayout<LOWRANK>::FLOATS, W = VT / 16;
+  const int nchunks = (T + C - 1) / C, seg = segment_chunks((long)B * H, nchunks, FLOATS);
+  if (ws == nullptr || ws_bytes < (size_t)B * H * seg * FLOATS * 4) return cudaErrorInvalidValue;
+  float* wsp = static_cast<float*>(ws);
   for (int c0 = 0; c0 < nchunks; c0 += seg) {
     const int n = nchunks - c0 < seg ? nchunks - c0 : seg;
-    cudaError_t err = build(c0, n);
+    cudaError_t err = build(c0, n, wsp, B * H * ((n + CPB - 1) / CPB));
     if (err != cudaSuccess) return err;
-    err = state(c0, n);
+    err = launch_pipeline(wkv_state_kernel<F, PASSES, LOWRANK, W>, B * H * (4 / W), 32 * W,
+                          state_smem_bytes<F, LOWRANK, W>(), stream, T, H, v, state, y, c0, n, (const float*)wsp);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
+}
+
+// Bytes of workspace the two-kernel form takes at this shape (0 where `variant` with the
+// op's split_max_heads picks the one-kernel form, or the shape is not for the chunked kernels).
+template <bool LOWRANK>
+size_t workspace_bytes(int B, int T, int H, int N, int variant, long split_max_heads) {
+  const long heads = (long)B * H;
+  if (N != 64 || T == 0 || heads == 0 || split_form(heads, variant, split_max_heads) != 2) return 0;
+  constexpr int floats = WsLayout<LOWRANK>::FLOATS;
+  return (size_t)heads * segment_chunks(heads, (T + C - 1) / C, floats) * floats * 4;
 }
 
 }  // namespace tc

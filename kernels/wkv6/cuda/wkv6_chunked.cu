@@ -258,7 +258,6 @@ template <typename F, int N, int VT, int G, bool TWO, bool W_PER_HEAD>
 cudaError_t launch_form(int B, int T, int H, const void* r, const void* k, const void* v, const void* w,
                         const float* u, float* state, void* y, void* ws, size_t ws_bytes, cudaStream_t stream) {
   constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;  // 3xTF32 for fp32 inputs
-  const int nchunks = (T + C - 1) / C;
   if constexpr (!TWO) {
     constexpr size_t bytes = sizeof(Smem<F, N, VT, G>);
     if constexpr (bytes > MAX_SMEM) {
@@ -269,22 +268,11 @@ cudaError_t launch_form(int B, int T, int H, const void* r, const void* k, const
                              (const F*)w, u, state, (F*)y);
     }
   } else {
-    using O = Op<F, N, 16, 1, PASSES, W_PER_HEAD>;
-    constexpr int FLOATS = WsLayout<false>::FLOATS, W = VT / 16;
-    const int seg = segment_chunks((long)B * H, nchunks, FLOATS);
-    if (ws == nullptr || ws_bytes < (size_t)B * H * seg * FLOATS * 4) return cudaErrorInvalidValue;
-    float* wsp = static_cast<float*>(ws);
-    return run_segments(
-        nchunks, seg,
-        [&](int c0, int n) {
-          return launch_pipeline(wkv6_build_kernel<F, N, PASSES, W_PER_HEAD>, B * H * ((n + CPB - 1) / CPB), PT,
-                                 sizeof(BuildArea<O>), stream, T, H, (const F*)r, (const F*)k, (const F*)v,
-                                 (const F*)w, u, c0, n, wsp);
-        },
-        [&](int c0, int n) {
-          return launch_pipeline(wkv_state_kernel<F, PASSES, false, W>, B * H * (4 / W), 32 * W,
-                                 state_smem_bytes<F, false, W>(), stream, T, H, (const F*)v, state, (F*)y, c0, n,
-                                 (const float*)wsp);
+    return launch_two_kernels<F, PASSES, false, VT>(
+        B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, [&](int c0, int n, float* wsp, int blocks) {
+          return launch_pipeline(wkv6_build_kernel<F, N, PASSES, W_PER_HEAD>, blocks, PT,
+                                 sizeof(BuildArea<Op<F, N, 16, 1, PASSES, W_PER_HEAD>>), stream, T, H, (const F*)r,
+                                 (const F*)k, (const F*)v, (const F*)w, u, c0, n, wsp);
         });
   }
 }
@@ -304,10 +292,7 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* k, const void
 // (cudaErrorInvalidValue otherwise). ws: the two-kernel form's workspace,
 // wkv6_chunked_workspace() bytes (0: none needed).
 size_t wkv6_chunked_workspace(int B, int T, int H, int N, int variant) {
-  const long heads = (long)B * H;
-  if (N != 64 || T == 0 || heads == 0 || tc::split_form(heads, variant, tc::WKV6_SPLIT_MAX_HEADS) != 2) return 0;
-  constexpr int floats = tc::WsLayout<false>::FLOATS;
-  return (size_t)heads * tc::segment_chunks(heads, (T + tc::C - 1) / tc::C, floats) * floats * 4;
+  return tc::workspace_bytes<false>(B, T, H, N, variant, tc::WKV6_SPLIT_MAX_HEADS);
 }
 
 cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* k,

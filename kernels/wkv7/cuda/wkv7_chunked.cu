@@ -334,7 +334,6 @@ template <typename F, int N, int VT, int G, bool TWO>
 cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void* k, const void* v, const void* a,
                    const void* b, float* state, void* y, void* ws, size_t ws_bytes, cudaStream_t stream) {
   constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;  // 3xTF32 for fp32 inputs
-  const int nchunks = (T + C - 1) / C;
   if constexpr (!TWO) {
     constexpr size_t bytes = sizeof(Smem<F, N, VT, G>);
     if constexpr (bytes > MAX_SMEM) {
@@ -345,22 +344,11 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void
                              (const F*)b, state, (F*)y);
     }
   } else {
-    using O = Op<F, N, 16, 1, PASSES>;
-    constexpr int FLOATS = WsLayout<true>::FLOATS, W = VT / 16;
-    const int seg = segment_chunks((long)B * H, nchunks, FLOATS);
-    if (ws == nullptr || ws_bytes < (size_t)B * H * seg * FLOATS * 4) return cudaErrorInvalidValue;
-    float* wsp = static_cast<float*>(ws);
-    return run_segments(
-        nchunks, seg,
-        [&](int c0, int n) {
-          return launch_pipeline(wkv7_build_kernel<F, N, PASSES>, B * H * ((n + CPB - 1) / CPB), PT,
-                                 sizeof(BuildArea<O>), stream, T, H, (const F*)r, (const F*)w, (const F*)k,
-                                 (const F*)v, (const F*)a, (const F*)b, c0, n, wsp);
-        },
-        [&](int c0, int n) {
-          return launch_pipeline(wkv_state_kernel<F, PASSES, true, W>, B * H * (4 / W), 32 * W,
-                                 state_smem_bytes<F, true, W>(), stream, T, H, (const F*)v, state, (F*)y, c0, n,
-                                 (const float*)wsp);
+    return launch_two_kernels<F, PASSES, true, VT>(
+        B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, [&](int c0, int n, float* wsp, int blocks) {
+          return launch_pipeline(wkv7_build_kernel<F, N, PASSES>, blocks, PT, sizeof(BuildArea<Op<F, N, 16, 1, PASSES>>),
+                                 stream, T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
+                                 (const F*)b, c0, n, wsp);
         });
   }
 }
@@ -372,10 +360,7 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void
 // sequential kernel then), and so is a combination whose shared memory does not fit. ws:
 // the two-kernel form's workspace, wkv7_chunked_workspace() bytes (0: none needed).
 size_t wkv7_chunked_workspace(int B, int T, int H, int N, int variant) {
-  const long heads = (long)B * H;
-  if (N != 64 || T == 0 || heads == 0 || tc::split_form(heads, variant, tc::WKV7_SPLIT_MAX_HEADS) != 2) return 0;
-  constexpr int floats = tc::WsLayout<true>::FLOATS;
-  return (size_t)heads * tc::segment_chunks(heads, (T + tc::C - 1) / tc::C, floats) * floats * 4;
+  return tc::workspace_bytes<true>(B, T, H, N, variant, tc::WKV7_SPLIT_MAX_HEADS);
 }
 
 cudaError_t wkv7_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
