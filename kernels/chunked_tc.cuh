@@ -24,7 +24,9 @@
 
 #include <mma.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <type_traits>
 
 #include "common.cuh"
@@ -321,11 +323,63 @@ __device__ __forceinline__ void build_to_workspace(const Op& op, BuildArea<Op>& 
 constexpr int CPB = 8;
 constexpr size_t WS_BUDGET = size_t(256) << 20;
 
-// Chunks per segment of the two-kernel form for this many heads (B x H), at `floats` a chunk.
-inline int segment_chunks(long heads, int nchunks, int floats) {
-  const long fit = (long)(WS_BUDGET / ((size_t)floats * 4 * (size_t)heads));
-  const long n = fit < 1 ? 1 : fit;
-  return (int)(n < nchunks ? n : nchunks);
+// The segments of the two-kernel form: `seg` chunks each, in `bufs` workspace buffers (two
+// where there is more than one segment: the build of segment s + 1 runs on a second stream
+// beside the state pass of segment s). The length trades the build that nothing overlaps (the
+// first) and each state pass's start and end against the build's waves: a segment's build is
+// heads x seg / CPB blocks of ~50-110 us each, its state pass ~1.2 (WKV7) / 0.8 (WKV6) us a
+// chunk. Measured on an H200 (bf16, results/kernels/overlap-20261128/), Mtok/s at segments
+// of 32 / 48 / 64 / 96 / 128 / 192 / 256 chunks:
+//   WKV7 1 x 16384, H = 40:  6.3 / 7.8 / 9.1 / 8.1 / 8.6 / 7.4-7.8 / 7.4-7.8 (serial 6.4);
+//        1 x 16384, H = 64:  5.1 / 4.9 / 5.4 / 5.6 / 5.6 / 5.6 / 5.6 (serial 4.8);
+//        2 x 16384, H = 64:  7.0 / 6.4 at every other length (serial 6.0);
+//        4 x 4096, H = 40:   9.6-9.7 at every length (serial 9.1);
+//   WKV6 1 x 16384, H = 40:  13.9 / 14.1 / 15.0 / 15.3 / 14.3 / 14.9 / 15.3 (serial 13.0);
+//        1 x 16384, H = 64:  12.1 / 12.8 / 11.9 / 12.8 / 13.4 / 13.7 / 12.8 (serial 10.6);
+//        2 x 16384, H = 64:  13.8 / 16.3 / 16.8 / 18.0 / 17.5 / 17.4 / 17.4 (serial 14.6).
+// Buffers fit WS_BUDGET together (fewer chunks a segment where they would not).
+// ARCHBENCH_SEG_CHUNKS (chunks, > 0) overrides the length, for measuring.
+template <bool LOWRANK>
+constexpr int preferred_segment(long heads) {
+  return LOWRANK ? (heads <= 48 ? 64 : heads <= 96 ? 128 : 32) : (heads <= 48 ? 96 : 128);
+}
+struct Segments {
+  int seg, bufs;
+};
+template <bool LOWRANK>
+inline Segments segments(long heads, int nchunks) {
+  constexpr int floats = WsLayout<LOWRANK>::FLOATS;
+  const long fit = (long)(WS_BUDGET / 2 / ((size_t)floats * 4 * (size_t)heads));
+  long n = preferred_segment<LOWRANK>(heads);
+  if (const char* e = std::getenv("ARCHBENCH_SEG_CHUNKS")) n = std::atol(e) > 0 ? std::atol(e) : n;
+  if (n > fit) n = fit;
+  if (n < 1) n = 1;
+  if (n >= nchunks) return {nchunks, 1};
+  return {(int)n, 2};
+}
+
+// The second stream of the two-kernel form and its events, one set per host thread and device,
+// made on first use and kept.
+struct SideStream {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start, built[2], used[2];
+};
+inline cudaError_t side_stream(SideStream*& out) {
+  constexpr int MAX_DEVICES = 64;
+  thread_local SideStream sides[MAX_DEVICES];
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  if (dev >= MAX_DEVICES) return cudaErrorInvalidDevice;
+  SideStream& s = sides[dev];
+  if (s.stream == nullptr) {
+    cudaEvent_t* evs[5] = {&s.start, &s.built[0], &s.built[1], &s.used[0], &s.used[1]};
+    for (cudaEvent_t* e : evs)
+      if ((err = cudaEventCreateWithFlags(e, cudaEventDisableTiming)) != cudaSuccess) return err;
+    if ((err = cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking)) != cudaSuccess) return err;
+  }
+  out = &s;
+  return cudaSuccess;
 }
 
 // Launches KERNEL over `blocks` blocks of Pipe<G>::THREADS threads with SMEM bytes of
@@ -418,24 +472,58 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
 }
 
 // The two-kernel form over [B, T] (H heads of 64): per segment of chunks, the op's build
-// kernel, launched by build(c0, n, ws, blocks) with `blocks` blocks of PT threads, then
+// kernel, launched by build(c0, n, ws, blocks, stream) with `blocks` blocks of PT threads, then
 // wkv_state_kernel at VT columns a block. ws holds ws_bytes (at least workspace_bytes()).
+// With several segments the builds run on a second stream, one segment ahead of the state
+// passes, which stay on `stream` at the greatest priority (their blocks are placed first
+// when both wait); events order the two streams, so a CUDA graph captures the same order.
 template <typename F, int PASSES, bool LOWRANK, int VT, class Build>
 cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F* y, void* ws, size_t ws_bytes,
                                cudaStream_t stream, Build&& build) {
   constexpr int FLOATS = WsLayout<LOWRANK>::FLOATS, W = VT / 16;
-  const int nchunks = (T + C - 1) / C, seg = segment_chunks((long)B * H, nchunks, FLOATS);
-  if (ws == nullptr || ws_bytes < (size_t)B * H * seg * FLOATS * 4) return cudaErrorInvalidValue;
+  const int nchunks = (T + C - 1) / C;
+  const Segments sg = segments<LOWRANK>((long)B * H, nchunks);
+  const size_t buf_floats = (size_t)B * H * sg.seg * FLOATS;
+  if (ws == nullptr || ws_bytes < sg.bufs * buf_floats * 4) return cudaErrorInvalidValue;
   float* wsp = static_cast<float*>(ws);
-  for (int c0 = 0; c0 < nchunks; c0 += seg) {
-    const int n = nchunks - c0 < seg ? nchunks - c0 : seg;
-    cudaError_t err = build(c0, n, wsp, B * H * ((n + CPB - 1) / CPB));
-    if (err != cudaSuccess) return err;
-    err = launch_pipeline(wkv_state_kernel<F, PASSES, LOWRANK, W>, B * H * (4 / W), 32 * W,
-                          state_smem_bytes<F, LOWRANK, W>(), stream, T, H, v, state, y, c0, n, (const float*)wsp);
-    if (err != cudaSuccess) return err;
+  auto kernel = wkv_state_kernel<F, PASSES, LOWRANK, W>;
+  const size_t smem = state_smem_bytes<F, LOWRANK, W>();
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (err != cudaSuccess) return err;
+  int least = 0, greatest = 0;
+  if ((err = cudaDeviceGetStreamPriorityRange(&least, &greatest)) != cudaSuccess) return err;
+  auto state_pass = [&](int c0, int n, const float* buf) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributePriority;
+    attr[0].val.priority = greatest;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(B * H * (4 / W));
+    cfg.blockDim = dim3(32 * W);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kernel, T, H, v, state, y, c0, n, buf);
+  };
+  if (sg.bufs == 1) {  // one segment: nothing to overlap
+    if ((err = build(0, nchunks, wsp, B * H * ((nchunks + CPB - 1) / CPB), stream)) != cudaSuccess) return err;
+    return state_pass(0, nchunks, wsp);
   }
-  return cudaSuccess;
+  SideStream* side = nullptr;
+  if ((err = side_stream(side)) != cudaSuccess) return err;
+  if ((err = cudaEventRecord(side->start, stream)) != cudaSuccess) return err;  // the inputs are ready
+  if ((err = cudaStreamWaitEvent(side->stream, side->start, 0)) != cudaSuccess) return err;
+  for (int c0 = 0, s = 0; c0 < nchunks; c0 += sg.seg, ++s) {
+    const int n = nchunks - c0 < sg.seg ? nchunks - c0 : sg.seg, b = s % 2;
+    float* buf = wsp + b * buf_floats;
+    if (s >= 2 && (err = cudaStreamWaitEvent(side->stream, side->used[b], 0)) != cudaSuccess) return err;
+    if ((err = build(c0, n, buf, B * H * ((n + CPB - 1) / CPB), side->stream)) != cudaSuccess) return err;
+    if ((err = cudaEventRecord(side->built[b], side->stream)) != cudaSuccess) return err;
+    if ((err = cudaStreamWaitEvent(stream, side->built[b], 0)) != cudaSuccess) return err;
+    if ((err = state_pass(c0, n, buf)) != cudaSuccess) return err;
+    if ((err = cudaEventRecord(side->used[b], stream)) != cudaSuccess) return err;
+  }
+  return cudaSuccess;  // the last state pass waited for the last build: `stream` has joined the side
 }
 
 // Bytes of workspace the two-kernel form takes at this shape (0 where `variant` with the
@@ -444,8 +532,8 @@ template <bool LOWRANK>
 size_t workspace_bytes(int B, int T, int H, int N, int variant, long split_max_heads) {
   const long heads = (long)B * H;
   if (N != 64 || T == 0 || heads == 0 || split_form(heads, variant, split_max_heads) != 2) return 0;
-  constexpr int floats = WsLayout<LOWRANK>::FLOATS;
-  return (size_t)heads * segment_chunks(heads, (T + C - 1) / C, floats) * floats * 4;
+  const Segments sg = segments<LOWRANK>(heads, (T + C - 1) / C);
+  return (size_t)sg.bufs * heads * sg.seg * WsLayout<LOWRANK>::FLOATS * 4;
 }
 
 }  // namespace tc

@@ -41,10 +41,11 @@ def wkv7_cuda_chunked(r, w, k, v, a, b, state, *, inplace: bool = False, variant
     1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
     producer groups building chunks ahead (fp32 inputs and 16 columns always take 1); form:
     0 = by shape, 1 = one kernel (each block builds its chunks), 2 = two kernels (the chunks
-    built over the whole GPU into a workspace, 25.9 KB per chunk of 16 tokens and head, at
-    most 256 MB: longer inputs run in segments; then the state pass with the state in
-    registers, `variant` its columns per block, `groups` ignored). Head sizes other than 64
-    take the sequential kernel."""
+    built over the whole GPU into a workspace, 25.9 KB per chunk of 16 tokens and head, then
+    the state pass with the state in registers, `variant` its columns per block, `groups`
+    ignored; longer inputs run in segments of 32-128 chunks, each segment's build on a second
+    stream beside the previous segment's state pass, through two workspace buffers of at most
+    128 MB each). Head sizes other than 64 take the sequential kernel."""
     code = chunked_variant(variant, groups, form)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
         return wkv7_cuda(r, w, k, v, a, b, state, inplace=inplace, out=out, chunked=False)

@@ -49,6 +49,14 @@ int main() {
           });
           if (e != cudaSuccess) std::printf("%ld %d %ld %d invalid\n", sp, dtype, h, code);
         }
+  const long seg_heads[] = {1, 40, 48, 49, 64, 96, 97, 264, 640, 100000};
+  const int seg_chunks[] = {1, 4, 32, 33, 63, 64, 65, 257, 1250, 4096, 65536};
+  for (long h : seg_heads)
+    for (int n : seg_chunks) {
+      const tc::Segments a = tc::segments<true>(h, n), b = tc::segments<false>(h, n);
+      std::printf("seg %d %ld %d %d %d\n", tc::WsLayout<true>::FLOATS, h, n, a.seg, a.bufs);
+      std::printf("seg %d %ld %d %d %d\n", tc::WsLayout<false>::FLOATS, h, n, b.seg, b.bufs);
+    }
 }
 """
 
@@ -67,6 +75,8 @@ def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
     root = Path(SOURCES[0]).parent
     subprocess.run(["nvcc", "-std=c++17", f"-I{root}", str(src), "-o", str(exe)], check=True, timeout=600)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split("\n")
+    segs = [[int(x) for x in line.split()[1:]] for line in out if line.startswith("seg ")]
+    out = [line for line in out if not line.startswith("seg ")]
     got = {tuple(line.split()[:4]): line.split()[4:] for line in out if line}
     assert {int(k[0]) for k in got} == {264, 640}
     for (split, dtype, heads, code), result in got.items():
@@ -87,6 +97,21 @@ def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
         want = [str(size), str({1: 16, 2: 32, 3: 64}[tile]), str(groups), "0"]
         assert result == want, (split, dtype, heads, code, result)
     assert len(got) == 2 * 4 * 5 * 45
+    # tc::segments: the two-kernel form's segments (chunks each) and workspace buffers, by head
+    # count (B x H) and op (WKV7's workspace is the larger, 6464 floats a chunk and head)
+    assert len(segs) == 2 * 10 * 11 and {s[0] for s in segs} == {6464, 2368}
+    for floats, heads, nchunks, seg, bufs in segs:
+        fit = (256 << 20) // 2 // (floats * 4 * heads)
+        if floats == 6464:
+            want = 64 if heads <= 48 else 128 if heads <= 96 else 32
+        else:
+            want = 96 if heads <= 48 else 128
+        want = max(1, min(fit, want))
+        if want >= nchunks:  # one segment, one buffer
+            assert (seg, bufs) == (nchunks, 1), (floats, heads, nchunks, seg, bufs)
+        else:  # two buffers within the budget (or a chunk each), built one segment ahead
+            assert (seg, bufs) == (want, 2), (floats, heads, nchunks, seg, bufs)
+            assert bufs * seg * heads * floats * 4 <= (256 << 20) or seg == 1
 
 
 def _cuda_include() -> Path | None:

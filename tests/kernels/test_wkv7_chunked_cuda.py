@@ -123,8 +123,8 @@ def test_state_carried_over_calls():
 @pytest.mark.parametrize("B,T,H", [(1, 16384, 8), (1, 20000, 40)])
 def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form):
     """Benchmark-like shapes, bf16, against our fp32 sequential kernel. At 1 x 20000 x 40 heads
-    the two-kernel form's workspace (256 MB at most) holds 259 chunks of 16 tokens (25.9 KB a
-    chunk and head): five segments, the last one short."""
+    (1250 chunks of 16 tokens, 25.9 KB a chunk and head) the two-kernel form runs
+    19 segments of 64 chunks and one of 34 through two workspace buffers."""
     N = 64
     x = {n: t.bfloat16() for n, t in inputs(B, T, H, N, seed=3).items()}
     s = torch.zeros(B, H, N, N, device="cuda")
@@ -136,8 +136,12 @@ def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form):
 
 
 @gpu
-def test_inplace_state_and_graph_capture():
-    B, T, H, N = 2, 50, 3, 64
+@pytest.mark.parametrize("T", [50, 3100])
+def test_inplace_state_and_graph_capture(T):
+    """In place and in a CUDA graph. 3100 tokens are 194 chunks: in the two-kernel form (6
+    heads) three segments of 64 and one of 2, each built on a second stream beside the previous
+    state pass, through two workspace buffers; the graph captures both streams."""
+    B, H, N = 2, 3, 64
     x = inputs(B, T, H, N)
     state = state0(B, H, N)
     y_ref, s_ref = wkv7_ref(**x, state=state)

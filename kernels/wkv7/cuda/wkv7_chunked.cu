@@ -345,9 +345,9 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void
     }
   } else {
     return launch_two_kernels<F, PASSES, true, VT>(
-        B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, [&](int c0, int n, float* wsp, int blocks) {
+        B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, [&](int c0, int n, float* wsp, int blocks, cudaStream_t on) {
           return launch_pipeline(wkv7_build_kernel<F, N, PASSES>, blocks, PT, sizeof(BuildArea<Op<F, N, 16, 1, PASSES>>),
-                                 stream, T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
+                                 on, T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
                                  (const F*)b, c0, n, wsp);
         });
   }
