@@ -1,7 +1,10 @@
 // Thin torch binding of the WKV kernels: pointers, sizes and the current stream in, no
 // allocation (outputs and states are allocated by the Python ops), so a call can be
-// captured in a CUDA graph. Input checks live in the Python ops (kernels/wkvN/op.py).
+// captured in a CUDA graph. Input checks live in the Python ops (kernels/wkvN/op.py). Each
+// call first makes its tensors' GPU the current device (a guard, restored on return), so it
+// launches there, on that GPU's current stream, whichever device the caller has current.
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #include <torch/extension.h>
 
@@ -46,6 +49,7 @@ static void check(cudaError_t err, const char* op) {
 
 // k, v, y: [B, T, C]; w, u: [C] fp32; state: [B, 3, C] fp32 (updated in place)
 void wkv4(at::Tensor w, at::Tensor u, at::Tensor k, at::Tensor v, at::Tensor state, at::Tensor y) {
+  const c10::cuda::CUDAGuard guard(k.device());
   const int B = k.size(0), T = k.size(1), C = k.size(2);
   check(archbench::wkv4_forward(dtype_code(k), B, T, C, w.data_ptr<float>(), u.data_ptr<float>(), k.data_ptr(),
                                 v.data_ptr(), state.data_ptr<float>(), y.data_ptr(),
@@ -56,6 +60,7 @@ void wkv4(at::Tensor w, at::Tensor u, at::Tensor k, at::Tensor v, at::Tensor sta
 // scratch: work [B, ceil(T / segment), 3, C] fp32, allocated by the caller (kernels/wkv4/op.py)
 void wkv4_parallel(at::Tensor w, at::Tensor u, at::Tensor k, at::Tensor v, at::Tensor state, at::Tensor y,
                    at::Tensor work, int64_t segment) {
+  const c10::cuda::CUDAGuard guard(k.device());
   const int B = k.size(0), T = k.size(1), C = k.size(2);
   TORCH_CHECK(segment > 0, "wkv4_parallel: segment must be positive, got ", segment);
   const int64_t S = (T + segment - 1) / segment;
@@ -73,6 +78,7 @@ void wkv4_parallel(at::Tensor w, at::Tensor u, at::Tensor k, at::Tensor v, at::T
 // state: [B, H, N, N] fp32 (updated in place)
 void wkv6(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, at::Tensor state, at::Tensor y,
           bool token_decay, int64_t variant) {
+  const c10::cuda::CUDAGuard guard(r.device());
   const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
   check(archbench::wkv6_forward(dtype_code(r), token_decay, B, T, H, N, (int)variant, r.data_ptr(), k.data_ptr(),
                                 v.data_ptr(), w.data_ptr(), u.data_ptr<float>(), state.data_ptr<float>(), y.data_ptr(),
@@ -85,6 +91,7 @@ void wkv6(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, 
 // bytes (empty where that is 0); head size 64 only
 void wkv6_chunked(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, at::Tensor state,
                   at::Tensor y, at::Tensor ws, int64_t variant) {
+  const c10::cuda::CUDAGuard guard(r.device());
   const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
   check(archbench::wkv6_chunked_forward(dtype_code(r), B, T, H, N, (int)variant, r.data_ptr(), k.data_ptr(),
                                         v.data_ptr(), w.data_ptr(), w.dim() == 2, u.data_ptr<float>(),
@@ -96,6 +103,7 @@ void wkv6_chunked(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Te
 // r, w, k, v, a, b, y: [B, T, H, N]; state: [B, H, N, N] fp32 (updated in place)
 void wkv7(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Tensor a, at::Tensor b, at::Tensor state,
           at::Tensor y, int64_t variant) {
+  const c10::cuda::CUDAGuard guard(r.device());
   const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
   check(archbench::wkv7_forward(dtype_code(r), B, T, H, N, (int)variant, r.data_ptr(), w.data_ptr(), k.data_ptr(),
                                 v.data_ptr(), a.data_ptr(), b.data_ptr(), state.data_ptr<float>(), y.data_ptr(),
@@ -105,6 +113,7 @@ void wkv7(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Tensor a, 
 // The chunked tensor-core WKV7 (wkv7_chunked.cu), same arguments; head size 64 only
 void wkv7_chunked(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Tensor a, at::Tensor b,
                   at::Tensor state, at::Tensor y, at::Tensor ws, int64_t variant) {
+  const c10::cuda::CUDAGuard guard(r.device());
   const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
   check(archbench::wkv7_chunked_forward(dtype_code(r), B, T, H, N, (int)variant, r.data_ptr(), w.data_ptr(),
                                         k.data_ptr(), v.data_ptr(), a.data_ptr(), b.data_ptr(),
@@ -127,6 +136,7 @@ int64_t wkv7_chunked_workspace(int64_t B, int64_t T, int64_t H, int64_t N, int64
 // out: [len(maa), B, C]
 void rwkv7_norm_mix(at::Tensor x, at::Tensor ln_w, at::Tensor ln_b, at::Tensor prev, std::vector<at::Tensor> maa,
                     at::Tensor out, double eps) {
+  const c10::cuda::CUDAGuard guard(x.device());
   TORCH_CHECK(maa.size() >= 1 && maa.size() <= archbench::MAX_MIX, "norm_mix: 1 to 6 interpolations");
   archbench::MixArgs mix{};
   for (size_t i = 0; i < maa.size(); ++i) mix.maa[i] = maa[i].data_ptr();
@@ -139,6 +149,7 @@ void rwkv7_norm_mix(at::Tensor x, at::Tensor ln_w, at::Tensor ln_b, at::Tensor p
 // xs[g]: [B, C]; ws[g]: [C, rank_g] (empty for a missing group); partial: [ksplit, B, sum of ranks]
 // fp32, ksplit <= MAX_KSPLIT
 void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at::Tensor partial) {
+  const c10::cuda::CUDAGuard guard(partial.device());
   TORCH_CHECK(xs.size() == archbench::LORA_GROUPS && ws.size() == archbench::LORA_GROUPS, "lora_down: 4 groups");
   archbench::LoraDownArgs args{};
   args.n = archbench::LORA_GROUPS;
@@ -160,6 +171,7 @@ void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at:
 void rwkv7_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor partial, std::vector<at::Tensor> w2s,
                        std::vector<at::Tensor> params, double lnx_eps, at::Tensor v_first, bool first_layer,
                        at::Tensor state, at::Tensor out) {
+  const c10::cuda::CUDAGuard guard(state.device());
   TORCH_CHECK(w2s.size() == archbench::LORA_GROUPS && params.size() == 8, "tmix_decode: bad argument lists");
   archbench::Tmix7Args p{};
   p.r = r.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr();
@@ -196,6 +208,7 @@ void rwkv7_gemv(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vec
                   (adds.empty() || adds.size() == n),
               "gemv: 1 to 3 matrices, as many inputs and outputs, no adds or one per matrix");
   TORCH_CHECK(!(relu_sq && !adds.empty()), "gemv: relu_sq and add do not combine");
+  const c10::cuda::CUDAGuard guard(ws[0].device());
   const int64_t rows = ws[0].size(0), cols = ws[0].size(1), B = xs[0].size(0);
   auto ok = [](const at::Tensor& t, std::initializer_list<int64_t> shape) {
     return t.is_contiguous() && t.sizes() == at::IntArrayRef(shape) && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;

@@ -71,6 +71,10 @@ def check_inputs(op: str, tensors: dict[str, torch.Tensor], shape: tuple[int, ..
     for n, t in tensors.items():
         if not t.is_cuda:
             raise ValueError(f"{op}: {n} is on {t.device}; the CUDA kernel needs every input on the GPU")
+    devices = {t.device for t in tensors.values()}
+    if len(devices) > 1:
+        raise ValueError(f"{op}: inputs must be on one GPU, got " + ", ".join(f"{n}={t.device}" for n, t in tensors.items()))
+    for n, t in tensors.items():
         if tuple(t.shape) != shape:
             raise ValueError(f"{op}: {n} has shape {tuple(t.shape)}, expected {shape}")
     if len(shape) == 4 and shape[-1] not in HEAD_SIZES:
@@ -85,9 +89,15 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
-def state_for(op: str, state: torch.Tensor, shape: tuple[int, ...], inplace: bool) -> torch.Tensor:
+def state_for(op: str, state: torch.Tensor, shape: tuple[int, ...], inplace: bool, device: torch.device) -> torch.Tensor:
+    """The state the kernel updates: `state` itself (inplace) or a contiguous copy on the
+    inputs' `device`."""
     if tuple(state.shape) != shape or state.dtype != torch.float32:
         raise ValueError(f"{op}: state must be float32 of shape {shape}, got {state.dtype} {tuple(state.shape)}")
+    if state.device != device:
+        if inplace:
+            raise ValueError(f"{op}: an in-place state must be on the inputs' device {device}, got {state.device}")
+        return state.to(device).contiguous()
     if inplace:
         if not state.is_contiguous():
             raise ValueError(f"{op}: an in-place state must be contiguous")

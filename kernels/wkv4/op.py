@@ -41,7 +41,7 @@ def wkv4_cuda(w, u, k, v, state, *, inplace: bool = False, out=None, parallel: b
         return wkv4_cuda_parallel(w, u, k, v, state, inplace=inplace, out=out)
     check_inputs("wkv4", dict(k=k, v=v), tuple(k.shape))
     B, T, C = k.shape
-    state = state_for("wkv4", state, (B, 3, C), inplace)
+    state = state_for("wkv4", state, (B, 3, C), inplace, k.device)
     y = torch.empty_like(k) if out is None else out  # out: a preallocated y (graphs, tests)
     w = w.to(device=k.device, dtype=torch.float32).contiguous()
     u = u.to(device=k.device, dtype=torch.float32).contiguous()
@@ -80,7 +80,7 @@ def wkv4_cuda_parallel(w, u, k, v, state, *, inplace: bool = False, out=None, se
     if segment < 0:
         raise ValueError(f"wkv4_cuda_parallel: segment must be >= 0 (0: by shape), got {segment}")
     B, T, C = k.shape
-    state = state_for("wkv4", state, (B, 3, C), inplace)
+    state = state_for("wkv4", state, (B, 3, C), inplace, k.device)
     y = torch.empty_like(k) if out is None else out
     if T == 0:
         return y, state

@@ -26,7 +26,7 @@ def wkv5_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, 
     if chunked:
         from archbench.kernels.wkv6.op import wkv6_cuda_chunked
         return wkv6_cuda_chunked(r, k, v, w.reshape(H, N), u, state, inplace=inplace, out=out)
-    state = state_for("wkv5", state, (B, H, N, N), inplace)
+    state = state_for("wkv5", state, (B, H, N, N), inplace, r.device)
     y = torch.empty_like(r) if out is None else out  # out: a preallocated y (graphs, tests)
     w = w.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()
     u = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()

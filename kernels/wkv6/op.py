@@ -27,7 +27,7 @@ def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, 
     w = w.to(r.dtype)
     check_inputs("wkv6", dict(r=r, k=k, v=v, w=w), tuple(r.shape))
     B, T, H, N = r.shape
-    state = state_for("wkv6", state, (B, H, N, N), inplace)
+    state = state_for("wkv6", state, (B, H, N, N), inplace, r.device)
     y = torch.empty_like(r) if out is None else out  # out: a preallocated y (graphs, tests)
     u = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()
     extension().wkv6(*(aligned(t) for t in (r, k, v, w)), u, state, y, True, variant)
@@ -56,7 +56,7 @@ def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: i
     else:
         w = w.to(r.dtype)
         check_inputs("wkv6", dict(r=r, k=k, v=v, w=w), tuple(r.shape))
-    state = state_for("wkv6", state, (B, H, N, N), inplace)
+    state = state_for("wkv6", state, (B, H, N, N), inplace, r.device)
     y = torch.empty_like(r) if out is None else out
     u = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()
     ws = chunked_workspace("wkv6", (B, T, H, N), code, r.device)

@@ -29,7 +29,7 @@ def wkv7_cuda(r, w, k, v, a, b, state, *, inplace: bool = False, variant: int = 
     w = w.to(r.dtype)
     check_inputs("wkv7", dict(r=r, w=w, k=k, v=v, a=a, b=b), tuple(r.shape))
     B, T, H, N = r.shape
-    state = state_for("wkv7", state, (B, H, N, N), inplace)
+    state = state_for("wkv7", state, (B, H, N, N), inplace, r.device)
     y = torch.empty_like(r) if out is None else out  # out: a preallocated y (graphs, tests)
     extension().wkv7(*(aligned(t) for t in (r, w, k, v, a, b)), state, y, variant)
     return y, state
@@ -52,7 +52,7 @@ def wkv7_cuda_chunked(r, w, k, v, a, b, state, *, inplace: bool = False, variant
     w = w.to(r.dtype)
     check_inputs("wkv7", dict(r=r, w=w, k=k, v=v, a=a, b=b), tuple(r.shape))
     B, T, H, N = r.shape
-    state = state_for("wkv7", state, (B, H, N, N), inplace)
+    state = state_for("wkv7", state, (B, H, N, N), inplace, r.device)
     y = torch.empty_like(r) if out is None else out
     ws = chunked_workspace("wkv7", (B, T, H, N), code, r.device)
     extension().wkv7_chunked(*(aligned(t) for t in (r, w, k, v, a, b)), state, y, ws, code)
