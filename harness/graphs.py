@@ -25,6 +25,10 @@ class GraphedStep:
     its argmax back as the next input, so a greedy decode step is one replay."""
 
     def __init__(self, model, state, tokens: torch.Tensor, greedy: bool = False, warmup: int = 2):
+        with torch.cuda.device(tokens.device):  # the model's GPU, whichever is current
+            self._capture(model, state, tokens, greedy, warmup)
+
+    def _capture(self, model, state, tokens, greedy, warmup):
         self.state = state
         self.tokens = tokens.clone()
         saved = state.checkpoint()
@@ -46,7 +50,8 @@ class GraphedStep:
     def __call__(self, tokens: torch.Tensor | None = None) -> torch.Tensor:
         if tokens is not None:
             self.tokens.copy_(tokens)
-        self.graph.replay()
+        with torch.cuda.device(self.tokens.device):
+            self.graph.replay()
         for name, delta in self.host_step.items():
             setattr(self.state, name, getattr(self.state, name) + delta)
         return self.logits

@@ -82,3 +82,18 @@ def test_model_on_second_gpu_equals_first(name):
         steps = [model.step(tokens[:, t], state)[0] for t in range(1090, 1100)]
         logits.append(torch.cat([out[:, -1:].reshape(1, -1), *[s.reshape(1, -1) for s in steps]]).cpu())
     assert torch.allclose(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_graphed_decode_on_second_gpu():
+    """A decode step captured in a CUDA graph on cuda:1 (harness/graphs.py) replays the eager steps."""
+    from archbench.harness.graphs import GraphedStep
+    torch.cuda.set_device(0)
+    model = archbench.build("rwkv7-tiny", dtype="float32", device="cuda:1")
+    tokens = torch.randint(0, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0)).to("cuda:1")
+    _, state = model.forward(tokens[:, :30])
+    saved = state.checkpoint()
+    eager = [model.step(tokens[:, t], state)[0].clone() for t in range(30, 40)]
+    state.restore(saved)
+    step = GraphedStep(model, state, tokens[:, 30])
+    graphed = [step(tokens[:, t]).clone() for t in range(30, 40)]
+    assert torch.allclose(torch.stack(graphed).cpu(), torch.stack(eager).cpu(), rtol=1e-5, atol=1e-5)
