@@ -105,21 +105,13 @@ def state_for(op: str, state: torch.Tensor, shape: tuple[int, ...], inplace: boo
     return state.contiguous().clone()
 
 
-def chunked_variant(variant: int, groups: int, form: int = 0, key_split: bool = False) -> int:
+def chunked_variant(variant: int, groups: int, form: int = 0) -> int:
     """The chunked kernels' launch code: variant 0 (by shape) or 1 / 2 / 3 (16 / 32 / 64
-    state columns per block), or 4 where the op has a `key_split` (64 columns, the state
-    pass's keys split over 4 warps: WKV6 / WKV5; two kernels only, so form 0 means 2 there),
-    groups 0 (by shape) or 1-3 producer groups per block, form 0 (by shape), 1 (one kernel:
-    each block builds its chunks) or 2 (two kernels: the chunks built over the whole GPU into
-    a workspace, then the state pass; see chunked_tc.cuh)."""
-    variants = (0, 1, 2, 3, 4) if key_split else (0, 1, 2, 3)
-    if variant not in variants or groups not in (0, 1, 2, 3) or form not in (0, 1, 2):
-        raise ValueError(f"chunked kernel: variant must be one of {variants}, groups 0-3 and form 0-2, "
-                         f"got {variant}, {groups}, {form}")
-    if variant == 4:
-        if form == 1:
-            raise ValueError("chunked kernel: variant 4 (the key split) is a two-kernel form; form must be 0 or 2")
-        form = 2
+    state columns per block), groups 0 (by shape) or 1-3 producer groups per block, form 0
+    (by shape), 1 (one kernel: each block builds its chunks) or 2 (two kernels: the chunks
+    built over the whole GPU into a workspace, then the state pass; see chunked_tc.cuh)."""
+    if variant not in (0, 1, 2, 3) or groups not in (0, 1, 2, 3) or form not in (0, 1, 2):
+        raise ValueError(f"chunked kernel: variant must be 0-3, groups 0-3 and form 0-2, got {variant}, {groups}, {form}")
     return variant + 10 * groups + 100 * form
 
 

@@ -400,14 +400,12 @@ template <int V>
 using Int = std::integral_constant<int, V>;
 
 // The launch code of the chunked kernels, variant = tile + 10 * groups + 100 * form (tile 0 =
-// by shape, 1, 2, 3 = 16, 32, 64 state columns per block, 4 = 64 columns with the state pass's
-// keys split over 4 warps, two kernels only; groups 0 = by shape, 1-3 producer groups; form
-// 0 = by shape, 1 = one kernel, 2 = two kernels: the build kernel and wkv_state_kernel),
-// resolved and passed on as go(Type<F>{}, Int<VT>{}, Int<G>{}, Int<TWO>{}) for one of the
-// combinations built; cudaErrorInvalidValue for an unknown dtype or combination. One kernel:
-// fp32 inputs and 16 columns always take one group (shared memory). Two kernels: no
-// producer groups (the code's groups ignored); G is the state pass's key split instead (1,
-// or 4 at tile 4: WKV6 / WKV5 only, an error for WKV7).
+// by shape, 1, 2, 3 = 16, 32, 64 state columns per block; groups 0 = by shape, 1-3 producer
+// groups; form 0 = by shape, 1 = one kernel, 2 = two kernels: the build kernel and
+// wkv_state_kernel), resolved and passed on as go(Type<F>{}, Int<VT>{}, Int<G>{},
+// Int<TWO>{}) for one of the combinations built; cudaErrorInvalidValue for an unknown dtype
+// or combination. One kernel: fp32 inputs and 16 columns always take one group (shared
+// memory). Two kernels: no producer groups (G = 1 passed, the code's groups ignored).
 //
 // The choice by shape, one kernel, measured on an H100 (bf16, H = 40, results/kernels/
 // wkv_bench_20261128-021524.jsonl), Mtok/s, WKV7 / WKV6:
@@ -443,7 +441,6 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
         case 1: return go(Type<F>{}, Int<16>{}, Int<1>{}, Int<1>{});
         case 2: return go(Type<F>{}, Int<32>{}, Int<1>{}, Int<1>{});
         case 3: return go(Type<F>{}, Int<64>{}, Int<1>{}, Int<1>{});
-        case 4: return go(Type<F>{}, Int<64>{}, Int<4>{}, Int<1>{});  // keys split in 4 (G: the split)
         default: return cudaErrorInvalidValue;
       }
     })
@@ -476,12 +473,11 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
 
 // The two-kernel form over [B, T] (H heads of 64): per segment of chunks, the op's build
 // kernel, launched by build(c0, n, ws, blocks, stream) with `blocks` blocks of PT threads, then
-// wkv_state_kernel at VT columns a block, its keys split over KS warps (1: none; 4: WKV6 only,
-// see state_tc.cuh). ws holds ws_bytes (at least workspace_bytes()).
+// wkv_state_kernel at VT columns a block. ws holds ws_bytes (at least workspace_bytes()).
 // With several segments the builds run on a second stream, one segment ahead of the state
 // passes, which stay on `stream` at the greatest priority (their blocks are placed first
 // when both wait); events order the two streams, so a CUDA graph captures the same order.
-template <typename F, int PASSES, bool LOWRANK, int VT, int KS, class Build>
+template <typename F, int PASSES, bool LOWRANK, int VT, class Build>
 cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F* y, void* ws, size_t ws_bytes,
                                cudaStream_t stream, Build&& build) {
   constexpr int FLOATS = WsLayout<LOWRANK>::FLOATS, W = VT / 16;
@@ -490,8 +486,8 @@ cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F*
   const size_t buf_floats = (size_t)B * H * sg.seg * FLOATS;
   if (ws == nullptr || ws_bytes < sg.bufs * buf_floats * 4) return cudaErrorInvalidValue;
   float* wsp = static_cast<float*>(ws);
-  auto kernel = wkv_state_kernel<F, PASSES, LOWRANK, W, KS>;
-  const size_t smem = state_smem_bytes<F, LOWRANK, W, KS>();
+  auto kernel = wkv_state_kernel<F, PASSES, LOWRANK, W>;
+  const size_t smem = state_smem_bytes<F, LOWRANK, W>();
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (err != cudaSuccess) return err;
   int least = 0, greatest = 0;
@@ -502,7 +498,7 @@ cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F*
     attr[0].val.priority = greatest;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(B * H * (4 / W));
-    cfg.blockDim = dim3(32 * W * KS);
+    cfg.blockDim = dim3(32 * W);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     cfg.attrs = attr;

@@ -1,7 +1,6 @@
 // The state pass of the chunked kernels' two-kernel form (chunked_tc.cuh, build_to_workspace):
 // the state in registers, each warp carrying a 16-column strip of one head's state through
-// the chunks with no barrier between warps inside a chunk; for WKV6 / WKV5 optionally with
-// the strip's keys split over KS warps (YParts below), so that a head has 16 warps, not 4.
+// the chunks with no barrier between warps inside a chunk.
 //
 // Per chunk of C = 16 tokens, with S the state [N keys, N values] before the chunk, both ops
 // are one step of the form
@@ -129,47 +128,28 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 
 constexpr int STATE_STAGES = 3;  // chunks in the shared-memory ring (two in flight while one is used)
 
-// The key split of the state pass: KS warps share a strip of 16 value columns, each holding
-// N / KS of its keys. Sᵀ' = d∘Sᵀ + Vᵀ Qᵀ is separate per key, so each warp updates its own
-// keys; Yᵀ = Sᵀ R̂ᵀ + Vᵀ M̂ᵀ sums over all keys, so each warp adds its keys' part (and one of
-// M̂'s four fragments) into a shared-memory buffer of partial sums, and the block sums the KS
-// parts of a chunk after the next chunk's barrier (two buffers), off the state's chain. Only
-// without Eᵀ (WKV6, WKV5): Sᵀ Eᵀ mixes every key into every key. KS = 1: no split, Yᵀ goes
-// straight from the accumulators to y.
-template <int KS, int W>
-struct YParts {
-  static constexpr int LD = 16 * W + 4;          // padded: the 4 q lanes of a row hit 4 banks apart
-  static constexpr int FLOATS = KS > 1 ? 2 * KS * 16 * LD : 0;
-};
-
-// Shared memory of a state-pass block of W x KS warps: STAGES x (the chunk's workspace floats +
-// its v at the block's 16 W columns, type F), and with a key split the partial sums of Yᵀ.
-template <typename F, bool LOWRANK, int W, int KS = 1>
+// Shared memory of a state-pass block of W warps: STAGES x (the chunk's workspace floats + its
+// v at the block's 16 W columns, type F).
+template <typename F, bool LOWRANK, int W>
 constexpr size_t state_smem_bytes() {
-  return (size_t)STATE_STAGES * (WsLayout<LOWRANK>::FLOATS * 4 + (size_t)16 * 16 * W * sizeof(F)) +
-         (size_t)YParts<KS, W>::FLOATS * 4;
+  return (size_t)STATE_STAGES * (WsLayout<LOWRANK>::FLOATS * 4 + (size_t)16 * 16 * W * sizeof(F));
 }
 
 // The state pass over chunks c0 .. c0 + n - 1 of [B, T] (head size 64). Block (b * H + h) *
-// (4 / W) + p: head h of batch b, value columns 16 W p .. 16 W p + 16 W - 1; warp w takes the
-// 16 columns 16 (w % W) on and, with a key split KS, keys N / KS (w / W) on.
+// (4 / W) + p: head h of batch b, value columns 16 W p .. 16 W p + 16 W - 1, a warp per 16.
 // ws: this segment's workspace, chunk i of head bh at ws + (bh * n + i) * FLOATS.
-template <typename F, int PASSES, bool LOWRANK, int W, int KS = 1>
-__global__ void __launch_bounds__(32 * W * KS)
+template <typename F, int PASSES, bool LOWRANK, int W>
+__global__ void __launch_bounds__(32 * W)
 wkv_state_kernel(int T, int H, const F* __restrict__ v, float* __restrict__ state, F* __restrict__ y, int c0, int n,
                  const float* __restrict__ ws) {
-  static_assert(KS == 1 || (!LOWRANK && (KS == 2 || KS == 4)), "a key split only without Eᵀ, in 2 or 4");
-  constexpr int N = 64, CC = 16, THREADS = 32 * W * KS, NTK = 8 / KS;  // NTK: 8-key tiles a warp
+  constexpr int N = 64, CC = 16;
   using L = WsLayout<LOWRANK>;
-  using P = YParts<KS, W>;
   constexpr int VBYTES = CC * 16 * W * (int)sizeof(F), STRIDE = L::FLOATS * 4 + VBYTES;
   constexpr int VPIECES = 16 * W * (int)sizeof(F) / 16;  // 16-byte pieces of a token's v row
   extern __shared__ __align__(128) unsigned char smem_bytes[];
-  float* parts = reinterpret_cast<float*>(smem_bytes + STATE_STAGES * STRIDE);  // [2][KS][CC][P::LD]
   const int per_head = 4 / W, bh = blockIdx.x / per_head, bcol = (blockIdx.x % per_head) * 16 * W;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
-  const int strip = KS == 1 ? warp : warp % W, kq = KS == 1 ? 0 : warp / W, nt0 = kq * NTK;  // nt0: first key tile
-  const int bi = bh / H, h = bh % H, col0 = bcol + 16 * strip;
+  const int bi = bh / H, h = bh % H, col0 = bcol + 16 * warp;
   const size_t tok_stride = (size_t)H * N, vbase = (size_t)bi * T * tok_stride + (size_t)h * N;
   const float* wsh = ws + (size_t)bh * n * L::FLOATS;
   float* st = state + (size_t)bh * N * N;
@@ -177,35 +157,24 @@ wkv_state_kernel(int T, int H, const F* __restrict__ v, float* __restrict__ stat
   auto issue = [&](int i) {  // chunk i (of the segment) into slot i % STAGES
     unsigned char* slot = smem_bytes + (i % STATE_STAGES) * STRIDE;
     const float* src = wsh + (size_t)i * L::FLOATS;
-    for (int e = threadIdx.x; e < L::FLOATS / 4; e += THREADS) cp_async16(slot + 16 * e, src + 4 * e);
+    for (int e = threadIdx.x; e < L::FLOATS / 4; e += 32 * W) cp_async16(slot + 16 * e, src + 4 * e);
     unsigned char* vdst = slot + L::FLOATS * 4;
-    for (int e = threadIdx.x; e < CC * VPIECES; e += THREADS) {
+    for (int e = threadIdx.x; e < CC * VPIECES; e += 32 * W) {
       const int t = e / VPIECES, p = e % VPIECES, tok = (c0 + i) * CC + t;
       const F* vsrc = v + vbase + (size_t)(tok < T ? tok : 0) * tok_stride + bcol + p * (16 / (int)sizeof(F));
       cp_async16_zfill(vdst + 16 * e, vsrc, tok < T);
     }
   };
-  // With a key split: chunk i's Yᵀ, the sum of its KS parts, to y (every thread a few entries)
-  auto sum_parts = [&](int i) {
-    const float* pb = parts + (i % 2) * KS * CC * P::LD;
-    for (int e = threadIdx.x; e < CC * 16 * W; e += THREADS) {
-      const int t = e / (16 * W), c = e % (16 * W), tok = (c0 + i) * CC + t;
-      float acc = 0.f;
-#pragma unroll
-      for (int k = 0; k < KS; ++k) acc += pb[(k * CC + t) * P::LD + c];
-      if (tok < T) y[vbase + (size_t)tok * tok_stride + bcol + c] = from_f<F>(acc);
-    }
-  };
 
-  // Sᵀ's strip: s[j] = rows (values) g, g + 8 x keys 8 (nt0 + j) + 2q, + 1
-  float s[NTK][4];
+  // Sᵀ's strip: s[nt] = rows (values) g, g + 8 x keys 8 nt + 2q, + 1
+  float s[8][4];
 #pragma unroll
-  for (int j = 0; j < NTK; ++j) {
-    const int i = 8 * (nt0 + j) + 2 * q;
-    s[j][0] = st[(size_t)i * N + col0 + g];
-    s[j][1] = st[(size_t)(i + 1) * N + col0 + g];
-    s[j][2] = st[(size_t)i * N + col0 + g + 8];
-    s[j][3] = st[(size_t)(i + 1) * N + col0 + g + 8];
+  for (int nt = 0; nt < 8; ++nt) {
+    const int i = 8 * nt + 2 * q;
+    s[nt][0] = st[(size_t)i * N + col0 + g];
+    s[nt][1] = st[(size_t)(i + 1) * N + col0 + g];
+    s[nt][2] = st[(size_t)i * N + col0 + g + 8];
+    s[nt][3] = st[(size_t)(i + 1) * N + col0 + g + 8];
   }
 
 #pragma unroll
@@ -218,9 +187,6 @@ wkv_state_kernel(int T, int H, const F* __restrict__ v, float* __restrict__ stat
     __syncthreads();  // chunk i is in; every warp is done with chunk i - 1 (its slot is refilled next)
     if (i + STATE_STAGES - 1 < n) issue(i + STATE_STAGES - 1);
     cp_async_commit();
-    if constexpr (KS > 1) {
-      if (i > 0) sum_parts(i - 1);  // its parts were written before the barrier above
-    }
 
     const unsigned char* slot = smem_bytes + (i % STATE_STAGES) * STRIDE;
     const float* cw = reinterpret_cast<const float*>(slot);
@@ -228,35 +194,35 @@ wkv_state_kernel(int T, int H, const F* __restrict__ v, float* __restrict__ stat
     auto frag = [&](int off, int f) { return reinterpret_cast<const float2*>(cw + off)[f * 32 + lane]; };
 
     // A operands: Sᵀ (keys permuted, see the top) and Vᵀ (natural token order)
-    uint32_t sa[NTK][4], sl[NTK][4], va[2][4], vl[2][4];
+    uint32_t sa[8][4], sl[8][4], va[2][4], vl[2][4];
 #pragma unroll
-    for (int j = 0; j < NTK; ++j) {
-      const float x[4] = {s[j][0], s[j][2], s[j][1], s[j][3]};
-      split_a<PASSES>(x, sa[j], sl[j]);
+    for (int kb = 0; kb < 8; ++kb) {
+      const float x[4] = {s[kb][0], s[kb][2], s[kb][1], s[kb][3]};
+      split_a<PASSES>(x, sa[kb], sl[kb]);
     }
 #pragma unroll
     for (int kb = 0; kb < 2; ++kb) {
-      const int t = 8 * kb + q, c = 16 * strip + g;
+      const int t = 8 * kb + q, c = 16 * warp + g;
       const float x[4] = {to_f(vs[t * 16 * W + c]), to_f(vs[t * 16 * W + c + 8]), to_f(vs[(t + 4) * 16 * W + c]),
                           to_f(vs[(t + 4) * 16 * W + c + 8])};
       split_a<PASSES>(x, va[kb], vl[kb]);
     }
 
     // Yᵀ = Sᵀ R̂ᵀ + Vᵀ M̂ᵀ (the state before the chunk) and Sᵀ' = d∘Sᵀ + Sᵀ Eᵀ + Vᵀ Qᵀ, key slice
-    // by key slice: ten independent accumulators per slice (two of Yᵀ, eight of Sᵀ') unsplit
+    // by key slice: ten independent accumulators per slice (two of Yᵀ, eight of Sᵀ')
     float yacc[2][4] = {};
 #pragma unroll
-    for (int j = 0; j < NTK; ++j) {
-      const float2 d = *reinterpret_cast<const float2*>(cw + L::OFF_D + 8 * (nt0 + j) + 2 * q);
-      s[j][0] *= d.x;
-      s[j][1] *= d.y;
-      s[j][2] *= d.x;
-      s[j][3] *= d.y;
+    for (int nt = 0; nt < 8; ++nt) {
+      const float2 d = *reinterpret_cast<const float2*>(cw + L::OFF_D + 8 * nt + 2 * q);
+      s[nt][0] *= d.x;
+      s[nt][1] *= d.y;
+      s[nt][2] *= d.x;
+      s[nt][3] *= d.y;
     }
 #pragma unroll
-    for (int kb = 0; kb < NTK; ++kb) {  // this warp's key slices, nt0 + kb
+    for (int kb = 0; kb < 8; ++kb) {
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) mma_frag<PASSES>(yacc[nt], sa[kb], sl[kb], frag(L::OFF_R, (nt0 + kb) * 2 + nt));
+      for (int nt = 0; nt < 2; ++nt) mma_frag<PASSES>(yacc[nt], sa[kb], sl[kb], frag(L::OFF_R, kb * 2 + nt));
       if constexpr (LOWRANK) {
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) mma_frag<PASSES>(s[nt], sa[kb], sl[kb], frag(0, kb * 8 + nt));
@@ -265,49 +231,32 @@ wkv_state_kernel(int T, int H, const F* __restrict__ v, float* __restrict__ stat
 #pragma unroll
     for (int kb = 0; kb < 2; ++kb) {
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt)  // M̂'s four fragments, spread over the key split's warps
-        if (KS == 1 || (kb * 2 + nt) % KS == kq) mma_frag<PASSES>(yacc[nt], va[kb], vl[kb], frag(L::OFF_M, kb * 2 + nt));
+      for (int nt = 0; nt < 2; ++nt) mma_frag<PASSES>(yacc[nt], va[kb], vl[kb], frag(L::OFF_M, kb * 2 + nt));
 #pragma unroll
-      for (int j = 0; j < NTK; ++j) mma_frag<PASSES>(s[j], va[kb], vl[kb], frag(L::OFF_Q, kb * 8 + nt0 + j));
+      for (int nt = 0; nt < 8; ++nt) mma_frag<PASSES>(s[nt], va[kb], vl[kb], frag(L::OFF_Q, kb * 8 + nt));
     }
-    if constexpr (KS > 1) {  // this warp's part: rows (values) g, g + 8 x tokens 8 nt + 2q, + 1
-      float* pb = parts + ((i % 2) * KS + kq) * CC * P::LD + 16 * strip;
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        const int t = 8 * nt + 2 * q;
-        pb[t * P::LD + g] = yacc[nt][0];
-        pb[(t + 1) * P::LD + g] = yacc[nt][1];
-        pb[t * P::LD + g + 8] = yacc[nt][2];
-        pb[(t + 1) * P::LD + g + 8] = yacc[nt][3];
+    for (int nt = 0; nt < 2; ++nt) {
+      const int t = (c0 + i) * CC + 8 * nt + 2 * q;
+      F* yp = y + vbase + (size_t)t * tok_stride + col0 + g;
+      if (t < T) {
+        yp[0] = from_f<F>(yacc[nt][0]);
+        yp[8] = from_f<F>(yacc[nt][2]);
       }
-    } else {
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        const int t = (c0 + i) * CC + 8 * nt + 2 * q;
-        F* yp = y + vbase + (size_t)t * tok_stride + col0 + g;
-        if (t < T) {
-          yp[0] = from_f<F>(yacc[nt][0]);
-          yp[8] = from_f<F>(yacc[nt][2]);
-        }
-        if (t + 1 < T) {
-          yp[tok_stride] = from_f<F>(yacc[nt][1]);
-          yp[tok_stride + 8] = from_f<F>(yacc[nt][3]);
-        }
+      if (t + 1 < T) {
+        yp[tok_stride] = from_f<F>(yacc[nt][1]);
+        yp[tok_stride + 8] = from_f<F>(yacc[nt][3]);
       }
     }
-  }
-  if constexpr (KS > 1) {
-    __syncthreads();  // the last chunk's parts are in
-    if (n > 0) sum_parts(n - 1);
   }
 
 #pragma unroll
-  for (int j = 0; j < NTK; ++j) {
-    const int i = 8 * (nt0 + j) + 2 * q;
-    st[(size_t)i * N + col0 + g] = s[j][0];
-    st[(size_t)(i + 1) * N + col0 + g] = s[j][1];
-    st[(size_t)i * N + col0 + g + 8] = s[j][2];
-    st[(size_t)(i + 1) * N + col0 + g + 8] = s[j][3];
+  for (int nt = 0; nt < 8; ++nt) {
+    const int i = 8 * nt + 2 * q;
+    st[(size_t)i * N + col0 + g] = s[nt][0];
+    st[(size_t)(i + 1) * N + col0 + g] = s[nt][1];
+    st[(size_t)i * N + col0 + g + 8] = s[nt][2];
+    st[(size_t)(i + 1) * N + col0 + g + 8] = s[nt][3];
   }
 }
 

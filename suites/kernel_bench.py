@@ -2,8 +2,7 @@
 one-thread-per-column layout of BlinkDL's kernels, in the same run on the same GPU; for wkv7
 and wkv6 also our chunked tensor-core kernels ("cuda-chunked"; in one kernel at each block
 width and number of producer groups, "-vt32-g1" ... "-vt64-g3"; in two kernels, the chunks
-built over the whole GPU into a workspace and then the state pass, "-2k-vt16" ..., for wkv6
-also with the state pass's keys split over 4 warps, "-2k-ks4"), their
+built over the whole GPU into a workspace and then the state pass, "-2k-vt16" ...), their
 PyTorch form ("torch-chunked") and the sequential kernel forced ("ours-seq": "ours"
 dispatches by shape); for wkv4 the time-parallel kernel ("cuda-parallel", segment length by
 shape, "cuda-parallel-L<n>" at segments of n tokens) and the sequential one forced
@@ -138,8 +137,6 @@ def backends(op: str) -> dict:
             for variant, cols in ((1, 16), (2, 32), (3, 64)):
                 out[f"cuda-chunked-2k-vt{cols}"] = (
                     lambda x, s, v=variant: chunked_cuda(**x, state=s, variant=v, form=2))
-            if op == "wkv6":  # the state pass's keys split over 4 warps (16 a head)
-                out["cuda-chunked-2k-ks4"] = lambda x, s: chunked_cuda(**x, state=s, variant=4)
         out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
     if op in ("wkv6", "wkv7"):
         if importlib.util.find_spec("fla") is None:

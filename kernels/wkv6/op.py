@@ -38,12 +38,10 @@ def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: i
                       form: int = 0, out=None):
     """The chunked tensor-core kernel (cuda/wkv6_chunked.cu: chunks of 16 tokens, for long
     prompts at small batch), same arguments and results as `wkv6_cuda`. variant: 0 = by
-    shape, 1 / 2 / 3 = 16 / 32 / 64 state columns per thread block, 4 = two kernels with the
-    state pass's keys split over 4 warps (16 warps a head; see kernels/state_tc.cuh); groups:
-    0 = by shape, 1-3 producer groups, form: 0 = by shape, 1 / 2 = one / two kernels (as
-    `wkv7_cuda_chunked`).
+    shape, 1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
+    producer groups, form: 0 = by shape, 1 / 2 = one / two kernels (as `wkv7_cuda_chunked`).
     w may also be one decay per head [H, N] (WKV5's), read once per head by the kernel. Head sizes other than 64 take the sequential kernel."""
-    code = chunked_variant(variant, groups, form, key_split=True)
+    code = chunked_variant(variant, groups, form)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
         if w.dim() == 2:
             from archbench.kernels.wkv5.op import wkv5_cuda

@@ -35,8 +35,7 @@ using namespace archbench;
 int main() {
   const int codes[] = {0,   1,   2,   3,   10,  12,  13,  20,  21,  22,  23,  30,  31,  32,  33,
                        100, 101, 102, 103, 110, 112, 113, 120, 121, 122, 123, 130, 131, 132, 133,
-                       200, 201, 202, 203, 210, 212, 213, 220, 221, 222, 223, 230, 231, 232, 233,
-                       4,   14,  104, 204, 234};
+                       200, 201, 202, 203, 210, 212, 213, 220, 221, 222, 223, 230, 231, 232, 233};
   const long heads[] = {40, 264, 265, 640, 641};
   const long split[] = {tc::WKV7_SPLIT_MAX_HEADS, tc::WKV6_SPLIT_MAX_HEADS};
   for (long sp : split)
@@ -69,9 +68,8 @@ def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
     264 for WKV7, 640 for WKV6) the two-kernel form (build, then the register state pass) at
     64 state columns a block, above it one kernel with 64 columns and 1 producer group. One
     kernel, block width by shape: 32 columns with 2 groups up to 264 heads, 64 with 1 above;
-    fp32 and 16 columns always one group. Two kernels: the width alone (64 unless given), and
-    at tile 4 the state pass's keys split in 4 (an error in one kernel). An unknown dtype is
-    an error."""
+    fp32 and 16 columns always one group. Two kernels: the width alone (64 unless given).
+    An unknown dtype is an error."""
     src, exe = tmp_path / "dispatch.cu", tmp_path / "dispatch"
     src.write_text(DISPATCH_PROGRAM)
     root = Path(SOURCES[0]).parent
@@ -88,13 +86,9 @@ def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
             continue
         form = code // 100 or (2 if heads <= split else 1)
         size = {0: 4, 1: 2, 2: 2}[dtype]
-        if form == 2:  # the state pass's width and key split only (producer groups do not apply)
+        if form == 2:  # the state pass's width only (producer groups do not apply)
             tile = code % 10 or 3
-            want = [str(size), str({1: 16, 2: 32, 3: 64, 4: 64}[tile]), "4" if tile == 4 else "1", "1"]
-            assert result == want, (split, dtype, heads, code, result)
-            continue
-        if code % 10 == 4:  # the key split is a two-kernel form only
-            assert result == ["invalid"], (split, dtype, heads, code, result)
+            assert result == [str(size), str({1: 16, 2: 32, 3: 64}[tile]), "1", "1"], (split, dtype, heads, code, result)
             continue
         tile = code % 10 or (2 if heads <= 264 else 3)
         groups = code // 10 % 10 or (2 if tile == 2 else 1)
@@ -102,7 +96,7 @@ def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
             groups = 1
         want = [str(size), str({1: 16, 2: 32, 3: 64}[tile]), str(groups), "0"]
         assert result == want, (split, dtype, heads, code, result)
-    assert len(got) == 2 * 4 * 5 * 50
+    assert len(got) == 2 * 4 * 5 * 45
     # tc::segments: the two-kernel form's segments (chunks each) and workspace buffers, by head
     # count (B x H) and op (WKV7's workspace is the larger, 6464 floats a chunk and head)
     assert len(segs) == 2 * 10 * 11 and {s[0] for s in segs} == {6464, 2368}

@@ -27,16 +27,3 @@ def test_state_is_checked_and_moved_to_the_inputs_device():
         state_for("wkv7", s.double(), shape, False, s.device)
     with pytest.raises(ValueError, match="state must be float32"):
         state_for("wkv7", s[:, :1], shape, False, s.device)
-
-
-def test_chunked_launch_codes():
-    """variant 4 (the state pass's keys split) only where the op has it, and only in two kernels."""
-    from archbench.kernels.build import chunked_variant
-    assert chunked_variant(3, 2, 1) == 123 and chunked_variant(0, 0) == 0
-    assert chunked_variant(4, 0, 0, key_split=True) == 204 == chunked_variant(4, 0, 2, key_split=True)
-    with pytest.raises(ValueError, match="variant must be one of"):
-        chunked_variant(4, 0, 0)  # WKV7: no key split (Eᵀ mixes the keys)
-    with pytest.raises(ValueError, match="two-kernel form"):
-        chunked_variant(4, 0, 1, key_split=True)
-    with pytest.raises(ValueError):
-        chunked_variant(5, 0, 0, key_split=True)

@@ -20,8 +20,6 @@ SHAPES = [(1, 1, 2), (1, 15, 3), (3, 16, 2), (1, 17, 2), (3, 100, 2), (16, 33, 2
           (16, 100, 1), (1, 4097, 2)]  # B, T, H
 DECAYS = ["rwkv", "none", "strong", "mixed"]
 FORMS = [1, 2]  # one kernel; two (build into a workspace, then the state pass)
-# ... and two with the state pass's keys split over 4 warps (variant 4)
-FORM_VARIANTS = [(1, 0), (2, 0), (2, 4)]
 
 
 def inputs(B, T, H, N, decay="rwkv", seed=0):
@@ -46,11 +44,11 @@ def state0(B, H, N, seed=1):
 
 
 @gpu
-@pytest.mark.parametrize("form,variant", FORM_VARIANTS)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("decay", DECAYS)
 @pytest.mark.parametrize("B,T,H", SHAPES)
-def test_chunked_matches_reference(B, T, H, decay, dtype, form, variant):
+def test_chunked_matches_reference(B, T, H, decay, dtype, form):
     N = 64
     x, u = inputs(B, T, H, N, decay, seed=T)
     x = {n: t.to(DTYPES[dtype]) for n, t in x.items()}
@@ -58,24 +56,24 @@ def test_chunked_matches_reference(B, T, H, decay, dtype, form, variant):
     s_before = s.clone()
     y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
     out = torch.full_like(x["r"], float("nan"))
-    y, s_new = wkv6_cuda_chunked(**x, u=u, state=s, out=out, form=form, variant=variant)
+    y, s_new = wkv6_cuda_chunked(**x, u=u, state=s, out=out, form=form)
     assert y.data_ptr() == out.data_ptr() and y.dtype == DTYPES[dtype]
     assert torch.equal(s, s_before)  # the caller's state is not modified
     assert torch.isfinite(y).all(), "NaN left in the output"
     assert torch.isfinite(s_new).all()
     e_y, e_s = errors(y.float(), y_ref), errors(s_new, s_ref)
-    print(f"form {form} variant {variant} {dtype} {decay} B={B} T={T}: y rms_rel {e_y['rms_rel']:.2e}, state rms_rel {e_s['rms_rel']:.2e}")
+    print(f"form {form} {dtype} {decay} B={B} T={T}: y rms_rel {e_y['rms_rel']:.2e}, state rms_rel {e_s['rms_rel']:.2e}")
     assert e_y["rms_rel"] < TOL[dtype], f"y {e_y}"
     assert e_s["rms_rel"] < TOL[dtype], f"state {e_s}"
 
 
 @gpu
-@pytest.mark.parametrize("variant,form", [(v, f) for v in (0, 1, 2, 3) for f in (0, 1, 2)] + [(4, 0), (4, 2)])
+@pytest.mark.parametrize("form", [0, 1, 2])
+@pytest.mark.parametrize("variant", [0, 1, 2, 3])
 @pytest.mark.parametrize("decay", ["rwkv", "strong", "mixed"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_every_block_width_agrees(variant, decay, dtype, form):
-    """16, 32 and 64 state columns per block (and the shape's choice), and the key split, give
-    the reference."""
+    """16, 32 and 64 state columns per block (and the shape's choice) give the reference."""
     B, T, H, N = 2, 77, 3, 64
     x, u = inputs(B, T, H, N, decay)
     x = {n: t.to(DTYPES[dtype]) for n, t in x.items()}
@@ -123,9 +121,9 @@ def test_state_carried_over_calls():
 
 
 @gpu
-@pytest.mark.parametrize("form,variant", FORM_VARIANTS)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("B,T,H", [(1, 16384, 8), (1, 20000, 40)])
-def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form, variant):
+def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form):
     """Benchmark-like shapes, bf16, against our fp32 sequential kernel. At 1 x 20000 x 40 heads
     (1250 chunks of 16 tokens, 9.5 KB a chunk and head) the two-kernel form runs
     13 segments of 96 chunks and one of 2 through two workspace buffers."""
@@ -134,31 +132,29 @@ def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form, variant):
     x = {n: t.bfloat16() for n, t in x.items()}
     s = torch.zeros(B, H, N, N, device="cuda")
     y_ref, s_ref = wkv6_cuda(**{n: t.float() for n, t in x.items()}, u=u, state=s)
-    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s, form=form, variant=variant)
+    y, s1 = wkv6_cuda_chunked(**x, u=u, state=s, form=form)
     e_y, e_s = errors(y.float(), y_ref), errors(s1, s_ref)
-    print(f"form {form} variant {variant} bf16 B={B} T={T} H={H}: y rms_rel {e_y['rms_rel']:.2e}, state {e_s['rms_rel']:.2e}")
+    print(f"form {form} bf16 B={B} T={T} H={H}: y rms_rel {e_y['rms_rel']:.2e}, state {e_s['rms_rel']:.2e}")
     assert e_y["rms_rel"] < TOL["bf16"] and e_s["rms_rel"] < TOL["bf16"]
 
 
 @gpu
-@pytest.mark.parametrize("variant", [0, 4])
 @pytest.mark.parametrize("T", [50, 3100])
-def test_inplace_state_and_graph_capture(T, variant):
+def test_inplace_state_and_graph_capture(T):
     """In place and in a CUDA graph. 3100 tokens are 194 chunks: in the two-kernel form (6
     heads) two segments of 96 and one of 2, each built on a second stream beside the previous
-    state pass, through two workspace buffers; the graph captures both streams. Variant 4:
-    the state pass with its keys split."""
+    state pass, through two workspace buffers; the graph captures both streams."""
     B, H, N = 2, 3, 64
     x, u = inputs(B, T, H, N)
     state = state0(B, H, N)
     y_ref, s_ref = wkv6_ref(**x, u=u, state=state)
     static_state, out = state.clone(), torch.empty_like(x["r"])
-    wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out, variant=variant)  # warm-up (and builds)
+    wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out)  # warm-up (and builds)
     assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
     static_state.copy_(state)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out, variant=variant)
+        wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out)
     static_state.copy_(state)
     out.fill_(float("nan"))
     graph.replay()
@@ -214,20 +210,3 @@ def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T
     if want == ["wkv6_chunked"]:
         y_rep, s_rep = op6.wkv6_cuda_chunked(**x, w=w.to(dtype).expand(x["r"].shape), u=u, state=s)
         assert torch.equal(y, y_rep) and torch.equal(s1, s_rep)
-
-
-@gpu
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 6e-3)])
-def test_key_split_with_a_decay_per_head(dtype, tol):
-    """The key split (variant 4) with WKV5's decay per head [H, N]: the reference, and bit for
-    bit the same call with the decay repeated over the tokens."""
-    from archbench.kernels.wkv5.ref import wkv5_ref
-    x, u = inputs(2, 1100, 3, 64)
-    w = x.pop("w")[0, 0]
-    x = {n: t.to(dtype) for n, t in x.items()}
-    s = state0(2, 3, 64)
-    y, s1 = wkv6_cuda_chunked(**x, w=w, u=u, state=s, variant=4)
-    y_ref, s_ref = wkv5_ref(**{n: t.float() for n, t in x.items()}, w=w, u=u, state=s)
-    assert errors(y.float(), y_ref)["rms_rel"] < tol and errors(s1, s_ref)["rms_rel"] < tol
-    y_rep, s_rep = wkv6_cuda_chunked(**x, w=w.to(dtype).expand(x["r"].shape), u=u, state=s, variant=4)
-    assert torch.equal(y, y_rep) and torch.equal(s1, s_rep)

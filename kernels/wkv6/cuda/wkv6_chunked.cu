@@ -268,7 +268,7 @@ cudaError_t launch_form(int B, int T, int H, const void* r, const void* k, const
                              (const F*)w, u, state, (F*)y);
     }
   } else {
-    return launch_two_kernels<F, PASSES, false, VT, G>(
+    return launch_two_kernels<F, PASSES, false, VT>(
         B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, [&](int c0, int n, float* wsp, int blocks, cudaStream_t on) {
           return launch_pipeline(wkv6_build_kernel<F, N, PASSES, W_PER_HEAD>, blocks, PT,
                                  sizeof(BuildArea<Op<F, N, 16, 1, PASSES, W_PER_HEAD>>), on, T, H, (const F*)r,

@@ -344,16 +344,12 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void
                              (const F*)b, state, (F*)y);
     }
   } else {
-    if constexpr (G != 1) {
-      return cudaErrorInvalidValue;  // no key split with Eᵀ (state_tc.cuh)
-    } else {
-      return launch_two_kernels<F, PASSES, true, VT, 1>(
-          B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, [&](int c0, int n, float* wsp, int blocks, cudaStream_t on) {
-            return launch_pipeline(wkv7_build_kernel<F, N, PASSES>, blocks, PT, sizeof(BuildArea<Op<F, N, 16, 1, PASSES>>),
-                                   on, T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
-                                   (const F*)b, c0, n, wsp);
-          });
-    }
+    return launch_two_kernels<F, PASSES, true, VT>(
+        B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, [&](int c0, int n, float* wsp, int blocks, cudaStream_t on) {
+          return launch_pipeline(wkv7_build_kernel<F, N, PASSES>, blocks, PT, sizeof(BuildArea<Op<F, N, 16, 1, PASSES>>),
+                                 on, T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
+                                 (const F*)b, c0, n, wsp);
+        });
   }
 }
 
