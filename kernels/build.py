@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 SOURCES = [ROOT / "binding.cpp", ROOT / "wkv4/cuda/wkv4.cu", ROOT / "wkv4/cuda/wkv4_parallel.cu",
            ROOT / "wkv6/cuda/wkv6.cu", ROOT / "wkv7/cuda/wkv7.cu",
            ROOT / "wkv7/cuda/wkv7_chunked.cu", ROOT / "wkv7/cuda/decode7.cu",
-           ROOT / "wkv6/cuda/wkv6_chunked.cu"]
+           ROOT / "wkv6/cuda/wkv6_chunked.cu", ROOT / "wkv6/cuda/wkv6_pieces.cu"]
 HEADERS = [ROOT / "common.cuh", ROOT / "chunked_tc.cuh", ROOT / "wkv7/cuda/decode7.h"]
 HEAD_SIZES = (16, 32, 64, 128)
 

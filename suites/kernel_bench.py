@@ -2,7 +2,9 @@
 one-thread-per-column layout of BlinkDL's kernels, in the same run on the same GPU; for wkv7
 and wkv6 also our chunked tensor-core kernels ("cuda-chunked"; in one kernel at each block
 width and number of producer groups, "-vt32-g1" ... "-vt64-g3"; in two kernels, the chunks
-built over the whole GPU into a workspace and then the state pass, "-2k-vt16" ...), their
+built over the whole GPU into a workspace and then the state pass, "-2k-vt16" ...; for wkv6
+the prompt cut into P pieces that run as a batch and are joined after, "cuda-pieces-P", P = 1
+for none), their
 PyTorch form ("torch-chunked") and the sequential kernel forced ("ours-seq": "ours"
 dispatches by shape); for wkv4 the time-parallel kernel ("cuda-parallel", segment length by
 shape, "cuda-parallel-L<n>" at segments of n tokens) and the sequential one forced
@@ -137,6 +139,9 @@ def backends(op: str) -> dict:
             for variant, cols in ((1, 16), (2, 32), (3, 64)):
                 out[f"cuda-chunked-2k-vt{cols}"] = (
                     lambda x, s, v=variant: chunked_cuda(**x, state=s, variant=v, form=2))
+            if op == "wkv6":  # the prompt cut into P pieces run as a batch, joined after (wkv6/pieces.py)
+                for P in (1, 2, 4, 5, 8, 16, 32):
+                    out[f"cuda-pieces-{P}"] = lambda x, s, P=P: chunked_cuda(**x, state=s, pieces=P)
         out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
     if op in ("wkv6", "wkv7"):
         if importlib.util.find_spec("fla") is None:

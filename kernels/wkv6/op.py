@@ -13,6 +13,12 @@ import torch
 
 from archbench.kernels.build import (CHUNKED_HEAD_SIZES, aligned, check_inputs, chunked_variant, chunked_workspace,
                                      extension, state_for, use_chunked)
+from archbench.kernels.wkv6.pieces import pieces_for, run_in_pieces
+
+
+def _wkv5(*args, **kw):
+    from archbench.kernels.wkv5.op import wkv5_cuda
+    return wkv5_cuda(*args, **kw)
 
 
 def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, out=None,
@@ -35,17 +41,19 @@ def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, 
 
 
 def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, groups: int = 0,
-                      form: int = 0, out=None):
+                      form: int = 0, pieces: int = 0, out=None):
     """The chunked tensor-core kernel (cuda/wkv6_chunked.cu: chunks of 16 tokens, for long
     prompts at small batch), same arguments and results as `wkv6_cuda`. variant: 0 = by
     shape, 1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
-    producer groups, form: 0 = by shape, 1 / 2 = one / two kernels (as `wkv7_cuda_chunked`).
-    w may also be one decay per head [H, N] (WKV5's), read once per head by the kernel. Head sizes other than 64 take the sequential kernel."""
+    producer groups, form: 0 = by shape, 1 / 2 = one / two kernels (as `wkv7_cuda_chunked`);
+    pieces: 0 = by shape (`pieces.pieces_for`; with variant, groups and form 0 only), 1 = none,
+    P >= 2 = the prompt cut into P pieces that run as a batch and are joined after
+    (kernels/wkv6/pieces.py). w may also be one decay per head [H, N] (WKV5's), read once per
+    head by the kernel. Head sizes other than 64 take the sequential kernel."""
     code = chunked_variant(variant, groups, form)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
         if w.dim() == 2:
-            from archbench.kernels.wkv5.op import wkv5_cuda
-            return wkv5_cuda(r, k, v, w, u, state, inplace=inplace, out=out, chunked=False)
+            return _wkv5(r, k, v, w, u, state, inplace=inplace, out=out, chunked=False)
         return wkv6_cuda(r, k, v, w, u, state, inplace=inplace, out=out, chunked=False)
     B, T, H, N = r.shape
     if w.dim() == 2:  # one decay per head
@@ -57,6 +65,15 @@ def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: i
         w = w.to(r.dtype)
         check_inputs("wkv6", dict(r=r, k=k, v=v, w=w), tuple(r.shape))
     state = state_for("wkv6", state, (B, H, N, N), inplace, r.device)
+    if pieces == 0:
+        pieces = pieces_for(B, T, H) if variant == groups == form == 0 else 1
+    if pieces > 1:
+        def base(r, k, v, w, u, state, inplace, out, tail=False):
+            if tail:  # the few tokens left over
+                return (wkv6_cuda if w.dim() == 4 else _wkv5)(r, k, v, w, u, state, inplace=inplace, out=out)
+            return wkv6_cuda_chunked(r, k, v, w, u, state, inplace=inplace, variant=variant, groups=groups,
+                                     form=form, pieces=1, out=out)
+        return run_in_pieces(base, *(aligned(t) for t in (r, k, v, w)), u, state, pieces=pieces, out=out)
     y = torch.empty_like(r) if out is None else out
     u = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()
     ws = chunked_workspace("wkv6", (B, T, H, N), code, r.device)

@@ -163,6 +163,65 @@ def test_inplace_state_and_graph_capture(T):
 
 
 @gpu
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("decay", ["rwkv", "mixed"])
+@pytest.mark.parametrize("B,T,H,P", [(1, 1000, 3, 2), (1, 4097, 2, 8), (3, 1000, 2, 3), (1, 130, 2, 4), (2, 5000, 1, 5)])
+def test_pieces_match_reference(B, T, H, P, decay, dtype, per_head):
+    """The prompt cut into P pieces run as a batch and joined by the CUDA join
+    (cuda/wkv6_pieces.cu): the reference over the whole prompt, tokens left over included
+    (4097 = 8 x 512 + 1), a decay per head (WKV5's) too; and the PyTorch join on the same
+    batch run agrees."""
+    from archbench.kernels.wkv6 import pieces as pc
+    N = 64
+    x, u = inputs(B, T, H, N, decay, seed=T + P)
+    if per_head:
+        x["w"] = x["w"][0, 0]
+    x = {n: t.to(DTYPES[dtype]) for n, t in x.items()}
+    s = state0(B, H, N)
+    s_before = s.clone()
+    y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
+    out = torch.full_like(x["r"], float("nan"))
+    y, s_new = wkv6_cuda_chunked(**x, u=u, state=s, out=out, pieces=P)
+    assert y.data_ptr() == out.data_ptr() and torch.equal(s, s_before)
+    assert torch.isfinite(y).all(), "NaN left in the output"
+    e_y, e_s = errors(y.float(), y_ref), errors(s_new, s_ref)
+    print(f"pieces {P} {dtype} {decay} per_head={per_head} B={B} T={T}: y rms_rel {e_y['rms_rel']:.2e}, "
+          f"state {e_s['rms_rel']:.2e}")
+    assert e_y["rms_rel"] < TOL[dtype], f"y {e_y}"
+    assert e_s["rms_rel"] < TOL[dtype], f"state {e_s}"
+
+    def batch_op(r, k, v, w, u, state, inplace, out, tail=False):  # as the op's own, the join aside
+        if tail:
+            return wkv6_cuda(r, k, v, w if w.dim() == 4 else w.expand(r.shape), u, state, inplace=inplace, out=out)
+        return wkv6_cuda_chunked(r, k, v, w, u, state, inplace=inplace, out=out, pieces=1)
+    y_t, s_t = pc.run_in_pieces(batch_op, *(x[n] for n in "rkvw"), u, s.clone(), pieces=P, join="torch")
+    assert errors(y_t.float(), y.float())["rms_rel"] < TOL[dtype] / 4
+    assert errors(s_t, s_new)["rms_rel"] < 1e-5
+
+
+@gpu
+def test_pieces_in_place_and_in_a_graph():
+    """In place and captured in a CUDA graph: 3100 tokens in 3 pieces (one token left over)."""
+    B, T, H, N = 1, 3100, 3, 64
+    x, u = inputs(B, T, H, N)
+    state = state0(B, H, N)
+    y_ref, s_ref = wkv6_ref(**x, u=u, state=state)
+    static_state, out = state.clone(), torch.empty_like(x["r"])
+    wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out, pieces=3)
+    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
+    static_state.copy_(state)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out, pieces=3)
+    static_state.copy_(state)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
+
+
+@gpu
 @pytest.mark.parametrize("N", [16, 32, 128])
 def test_other_head_sizes_take_the_sequential_kernel(N):
     x, u = inputs(1, 40, 2, N)
@@ -173,12 +232,14 @@ def test_other_head_sizes_take_the_sequential_kernel(N):
 
 
 @gpu
-@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked"]), (1000, ["wkv6"])])
+@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked", "wkv6_pieces_fix"]), (4097, ["wkv6_chunked", "wkv6_pieces_fix", "wkv6"]),
+                                    (1000, ["wkv6"])])
 def test_wkv6_cuda_dispatches_by_length(monkeypatch, T, want):
-    """`wkv6_cuda` takes the chunked kernel from CHUNKED_MIN_T tokens on, the sequential one
+    """`wkv6_cuda` takes the chunked kernel from CHUNKED_MIN_T tokens on (here, at 2 heads, in
+    two pieces joined after, the token left over by the sequential kernel), the sequential one
     below, and both give the reference."""
-    from archbench.kernels.wkv6 import op
-    calls = spy_kernel_calls(monkeypatch, op)
+    from archbench.kernels.wkv6 import op, pieces
+    calls = spy_kernel_calls(monkeypatch, op, pieces)
     x, u = inputs(1, T, 2, 64)
     s = state0(1, 2, 64)
     y, s1 = wkv6_cuda(**x, u=u, state=s)
@@ -189,16 +250,19 @@ def test_wkv6_cuda_dispatches_by_length(monkeypatch, T, want):
 
 @gpu
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 6e-3)])
-@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked"]), (4103, ["wkv6_chunked"]), (1000, ["wkv6"])])
+@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked", "wkv6_pieces_fix"]),
+                                    (4103, ["wkv6_chunked", "wkv6_pieces_fix", "wkv6"]), (1000, ["wkv6"])])
 def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T, want, dtype, tol):
     """`wkv5_cuda` (a decay per head) runs the chunked WKV6 kernel from CHUNKED_MIN_T tokens
-    on, the decay read once per head, and gives the reference on fp32 inputs (the decay
-    rounded to the inputs' dtype in bf16, as WKV6's own) and, bit for bit, what the kernel
-    gives with the decay repeated over the tokens."""
+    on (at 2 x 3 heads in two pieces, joined after; the tokens left over by the sequential
+    kernel), the decay read once per head, and gives the reference on fp32 inputs (the decay
+    rounded to the inputs' dtype in bf16, as WKV6's own) and what the kernel gives with the
+    decay repeated over the tokens (bit for bit without pieces; with them, the pieces' summed
+    decays are a product against a sum)."""
     from archbench.kernels.wkv5 import op
     from archbench.kernels.wkv5.ref import wkv5_ref
-    from archbench.kernels.wkv6 import op as op6
-    calls = spy_kernel_calls(monkeypatch, op, op6)
+    from archbench.kernels.wkv6 import op as op6, pieces
+    calls = spy_kernel_calls(monkeypatch, op, op6, pieces)
     x, u = inputs(2, T, 3, 64)
     w = x.pop("w")[0, 0]   # one decay per head and channel, as RWKV-5's
     x = {n: t.to(dtype) for n, t in x.items()}
@@ -207,6 +271,9 @@ def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T
     assert calls == want
     y_ref, s_ref = wkv5_ref(**{n: t.float() for n, t in x.items()}, w=w, u=u, state=s)
     assert errors(y.float(), y_ref)["rms_rel"] < tol and errors(s1, s_ref)["rms_rel"] < tol
-    if want == ["wkv6_chunked"]:
+    if want[0] == "wkv6_chunked":
         y_rep, s_rep = op6.wkv6_cuda_chunked(**x, w=w.to(dtype).expand(x["r"].shape), u=u, state=s)
-        assert torch.equal(y, y_rep) and torch.equal(s1, s_rep)
+        assert errors(y.float(), y_rep.float())["rms_rel"] < 1e-4 and errors(s1, s_rep)["rms_rel"] < 1e-5
+        y1, s1 = op6.wkv6_cuda_chunked(**x, w=w.to(device="cuda", dtype=dtype), u=u, state=s, pieces=1)
+        y_rep, s_rep = op6.wkv6_cuda_chunked(**x, w=w.to(dtype).expand(x["r"].shape), u=u, state=s, pieces=1)
+        assert torch.equal(y1, y_rep) and torch.equal(s1, s_rep)
