@@ -10,13 +10,15 @@
 //     S_p+1 = e^{D_p} ∘ S_p + S0_p              (e^{D} scales the key rows of S)
 //
 // Two kernels. fold_kernel: a thread per state entry walks the pieces in order and writes each
-// S_p (p >= 1) and the final state. fix_kernel: one block per (tile of 64 tokens, head, batch
-// and piece p >= 1), all at once: the running sum of the log decays within the tile (4
-// threads a channel) from the tile's offset (the sum before it, from the caller), r ∘ e^{E}
-// as the A operand, its product with S_p on tensor cores (tf32 as in the chunked kernel: 1
-// pass for fp16 / bf16 inputs, 3 for fp32), added to y in place (y read before the product).
-// Head size 64.
+// S_p (p >= 1) and the final state. fix_kernel: every tile of 64 tokens of every head and piece
+// p >= 1 at once (a block walks a few of one piece, the next one's r, y and w staged in shared
+// memory by cp.async while it works on one): the running sum of the log decays within the
+// tile (4 threads a channel) from the tile's offset (the sum before it, from the caller),
+// r ∘ e^{E} as the A operand, its product with S_p on tensor cores (tf32 as in the chunked
+// kernel: 1 pass for fp16 / bf16 inputs, 3 for fp32), added to y in place. Head size 64.
 #include <mma.h>
+
+#include <algorithm>
 
 #include "../../chunked_tc.cuh"
 
@@ -49,90 +51,120 @@ fold_kernel(int B, int P, int H, bool per_head, const float* __restrict__ s0, co
   state_out[e] = cur;
 }
 
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
+#endif
+}
+
+// Shared memory of fix_kernel: S_p, the product's A operand (then its result), the per-part
+// decay sums, and two stages of a tile's inputs (r, y and, per token, w) as they are in memory.
+template <typename F, bool W_PER_HEAD>
+struct FixSmem {
+  static constexpr int NARR = W_PER_HEAD ? 2 : 3;  // r, y (, w)
+  float S[N][LD];
+  float Q[TT][LD];
+  float psum[PARTS][N];
+  F stage[2][NARR][TT][N];
+};
+
+// Block (g, h, b * (P - 1) + p - 1) corrects tiles g * tpb .. of piece p of sequence b, head h,
+// the next tile's inputs in flight (cp.async) while it works on one.
 template <typename F, int PASSES, bool W_PER_HEAD>
-__global__ void __launch_bounds__(THREADS, 3)
-fix_kernel(int P, int Ts, int T, int H, const F* __restrict__ r, const F* __restrict__ w, F* __restrict__ y,
-           const float* __restrict__ s_in, const float* __restrict__ offset) {
-  __shared__ __align__(128) float S[N][LD];
-  __shared__ __align__(128) float Q[TT][LD];
-  __shared__ float psum[PARTS][N];
-  const int tile = blockIdx.x, h = blockIdx.y, b = blockIdx.z / (P - 1), p = 1 + blockIdx.z % (P - 1);
-  const int tid = threadIdx.x, nt = (Ts + TT - 1) / TT, t0 = tile * TT;
-  const size_t bp = (size_t)b * P + p;
-  // token t of the tile: row base + (t0 + t) * tok of y, r and w
-  const size_t tok = (size_t)H * N;
-  const size_t base = ((size_t)b * T + (size_t)p * Ts) * tok + (size_t)h * N;
+__global__ void __launch_bounds__(THREADS, 2)
+fix_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const F* __restrict__ w,
+           F* __restrict__ y, const float* __restrict__ s_in, const float* __restrict__ offset) {
+  using Sm = FixSmem<F, W_PER_HEAD>;
+  constexpr int VN = Vec<F>::n, RY = 1, WI = 2;  // stage arrays: 0 r, 1 y, 2 w
+  extern __shared__ __align__(128) unsigned char smem_bytes[];
+  Sm& sm = *reinterpret_cast<Sm*>(smem_bytes);
+  const int h = blockIdx.y, b = blockIdx.z / (P - 1), p = 1 + blockIdx.z % (P - 1), tid = threadIdx.x;
+  const int nt = (Ts + TT - 1) / TT, first = blockIdx.x * tpb, last = min(nt, first + tpb);
+  const size_t bp = (size_t)b * P + p, tok = (size_t)H * N;
+  const size_t base = ((size_t)b * T + (size_t)p * Ts) * tok + (size_t)h * N;  // token 0 of the piece
+  auto issue = [&](int tile, int buf) {  // tile's r, y (, w) into stage buf; zeros past the piece
+    const int t0 = tile * TT;
+    for (int v = tid; v < TT * N / VN; v += THREADS) {
+      const int i = v / (N / VN), col = (v % (N / VN)) * VN;
+      const size_t o = base + (size_t)(t0 + i) * tok + col;
+#pragma unroll
+      for (int a = 0; a < Sm::NARR; ++a) {
+        F* dst = &sm.stage[buf][a][i][col];
+        const F* src = a == 0 ? r : a == RY ? y : w;
+        if (t0 + i < Ts) cp_async16(dst, src + o);
+        else *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  if (first >= last) return;
+  {  // S_p with the first tile
+    const float* a = s_in + (bp * H + h) * N * N;
+    for (int v = tid; v < N * N / 4; v += THREADS) cp_async16(&sm.S[v / (N / 4)][(v % (N / 4)) * 4], a + v * 4);
+  }
+  issue(first, 0);
+  cp_async_commit();
   const int c = tid % N, part = tid / N;
-  float rv[PER], wv[PER], lsum = 0.f;
-  const float w_head = W_PER_HEAD ? to_f(w[(size_t)h * N + c]) : 0.f;
-#pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int t = t0 + part * PER + i;
-    const bool in = t < Ts;
-    const size_t o = base + (size_t)t * tok + c;
-    rv[i] = in ? to_f(r[o]) : 0.f;
-    wv[i] = in ? (W_PER_HEAD ? w_head : to_f(w[o])) : 0.f;
-    lsum += wv[i];
-  }
-  // y, read now so that the loads overlap the product: 8 entries a step, 16-byte aligned
-  constexpr int STEPS = TT * N / 8 / THREADS, VW = 8 / Vec<F>::n;
-  uint4 yraw[STEPS][VW];
-#pragma unroll
-  for (int m = 0; m < STEPS; ++m) {
-    const int v = tid + m * THREADS, i = v / (N / 8), col = (v % (N / 8)) * 8;
-#pragma unroll
-    for (int q = 0; q < VW; ++q)
-      yraw[m][q] = t0 + i < Ts ? *reinterpret_cast<const uint4*>(y + base + (size_t)(t0 + i) * tok + col + q * Vec<F>::n)
-                               : make_uint4(0, 0, 0, 0);
-  }
-  {  // S_p, 16-byte loads (after the inputs' loads are issued)
-    const float4* a = reinterpret_cast<const float4*>(s_in + (bp * H + h) * N * N);
-#pragma unroll
-    for (int m = 0; m < N * N / 4 / THREADS; ++m) {
-      const int e = tid + m * THREADS;
-      const float4 v = a[e];
-      float* dst = &S[e / (N / 4)][(e % (N / 4)) * 4];
-      dst[0] = v.x, dst[1] = v.y, dst[2] = v.z, dst[3] = v.w;
-    }
-  }
-  psum[part][c] = lsum;
-  __syncthreads();
-  float e = W_PER_HEAD ? (float)t0 * w_head : offset[((bp * nt + tile) * H + h) * N + c];
-#pragma unroll
-  for (int q = 0; q < PARTS; ++q)
-    if (q < part) e += psum[q][c];
-#pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    Q[part * PER + i][c] = rv[i] * __expf(e);
-    e += wv[i];
-  }
-  __syncthreads();
   const int warp = tid / 32, rt = warp / 2, ct = (warp % 2) * 2;
-  Acc acc[2];
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    wmma::fill_fragment(acc[j], 0.f);
-#pragma unroll
-    for (int k8 = 0; k8 < N / 8; ++k8)
-      tc::mma8<PASSES, wmma::row_major, wmma::row_major>(acc[j], &Q[rt * 16][k8 * 8], LD, &S[k8 * 8][(ct + j) * 16],
-                                                         LD);
-  }
-  __syncthreads();  // every warp has read Q
-#pragma unroll
-  for (int j = 0; j < 2; ++j) wmma::store_matrix_sync(&Q[rt * 16][(ct + j) * 16], acc[j], LD, wmma::mem_row_major);
-  __syncthreads();
-#pragma unroll
-  for (int m = 0; m < STEPS; ++m) {
-    const int v = tid + m * THREADS, i = v / (N / 8), col = (v % (N / 8)) * 8;
-    if (t0 + i >= Ts) continue;
-    float cur[8];
-#pragma unroll
-    for (int q = 0; q < VW; ++q) {
-      const F* raw = reinterpret_cast<const F*>(&yraw[m][q]);
-#pragma unroll
-      for (int x = 0; x < Vec<F>::n; ++x) cur[q * Vec<F>::n + x] = to_f(raw[x]) + Q[i][col + q * Vec<F>::n + x];
+  const float w_head = W_PER_HEAD ? to_f(w[(size_t)h * N + c]) : 0.f;
+  for (int tile = first; tile < last; ++tile) {
+    const int buf = (tile - first) & 1, t0 = tile * TT;
+    if (tile + 1 < last) {
+      issue(tile + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
     }
-    tc::store8<F>(y + base + (size_t)(t0 + i) * tok + col, cur);
+    __syncthreads();  // this tile's stage (and S) visible to every thread
+    float rv[PER], wv[PER], lsum = 0.f;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      rv[i] = to_f(sm.stage[buf][0][part * PER + i][c]);
+      wv[i] = t0 + part * PER + i < Ts ? (W_PER_HEAD ? w_head : to_f(sm.stage[buf][WI % Sm::NARR][part * PER + i][c]))
+                                       : 0.f;
+      lsum += wv[i];
+    }
+    sm.psum[part][c] = lsum;
+    __syncthreads();
+    float e = W_PER_HEAD ? (float)t0 * w_head : offset[((bp * nt + tile) * H + h) * N + c];
+#pragma unroll
+    for (int q = 0; q < PARTS; ++q)
+      if (q < part) e += sm.psum[q][c];
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      sm.Q[part * PER + i][c] = rv[i] * __expf(e);
+      e += wv[i];
+    }
+    __syncthreads();
+    Acc acc[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      wmma::fill_fragment(acc[j], 0.f);
+#pragma unroll
+      for (int k8 = 0; k8 < N / 8; ++k8)
+        tc::mma8<PASSES, wmma::row_major, wmma::row_major>(acc[j], &sm.Q[rt * 16][k8 * 8], LD,
+                                                           &sm.S[k8 * 8][(ct + j) * 16], LD);
+    }
+    __syncthreads();  // every warp has read Q
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&sm.Q[rt * 16][(ct + j) * 16], acc[j], LD, wmma::mem_row_major);
+    __syncthreads();
+    for (int v = tid; v < TT * N / 8; v += THREADS) {  // y += the product, 8 entries a step
+      const int i = v / (N / 8), col = (v % (N / 8)) * 8;
+      if (t0 + i >= Ts) continue;
+      float cur[8];
+#pragma unroll
+      for (int x = 0; x < 8; ++x) cur[x] = to_f(sm.stage[buf][RY][i][col + x]) + sm.Q[i][col + x];
+      tc::store8<F>(y + base + (size_t)(t0 + i) * tok + col, cur);
+    }
+    __syncthreads();  // stage buf is refilled next iteration
   }
 }
 
@@ -155,16 +187,24 @@ cudaError_t wkv6_pieces_fix(int dtype, int B, int P, int Ts, int T, int H, int N
   const size_t entries = (size_t)B * H * N * N;
   fold_kernel<<<(unsigned)((entries + THREADS - 1) / THREADS), THREADS, 0, stream>>>(B, P, H, w_per_head, s0, dsum,
                                                                                     s_in, state_out);
-  const dim3 grid((Ts + TT - 1) / TT, H, B * (P - 1));
+  // tiles a block walks: about 8 blocks a SM's worth of tiles in all, 1 to 16 a block
+  int dev = 0, sms = 132;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  const int nt = (Ts + TT - 1) / TT;
+  const long tiles = (long)nt * H * B * (P - 1);
+  const int tpb = (int)std::max(1L, std::min(16L, tiles / (8L * sms)));
+  const dim3 grid((nt + tpb - 1) / tpb, H, B * (P - 1));
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
     constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;
-    if (w_per_head)
-      fix_kernel<F, PASSES, true><<<grid, THREADS, 0, stream>>>(P, Ts, T, H, (const F*)r, (const F*)w, (F*)y, s_in,
-                                                                offset);
-    else
-      fix_kernel<F, PASSES, false><<<grid, THREADS, 0, stream>>>(P, Ts, T, H, (const F*)r, (const F*)w, (F*)y, s_in,
-                                                                 offset);
-    return cudaGetLastError();
+    auto go = [&](auto kernel, size_t smem) {
+      cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+      if (e != cudaSuccess) return e;
+      kernel<<<grid, THREADS, smem, stream>>>(P, Ts, T, H, tpb, (const F*)r, (const F*)w, (F*)y, s_in, offset);
+      return cudaGetLastError();
+    };
+    return w_per_head ? go(fix_kernel<F, PASSES, true>, sizeof(FixSmem<F, true>))
+                      : go(fix_kernel<F, PASSES, false>, sizeof(FixSmem<F, false>));
   })
   return cudaSuccess;
 }
