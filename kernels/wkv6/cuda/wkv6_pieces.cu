@@ -74,7 +74,7 @@ struct FixSmem {
   F stage[2][NARR][TT][N];
 };
 
-// Block (g, h, b * (P - 1) + p - 1) corrects tiles g * tpb .. of piece p of sequence b, head h,
+// Block (h, g, b * (P - 1) + p - 1) corrects tiles g * tpb .. of piece p of sequence b, head h,
 // the next tile's inputs in flight (cp.async) while it works on one.
 template <typename F, int PASSES, bool W_PER_HEAD>
 __global__ void __launch_bounds__(THREADS, 2)
@@ -84,8 +84,8 @@ fix_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const 
   constexpr int VN = Vec<F>::n, RY = 1, WI = 2;  // stage arrays: 0 r, 1 y, 2 w
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   Sm& sm = *reinterpret_cast<Sm*>(smem_bytes);
-  const int h = blockIdx.y, b = blockIdx.z / (P - 1), p = 1 + blockIdx.z % (P - 1), tid = threadIdx.x;
-  const int nt = (Ts + TT - 1) / TT, first = blockIdx.x * tpb, last = min(nt, first + tpb);
+  const int h = blockIdx.x, b = blockIdx.z / (P - 1), p = 1 + blockIdx.z % (P - 1), tid = threadIdx.x;
+  const int nt = (Ts + TT - 1) / TT, first = blockIdx.y * tpb, last = min(nt, first + tpb);
   const size_t bp = (size_t)b * P + p, tok = (size_t)H * N;
   const size_t base = ((size_t)b * T + (size_t)p * Ts) * tok + (size_t)h * N;  // token 0 of the piece
   auto issue = [&](int tile, int buf) {  // tile's r, y (, w) into stage buf; zeros past the piece
@@ -194,7 +194,8 @@ cudaError_t wkv6_pieces_fix(int dtype, int B, int P, int Ts, int T, int H, int N
   const int nt = (Ts + TT - 1) / TT;
   const long tiles = (long)nt * H * B * (P - 1);
   const int tpb = (int)std::max(1L, std::min(16L, tiles / (8L * sms)));
-  const dim3 grid((nt + tpb - 1) / tpb, H, B * (P - 1));
+  // heads fastest: the blocks running together read whole token rows (H x 64 entries) of r, w, y
+  const dim3 grid(H, (nt + tpb - 1) / tpb, B * (P - 1));
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
     constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;
     auto go = [&](auto kernel, size_t smem) {
