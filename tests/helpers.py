@@ -70,3 +70,24 @@ def spy_kernel_calls(monkeypatch, *op_modules) -> list[str]:
     for module in op_modules:
         monkeypatch.setattr(module, "extension", lambda: Spy())
     return calls
+
+
+def check_in_place_and_in_a_graph(run, state, out, y_ref, s_ref, tol: float = 1e-4) -> None:
+    """run(state, out) writes y into out and updates state in place: checked once eagerly (the
+    warm-up, which also builds), then captured in a CUDA graph and replayed from the initial
+    state over a NaN-filled out."""
+    import torch
+
+    from archbench.harness.testing import errors
+    static_state = state.clone()
+    run(static_state, out)
+    assert errors(out, y_ref)["rms_rel"] < tol and errors(static_state, s_ref)["rms_rel"] < tol
+    static_state.copy_(state)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run(static_state, out)
+    static_state.copy_(state)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert errors(out, y_ref)["rms_rel"] < tol and errors(static_state, s_ref)["rms_rel"] < tol

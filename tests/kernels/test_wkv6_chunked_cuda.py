@@ -10,7 +10,7 @@ import torch
 from archbench.harness.testing import errors
 from archbench.kernels.wkv6.op import wkv6_cuda, wkv6_cuda_chunked
 from archbench.kernels.wkv6.ref import wkv6_ref
-from helpers import random_state, spy_kernel_calls
+from helpers import check_in_place_and_in_a_graph, random_state, spy_kernel_calls
 
 gpu = pytest.mark.gpu
 
@@ -139,27 +139,19 @@ def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form):
 
 
 @gpu
-@pytest.mark.parametrize("T", [50, 3100])
-def test_inplace_state_and_graph_capture(T):
+@pytest.mark.parametrize("T,B,pieces", [(50, 2, 0), (3100, 2, 0), (3100, 1, 3)])
+def test_inplace_state_and_graph_capture(T, B, pieces):
     """In place and in a CUDA graph. 3100 tokens are 194 chunks: in the two-kernel form (6
     heads) two segments of 96 and one of 2, each built on a second stream beside the previous
-    state pass, through two workspace buffers; the graph captures both streams."""
-    B, H, N = 2, 3, 64
+    state pass, through two workspace buffers; the graph captures both streams. Also in 3
+    pieces (one token left over), joined after."""
+    H, N = 3, 64
     x, u = inputs(B, T, H, N)
     state = state0(B, H, N)
     y_ref, s_ref = wkv6_ref(**x, u=u, state=state)
-    static_state, out = state.clone(), torch.empty_like(x["r"])
-    wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out)  # warm-up (and builds)
-    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
-    static_state.copy_(state)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out)
-    static_state.copy_(state)
-    out.fill_(float("nan"))
-    graph.replay()
-    torch.cuda.synchronize()
-    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
+    check_in_place_and_in_a_graph(
+        lambda s, out: wkv6_cuda_chunked(**x, u=u, state=s, inplace=True, out=out, pieces=pieces),
+        state, torch.empty_like(x["r"]), y_ref, s_ref)
 
 
 @gpu
@@ -198,27 +190,6 @@ def test_pieces_match_reference(B, T, H, P, decay, dtype, per_head):
     y_t, s_t = pc.run_in_pieces(batch_op, *(x[n] for n in "rkvw"), u, s.clone(), pieces=P, join="torch")
     assert errors(y_t.float(), y.float())["rms_rel"] < TOL[dtype] / 4
     assert errors(s_t, s_new)["rms_rel"] < 1e-5
-
-
-@gpu
-def test_pieces_in_place_and_in_a_graph():
-    """In place and captured in a CUDA graph: 3100 tokens in 3 pieces (one token left over)."""
-    B, T, H, N = 1, 3100, 3, 64
-    x, u = inputs(B, T, H, N)
-    state = state0(B, H, N)
-    y_ref, s_ref = wkv6_ref(**x, u=u, state=state)
-    static_state, out = state.clone(), torch.empty_like(x["r"])
-    wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out, pieces=3)
-    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
-    static_state.copy_(state)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        wkv6_cuda_chunked(**x, u=u, state=static_state, inplace=True, out=out, pieces=3)
-    static_state.copy_(state)
-    out.fill_(float("nan"))
-    graph.replay()
-    torch.cuda.synchronize()
-    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
 
 
 @gpu

@@ -13,7 +13,7 @@ from archbench.kernels import build
 from archbench.kernels.build import use_chunked
 from archbench.kernels.wkv7.op import wkv7_cuda, wkv7_cuda_chunked
 from archbench.kernels.wkv7.ref import wkv7_ref
-from helpers import random_state
+from helpers import check_in_place_and_in_a_graph, random_state
 
 gpu = pytest.mark.gpu
 
@@ -145,18 +145,8 @@ def test_inplace_state_and_graph_capture(T):
     x = inputs(B, T, H, N)
     state = state0(B, H, N)
     y_ref, s_ref = wkv7_ref(**x, state=state)
-    static_state, out = state.clone(), torch.empty_like(x["r"])
-    wkv7_cuda_chunked(**x, state=static_state, inplace=True, out=out)  # warm-up (and builds)
-    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
-    static_state.copy_(state)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        wkv7_cuda_chunked(**x, state=static_state, inplace=True, out=out)
-    static_state.copy_(state)
-    out.fill_(float("nan"))
-    graph.replay()
-    torch.cuda.synchronize()
-    assert errors(out, y_ref)["rms_rel"] < 1e-4 and errors(static_state, s_ref)["rms_rel"] < 1e-4
+    check_in_place_and_in_a_graph(lambda s, out: wkv7_cuda_chunked(**x, state=s, inplace=True, out=out),
+                                  state, torch.empty_like(x["r"]), y_ref, s_ref)
 
 
 @gpu
