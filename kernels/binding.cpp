@@ -25,7 +25,7 @@ cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int vari
 size_t wkv6_chunked_workspace(int B, int T, int H, int N, int variant);
 cudaError_t wkv6_pieces_fix(int dtype, int B, int P, int Ts, int T, int H, int N, const void* r, const void* w,
                             bool w_per_head, void* y, const float* s0, const float* offset, const float* dsum,
-                            float* s_in, float* state_out, cudaStream_t stream);
+                            float* s_in, float* state_out, int variant, cudaStream_t stream);
 cudaError_t wkv7_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
                          const void* k, const void* v, const void* a, const void* b, float* state, void* y,
                          cudaStream_t stream);
@@ -108,9 +108,10 @@ void wkv6_chunked(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Te
 // the pieces' final states; offset: [B * P, nt, H, N] fp32, the summed log decays before each
 // 64-token tile of a piece; dsum: [B * P, H, N] fp32, each piece's sum (a decay per head, w
 // [H, N]: offset is not read and dsum is [H, N], Ts w); s_in: a workspace
-// like s0; state_out: [B, H, N, N] fp32, the state after token P * Ts. Head size 64 only.
+// like s0; state_out: [B, H, N, N] fp32, the state after token P * Ts; variant: the tile
+// kernel, 1 or 2 (see wkv6_pieces.cu). Head size 64 only.
 void wkv6_pieces_fix(at::Tensor r, at::Tensor w, at::Tensor y, at::Tensor s0, at::Tensor offset, at::Tensor dsum,
-                     at::Tensor s_in, at::Tensor state_out, int64_t P, int64_t Ts) {
+                     at::Tensor s_in, at::Tensor state_out, int64_t P, int64_t Ts, int64_t variant) {
   const c10::cuda::CUDAGuard guard(r.device());
   const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
   const int64_t nt = (Ts + 63) / 64;
@@ -122,7 +123,7 @@ void wkv6_pieces_fix(at::Tensor r, at::Tensor w, at::Tensor y, at::Tensor s0, at
   check(archbench::wkv6_pieces_fix(dtype_code(r), B, (int)P, (int)Ts, T, H, N, r.data_ptr(), w.data_ptr(), w.dim() == 2,
                                    y.data_ptr(), s0.data_ptr<float>(), offset.data_ptr<float>(),
                                    dsum.data_ptr<float>(), s_in.data_ptr<float>(), state_out.data_ptr<float>(),
-                                   at::cuda::getCurrentCUDAStream()),
+                                   (int)variant, at::cuda::getCurrentCUDAStream()),
         "wkv6_pieces_fix");
 }
 

@@ -87,7 +87,9 @@ def tile_offsets(w, B: int, P: int, Ts: int):
 def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "cuda", out=None):
     """base(r, k, v, w, u, state, inplace=True, out=y) runs a batch (a WKV6 op; w [B, T, H, N]
     log decay per token, or [H, N] per head as WKV5's). state [B, H, N, N] fp32 is updated in
-    place. Returns y (out, if given) and state."""
+    place. join: "cuda" (the tile kernel of the bench), "cuda2" (its variant with fewer
+    shared-memory accesses, for 16-bit inputs: not yet measured) or "torch" (`join_ref`).
+    Returns y (out, if given) and state."""
     B, T, H, N = r.shape
     P = int(pieces)
     Ts = T // P
@@ -108,16 +110,17 @@ def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "cuda"
     base(batch(r), batch(k), batch(v), w if per_head else batch(w), u, s0, inplace=True, out=y_main)
     if y_main.data_ptr() != y.data_ptr():
         y[:, :L] = y_main.view(B, L, H, N)
-    if join == "cuda":
+    if join in ("cuda", "cuda2"):
         if per_head:  # the kernel multiplies the decay by the tokens before each tile
             offset, dsum = s0.new_empty(0), (w.float() * Ts).contiguous()
         else:
             offset, dsum = tile_offsets(w, B, P, Ts)
-        extension().wkv6_pieces_fix(r, w, y, s0, offset, dsum, torch.empty_like(s0), state, P, Ts)
+        extension().wkv6_pieces_fix(r, w, y, s0, offset, dsum, torch.empty_like(s0), state, P, Ts,
+                                    2 if join == "cuda2" else 1)
     elif join == "torch":
         join_ref(r, w, y, s0, tile_offsets(w, B, P, Ts)[1], state, P, Ts)
     else:
-        raise ValueError(f"run_in_pieces: join must be 'cuda' or 'torch', got {join!r}")
+        raise ValueError(f"run_in_pieces: join must be 'cuda', 'cuda2' or 'torch', got {join!r}")
     if L < T:  # the few tokens left over, from the joined state
         tail_out = y[:, L:] if B == 1 else None
         yt, _ = base(*(x[:, L:].contiguous() for x in (r, k, v)), w if per_head else w[:, L:].contiguous(), u, state,

@@ -139,8 +139,9 @@ def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form):
 
 
 @gpu
-@pytest.mark.parametrize("T,B,pieces", [(50, 2, 0), (3100, 2, 0), (3100, 1, 3)])
-def test_inplace_state_and_graph_capture(T, B, pieces):
+@pytest.mark.parametrize("T,B,pieces,join", [(50, 2, 0, "cuda"), (3100, 2, 0, "cuda"), (3100, 1, 3, "cuda"),
+                                             (3100, 1, 3, "cuda2")])
+def test_inplace_state_and_graph_capture(T, B, pieces, join):
     """In place and in a CUDA graph. 3100 tokens are 194 chunks: in the two-kernel form (6
     heads) two segments of 96 and one of 2, each built on a second stream beside the previous
     state pass, through two workspace buffers; the graph captures both streams. Also in 3
@@ -150,20 +151,21 @@ def test_inplace_state_and_graph_capture(T, B, pieces):
     state = state0(B, H, N)
     y_ref, s_ref = wkv6_ref(**x, u=u, state=state)
     check_in_place_and_in_a_graph(
-        lambda s, out: wkv6_cuda_chunked(**x, u=u, state=s, inplace=True, out=out, pieces=pieces),
+        lambda s, out: wkv6_cuda_chunked(**x, u=u, state=s, inplace=True, out=out, pieces=pieces, join=join),
         state, torch.empty_like(x["r"]), y_ref, s_ref)
 
 
 @gpu
+@pytest.mark.parametrize("join", ["cuda", "cuda2"])
 @pytest.mark.parametrize("per_head", [False, True])
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("decay", ["rwkv", "mixed"])
 @pytest.mark.parametrize("B,T,H,P", [(1, 1000, 3, 2), (1, 4097, 2, 8), (3, 1000, 2, 3), (1, 130, 2, 4), (2, 5000, 1, 5)])
-def test_pieces_match_reference(B, T, H, P, decay, dtype, per_head):
-    """The prompt cut into P pieces run as a batch and joined by the CUDA join
-    (cuda/wkv6_pieces.cu): the reference over the whole prompt, tokens left over included
-    (4097 = 8 x 512 + 1), a decay per head (WKV5's) too; and the PyTorch join on the same
-    batch run agrees."""
+def test_pieces_match_reference(B, T, H, P, decay, dtype, per_head, join):
+    """The prompt cut into P pieces run as a batch and joined by a CUDA join
+    (cuda/wkv6_pieces.cu, both tile kernels; fp32 inputs take the first either way): the
+    reference over the whole prompt, tokens left over included (4097 = 8 x 512 + 1), a decay
+    per head (WKV5's) too; and the PyTorch join on the same batch run agrees."""
     from archbench.kernels.wkv6 import pieces as pc
     N = 64
     x, u = inputs(B, T, H, N, decay, seed=T + P)
@@ -174,7 +176,7 @@ def test_pieces_match_reference(B, T, H, P, decay, dtype, per_head):
     s_before = s.clone()
     y_ref, s_ref = wkv6_ref(**{n: t.float() for n, t in x.items()}, u=u, state=s)
     out = torch.full_like(x["r"], float("nan"))
-    y, s_new = wkv6_cuda_chunked(**x, u=u, state=s, out=out, pieces=P)
+    y, s_new = wkv6_cuda_chunked(**x, u=u, state=s, out=out, pieces=P, join=join)
     assert y.data_ptr() == out.data_ptr() and torch.equal(s, s_before)
     assert torch.isfinite(y).all(), "NaN left in the output"
     e_y, e_s = errors(y.float(), y_ref), errors(s_new, s_ref)

@@ -168,6 +168,163 @@ fix_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const 
   }
 }
 
+// Variant 2 of the tile kernel, for 16-bit inputs (join="cuda2" in pieces.py): the same
+// maths with fewer shared-memory wavefronts, which Nsight Compute found binding variant 1
+// (L1 data pipe 69% busy, its banks 13%; results/kernels/pieces-20261128). Stage rows are
+// padded to 144 bytes and read 16 bytes at a time; the running sums go across the lanes of a
+// warp (warp: 8 channels, lane: 2 tokens, a shuffle scan); each warp keeps its 64 x 16 strip of
+// S_p as B fragments in registers for all of its tiles; the update reads Q and y 16 bytes at a
+// time. Written 2026-11-28 without a GPU left to run it: opt-in until measured.
+constexpr int SP = N + 8;  // stage row pitch, elements
+
+template <typename F, bool W_PER_HEAD>
+struct Fix2Smem {
+  static constexpr int NARR = W_PER_HEAD ? 2 : 3;  // r, y (, w)
+  float Q[TT][LD];  // S_p at the start, then each tile's A operand and product
+  F stage[2][NARR][TT][SP];
+};
+
+template <typename F, bool W_PER_HEAD>
+__global__ void __launch_bounds__(THREADS, 2)
+fix2_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const F* __restrict__ w,
+            F* __restrict__ y, const float* __restrict__ s_in, const float* __restrict__ offset) {
+  static_assert(sizeof(F) == 2 && Vec<F>::n == 8, "16-bit inputs");
+  using Sm = Fix2Smem<F, W_PER_HEAD>;
+  using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+  using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+  constexpr int RY = 1;
+  extern __shared__ __align__(128) unsigned char smem_bytes[];
+  Sm& sm = *reinterpret_cast<Sm*>(smem_bytes);
+  const int h = blockIdx.x, b = blockIdx.z / (P - 1), p = 1 + blockIdx.z % (P - 1), tid = threadIdx.x;
+  const int nt = (Ts + TT - 1) / TT, first = blockIdx.y * tpb, last = min(nt, first + tpb);
+  const size_t bp = (size_t)b * P + p, tok = (size_t)H * N;
+  const size_t base = ((size_t)b * T + (size_t)p * Ts) * tok + (size_t)h * N;  // token 0 of the piece
+  auto issue = [&](int tile, int buf) {  // tile's r, y (, w) into stage buf; zeros past the piece
+    const int t0 = tile * TT;
+    for (int v = tid; v < TT * N / 8; v += THREADS) {
+      const int i = v / (N / 8), col = (v % (N / 8)) * 8;
+      const size_t o = base + (size_t)(t0 + i) * tok + col;
+#pragma unroll
+      for (int a = 0; a < Sm::NARR; ++a) {
+        F* dst = &sm.stage[buf][a][i][col];
+        const F* src = a == 0 ? r : a == RY ? y : w;
+        if (t0 + i < Ts) cp_async16(dst, src + o);
+        else *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  if (first >= last) return;
+  {  // S_p into Q's space, with the first tile
+    const float* a = s_in + (bp * H + h) * N * N;
+    for (int v = tid; v < N * N / 4; v += THREADS) cp_async16(&sm.Q[v / (N / 4)][(v % (N / 4)) * 4], a + v * 4);
+  }
+  issue(first, 0);
+  cp_async_commit();
+  const int warp = tid / 32, lane = tid % 32;
+  const int ct = warp % 4, rt0 = (warp / 4) * 2;  // the product: column tile ct, row tiles rt0, rt0 + 1
+  const int ch0 = warp * 8;                        // the sums: channels ch0 .. ch0 + 7, tokens 2 lane, 2 lane + 1
+  float w_head[8];
+#pragma unroll
+  for (int c = 0; c < 8; ++c) w_head[c] = W_PER_HEAD ? to_f(w[(size_t)h * N + ch0 + c]) : 0.f;
+  FragB bf[N / 8];
+  for (int tile = first; tile < last; ++tile) {
+    const int buf = (tile - first) & 1, t0 = tile * TT;
+    if (tile + 1 < last) {
+      issue(tile + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // this tile's stage (and S_p) visible to every thread
+    if (tile == first) {  // the B fragments, once; then Q's space is free
+#pragma unroll
+      for (int k8 = 0; k8 < N / 8; ++k8) {
+        wmma::load_matrix_sync(bf[k8], &sm.Q[k8 * 8][ct * 16], LD);
+#pragma unroll
+        for (int i = 0; i < bf[k8].num_elements; ++i) bf[k8].x[i] = wmma::__float_to_tf32(bf[k8].x[i]);
+      }
+      __syncthreads();
+    }
+    float rv[2][8], wv[2][8], pair[8];
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      load_vec<F>(&sm.stage[buf][0][2 * lane + q][ch0], rv[q]);
+      if constexpr (W_PER_HEAD) {
+        const bool in = t0 + 2 * lane + q < Ts;
+#pragma unroll
+        for (int c = 0; c < 8; ++c) wv[q][c] = in ? w_head[c] : 0.f;
+      } else {
+        load_vec<F>(&sm.stage[buf][2][2 * lane + q][ch0], wv[q]);
+      }
+    }
+    float incl[8];
+#pragma unroll
+    for (int c = 0; c < 8; ++c) incl[c] = pair[c] = wv[0][c] + wv[1][c];
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+        const float o = __shfl_up_sync(0xffffffffu, incl[c], d);
+        if (lane >= d) incl[c] += o;
+      }
+    }
+    float off[8];
+    if constexpr (W_PER_HEAD) {
+#pragma unroll
+      for (int c = 0; c < 8; ++c) off[c] = (float)t0 * w_head[c];
+    } else {
+      const float4* o4 = reinterpret_cast<const float4*>(offset + ((bp * nt + tile) * H + h) * N + ch0);
+      const float4 a = o4[0], bq = o4[1];
+      off[0] = a.x, off[1] = a.y, off[2] = a.z, off[3] = a.w, off[4] = bq.x, off[5] = bq.y, off[6] = bq.z, off[7] = bq.w;
+    }
+    float q0[8], q1[8];
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const float e = off[c] + (incl[c] - pair[c]);  // the log decays before token 2 lane
+      q0[c] = rv[0][c] * __expf(e);
+      q1[c] = rv[1][c] * __expf(e + wv[0][c]);
+    }
+#pragma unroll
+    for (int c = 0; c < 8; c += 4) {
+      *reinterpret_cast<float4*>(&sm.Q[2 * lane][ch0 + c]) = make_float4(q0[c], q0[c + 1], q0[c + 2], q0[c + 3]);
+      *reinterpret_cast<float4*>(&sm.Q[2 * lane + 1][ch0 + c]) = make_float4(q1[c], q1[c + 1], q1[c + 2], q1[c + 3]);
+    }
+    __syncthreads();
+    Acc acc[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[j], 0.f);
+#pragma unroll
+    for (int k8 = 0; k8 < N / 8; ++k8) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        FragA a;
+        wmma::load_matrix_sync(a, &sm.Q[(rt0 + j) * 16][k8 * 8], LD);
+#pragma unroll
+        for (int i = 0; i < a.num_elements; ++i) a.x[i] = wmma::__float_to_tf32(a.x[i]);
+        wmma::mma_sync(acc[j], a, bf[k8], acc[j]);
+      }
+    }
+    __syncthreads();  // every warp has read Q
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&sm.Q[(rt0 + j) * 16][ct * 16], acc[j], LD, wmma::mem_row_major);
+    __syncthreads();
+    for (int v = tid; v < TT * N / 8; v += THREADS) {  // y += the product, 8 entries a step
+      const int i = v / (N / 8), col = (v % (N / 8)) * 8;
+      if (t0 + i >= Ts) continue;
+      float cur[8];
+      load_vec<F>(&sm.stage[buf][RY][i][col], cur);
+      const float4 a = *reinterpret_cast<const float4*>(&sm.Q[i][col]);
+      const float4 bq = *reinterpret_cast<const float4*>(&sm.Q[i][col + 4]);
+      cur[0] += a.x, cur[1] += a.y, cur[2] += a.z, cur[3] += a.w;
+      cur[4] += bq.x, cur[5] += bq.y, cur[6] += bq.z, cur[7] += bq.w;
+      tc::store8<F>(y + base + (size_t)(t0 + i) * tok + col, cur);
+    }
+    __syncthreads();  // stage buf is refilled next iteration
+  }
+}
+
 }  // namespace wkv6p
 
 // r, y: [B, T, H, 64] (y holds the batch run's output for tokens < P * Ts and is corrected in
@@ -177,11 +334,13 @@ fix_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const 
 // fp32, the sum of each piece's log decays before each tile of 64 tokens (nt tiles a piece);
 // dsum: [B * P, H, 64] fp32, each piece's sum; with w_per_head, offset is not read (the
 // kernel multiplies) and dsum is [H, 64], Ts w; s_in: [B * P, H, 64, 64] fp32 workspace;
-// state_out: [B, H, 64, 64] fp32, the state after token P * Ts.
+// state_out: [B, H, 64, 64] fp32, the state after token P * Ts. variant: the tile kernel, 1 or
+// 2 (fix2_kernel, 16-bit inputs; fp32 inputs take 1 either way).
 cudaError_t wkv6_pieces_fix(int dtype, int B, int P, int Ts, int T, int H, int N, const void* r, const void* w,
                             bool w_per_head, void* y, const float* s0, const float* offset, const float* dsum,
-                            float* s_in, float* state_out, cudaStream_t stream) {
+                            float* s_in, float* state_out, int variant, cudaStream_t stream) {
   using namespace wkv6p;
+  if (variant != 1 && variant != 2) return cudaErrorInvalidValue;
   if (N != wkv6p::N || P < 2 || Ts < 1 || (long)P * Ts > T) return cudaErrorInvalidValue;
   if (B == 0 || H == 0) return cudaSuccess;
   const size_t entries = (size_t)B * H * N * N;
@@ -204,6 +363,11 @@ cudaError_t wkv6_pieces_fix(int dtype, int B, int P, int Ts, int T, int H, int N
       kernel<<<grid, THREADS, smem, stream>>>(P, Ts, T, H, tpb, (const F*)r, (const F*)w, (F*)y, s_in, offset);
       return cudaGetLastError();
     };
+    if constexpr (sizeof(F) == 2) {
+      if (variant == 2)
+        return w_per_head ? go(fix2_kernel<F, true>, sizeof(Fix2Smem<F, true>))
+                          : go(fix2_kernel<F, false>, sizeof(Fix2Smem<F, false>));
+    }
     return w_per_head ? go(fix_kernel<F, PASSES, true>, sizeof(FixSmem<F, true>))
                       : go(fix_kernel<F, PASSES, false>, sizeof(FixSmem<F, false>));
   })
