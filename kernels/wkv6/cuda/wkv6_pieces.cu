@@ -63,6 +63,51 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// A tile's inputs (r, y and, per token, w: NARR arrays) into one stage of rows of PITCH
+// elements by cp.async, zeros past the piece's Ts tokens; base: token 0 of the piece.
+template <int NARR, int PITCH, typename F>
+__device__ __forceinline__ void stage_tile(F (*stage)[TT][PITCH], int tile, int Ts, size_t base, size_t tok,
+                                           const F* r, const F* y, const F* w, int tid) {
+  constexpr int VN = Vec<F>::n;
+  const int t0 = tile * TT;
+  for (int v = tid; v < TT * N / VN; v += THREADS) {
+    const int i = v / (N / VN), col = (v % (N / VN)) * VN;
+    const size_t o = base + (size_t)(t0 + i) * tok + col;
+#pragma unroll
+    for (int a = 0; a < NARR; ++a) {
+      F* dst = &stage[a][i][col];
+      const F* src = a == 0 ? r : a == 1 ? y : w;
+      if (t0 + i < Ts) cp_async16(dst, src + o);
+      else *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+// What a block of the tile kernels works on: head h of piece p >= 1 of sequence b (grid (H,
+// tile groups, B * (P - 1))), its tiles first .. last - 1 of the piece's nt; base: the row of
+// the piece's token 0 in r, w and y, tok: the row stride.
+struct TileBlock {
+  int h, b, p, nt, first, last;
+  size_t bp, tok, base;
+  __device__ __forceinline__ TileBlock(int P, int Ts, int T, int H, int tpb)
+      : h(blockIdx.x), b(blockIdx.z / (P - 1)), p(1 + blockIdx.z % (P - 1)), nt((Ts + TT - 1) / TT),
+        first(blockIdx.y * tpb), last(min(nt, first + tpb)), bp((size_t)b * P + p), tok((size_t)H * N),
+        base(((size_t)b * T + (size_t)p * Ts) * tok + (size_t)h * N) {}
+};
+
+// Two stages: the next tile's inputs put in flight, this tile's waited for, then a barrier.
+template <typename Issue>
+__device__ __forceinline__ void next_tile(int tile, int last, int buf, const Issue& issue) {
+  if (tile + 1 < last) {
+    issue(tile + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();
+}
+
 // Shared memory of fix_kernel: S_p, the product's A operand (then its result), the per-part
 // decay sums, and two stages of a tile's inputs (r, y and, per token, w) as they are in memory.
 template <typename F, bool W_PER_HEAD>
@@ -81,27 +126,13 @@ __global__ void __launch_bounds__(THREADS, 2)
 fix_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const F* __restrict__ w,
            F* __restrict__ y, const float* __restrict__ s_in, const float* __restrict__ offset) {
   using Sm = FixSmem<F, W_PER_HEAD>;
-  constexpr int VN = Vec<F>::n, RY = 1, WI = 2;  // stage arrays: 0 r, 1 y, 2 w
+  constexpr int RY = 1, WI = 2;  // stage arrays: 0 r, 1 y, 2 w
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   Sm& sm = *reinterpret_cast<Sm*>(smem_bytes);
-  const int h = blockIdx.x, b = blockIdx.z / (P - 1), p = 1 + blockIdx.z % (P - 1), tid = threadIdx.x;
-  const int nt = (Ts + TT - 1) / TT, first = blockIdx.y * tpb, last = min(nt, first + tpb);
-  const size_t bp = (size_t)b * P + p, tok = (size_t)H * N;
-  const size_t base = ((size_t)b * T + (size_t)p * Ts) * tok + (size_t)h * N;  // token 0 of the piece
-  auto issue = [&](int tile, int buf) {  // tile's r, y (, w) into stage buf; zeros past the piece
-    const int t0 = tile * TT;
-    for (int v = tid; v < TT * N / VN; v += THREADS) {
-      const int i = v / (N / VN), col = (v % (N / VN)) * VN;
-      const size_t o = base + (size_t)(t0 + i) * tok + col;
-#pragma unroll
-      for (int a = 0; a < Sm::NARR; ++a) {
-        F* dst = &sm.stage[buf][a][i][col];
-        const F* src = a == 0 ? r : a == RY ? y : w;
-        if (t0 + i < Ts) cp_async16(dst, src + o);
-        else *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-      }
-    }
-  };
+  const TileBlock tb(P, Ts, T, H, tpb);
+  const int h = tb.h, nt = tb.nt, first = tb.first, last = tb.last, tid = threadIdx.x;
+  const size_t bp = tb.bp, tok = tb.tok, base = tb.base;
+  auto issue = [&](int tile, int buf) { stage_tile<Sm::NARR>(sm.stage[buf], tile, Ts, base, tok, r, y, w, tid); };
   if (first >= last) return;
   {  // S_p with the first tile
     const float* a = s_in + (bp * H + h) * N * N;
@@ -114,14 +145,7 @@ fix_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const 
   const float w_head = W_PER_HEAD ? to_f(w[(size_t)h * N + c]) : 0.f;
   for (int tile = first; tile < last; ++tile) {
     const int buf = (tile - first) & 1, t0 = tile * TT;
-    if (tile + 1 < last) {
-      issue(tile + 1, buf ^ 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // this tile's stage (and S) visible to every thread
+    next_tile(tile, last, buf, issue);  // this tile's stage (and, at the first, S_p) visible to every thread
     float rv[PER], wv[PER], lsum = 0.f;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
@@ -195,24 +219,10 @@ fix2_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const
   constexpr int RY = 1;
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   Sm& sm = *reinterpret_cast<Sm*>(smem_bytes);
-  const int h = blockIdx.x, b = blockIdx.z / (P - 1), p = 1 + blockIdx.z % (P - 1), tid = threadIdx.x;
-  const int nt = (Ts + TT - 1) / TT, first = blockIdx.y * tpb, last = min(nt, first + tpb);
-  const size_t bp = (size_t)b * P + p, tok = (size_t)H * N;
-  const size_t base = ((size_t)b * T + (size_t)p * Ts) * tok + (size_t)h * N;  // token 0 of the piece
-  auto issue = [&](int tile, int buf) {  // tile's r, y (, w) into stage buf; zeros past the piece
-    const int t0 = tile * TT;
-    for (int v = tid; v < TT * N / 8; v += THREADS) {
-      const int i = v / (N / 8), col = (v % (N / 8)) * 8;
-      const size_t o = base + (size_t)(t0 + i) * tok + col;
-#pragma unroll
-      for (int a = 0; a < Sm::NARR; ++a) {
-        F* dst = &sm.stage[buf][a][i][col];
-        const F* src = a == 0 ? r : a == RY ? y : w;
-        if (t0 + i < Ts) cp_async16(dst, src + o);
-        else *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-      }
-    }
-  };
+  const TileBlock tb(P, Ts, T, H, tpb);
+  const int h = tb.h, nt = tb.nt, first = tb.first, last = tb.last, tid = threadIdx.x;
+  const size_t bp = tb.bp, tok = tb.tok, base = tb.base;
+  auto issue = [&](int tile, int buf) { stage_tile<Sm::NARR>(sm.stage[buf], tile, Ts, base, tok, r, y, w, tid); };
   if (first >= last) return;
   {  // S_p into Q's space, with the first tile
     const float* a = s_in + (bp * H + h) * N * N;
@@ -229,14 +239,7 @@ fix2_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const
   FragB bf[N / 8];
   for (int tile = first; tile < last; ++tile) {
     const int buf = (tile - first) & 1, t0 = tile * TT;
-    if (tile + 1 < last) {
-      issue(tile + 1, buf ^ 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // this tile's stage (and S_p) visible to every thread
+    next_tile(tile, last, buf, issue);  // this tile's stage (and, at the first, S_p) visible to every thread
     if (tile == first) {  // the B fragments, once; then Q's space is free
 #pragma unroll
       for (int k8 = 0; k8 < N / 8; ++k8) {
@@ -325,6 +328,25 @@ fix2_kernel(int P, int Ts, int T, int H, int tpb, const F* __restrict__ r, const
   }
 }
 
+template <typename F>
+cudaError_t launch_tiles(int variant, bool w_per_head, dim3 grid, int P, int Ts, int T, int H, int tpb, const void* r,
+                         const void* w, void* y, const float* s_in, const float* offset, cudaStream_t stream) {
+  constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;
+  auto go = [&](auto kernel, size_t smem) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    kernel<<<grid, THREADS, smem, stream>>>(P, Ts, T, H, tpb, (const F*)r, (const F*)w, (F*)y, s_in, offset);
+    return cudaGetLastError();
+  };
+  if constexpr (sizeof(F) == 2) {
+    if (variant == 2)
+      return w_per_head ? go(fix2_kernel<F, true>, sizeof(Fix2Smem<F, true>))
+                        : go(fix2_kernel<F, false>, sizeof(Fix2Smem<F, false>));
+  }
+  return w_per_head ? go(fix_kernel<F, PASSES, true>, sizeof(FixSmem<F, true>))
+                    : go(fix_kernel<F, PASSES, false>, sizeof(FixSmem<F, false>));
+}
+
 }  // namespace wkv6p
 
 // r, y: [B, T, H, 64] (y holds the batch run's output for tokens < P * Ts and is corrected in
@@ -356,20 +378,7 @@ cudaError_t wkv6_pieces_fix(int dtype, int B, int P, int Ts, int T, int H, int N
   // heads fastest: the blocks running together read whole token rows (H x 64 entries) of r, w, y
   const dim3 grid(H, (nt + tpb - 1) / tpb, B * (P - 1));
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
-    constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;
-    auto go = [&](auto kernel, size_t smem) {
-      cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-      if (e != cudaSuccess) return e;
-      kernel<<<grid, THREADS, smem, stream>>>(P, Ts, T, H, tpb, (const F*)r, (const F*)w, (F*)y, s_in, offset);
-      return cudaGetLastError();
-    };
-    if constexpr (sizeof(F) == 2) {
-      if (variant == 2)
-        return w_per_head ? go(fix2_kernel<F, true>, sizeof(Fix2Smem<F, true>))
-                          : go(fix2_kernel<F, false>, sizeof(Fix2Smem<F, false>));
-    }
-    return w_per_head ? go(fix_kernel<F, PASSES, true>, sizeof(FixSmem<F, true>))
-                      : go(fix_kernel<F, PASSES, false>, sizeof(FixSmem<F, false>));
+    return launch_tiles<F>(variant, w_per_head, grid, P, Ts, T, H, tpb, r, w, y, s_in, offset, stream);
   })
   return cudaSuccess;
 }
