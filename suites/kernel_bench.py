@@ -4,7 +4,7 @@ and wkv6 also our chunked tensor-core kernels ("cuda-chunked"; in one kernel at 
 width and number of producer groups, "-vt32-g1" ... "-vt64-g3"; in two kernels, the chunks
 built over the whole GPU into a workspace and then the state pass, "-2k-vt16" ...; for wkv6
 the prompt cut into P pieces that run as a batch and are joined after, "cuda-pieces-P", P = 1
-for none, "-8-j2" with the join's second tile kernel), their
+for none, "-8-j1" with the join's first tile kernel instead of the second), their
 PyTorch form ("torch-chunked") and the sequential kernel forced ("ours-seq": "ours"
 dispatches by shape); for wkv4 the time-parallel kernel ("cuda-parallel", segment length by
 shape, "cuda-parallel-L<n>" at segments of n tokens) and the sequential one forced
@@ -142,7 +142,7 @@ def backends(op: str) -> dict:
             if op == "wkv6":  # the prompt cut into P pieces run as a batch, joined after (wkv6/pieces.py)
                 for P in (1, 2, 4, 5, 8, 16, 32):
                     out[f"cuda-pieces-{P}"] = lambda x, s, P=P: chunked_cuda(**x, state=s, pieces=P)
-                out["cuda-pieces-8-j2"] = lambda x, s: chunked_cuda(**x, state=s, pieces=8, join="cuda2")
+                out["cuda-pieces-8-j1"] = lambda x, s: chunked_cuda(**x, state=s, pieces=8, join="cuda")
         out["blinkdl-layout"] = lambda x, s: cuda(**x, state=s, variant=4)  # one thread per state column
     if op in ("wkv6", "wkv7"):
         if importlib.util.find_spec("fla") is None:

@@ -41,14 +41,14 @@ def wkv6_cuda(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, 
 
 
 def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: int = 0, groups: int = 0,
-                      form: int = 0, pieces: int = 0, join: str = "cuda", out=None):
+                      form: int = 0, pieces: int = 0, join: str = "auto", out=None):
     """The chunked tensor-core kernel (cuda/wkv6_chunked.cu: chunks of 16 tokens, for long
     prompts at small batch), same arguments and results as `wkv6_cuda`. variant: 0 = by
     shape, 1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
     producer groups, form: 0 = by shape, 1 / 2 = one / two kernels (as `wkv7_cuda_chunked`);
     pieces: 0 = by shape (`pieces.pieces_for`; with variant, groups and form 0 only), 1 = none,
     P >= 2 = the prompt cut into P pieces that run as a batch and are joined after
-    (kernels/wkv6/pieces.py; join: its joining kernel, "cuda" or "cuda2", see `run_in_pieces`).
+    (kernels/wkv6/pieces.py; join: its joining kernel, see `run_in_pieces`).
     w may also be one decay per head [H, N] (WKV5's), read once per
     head by the kernel. Head sizes other than 64 take the sequential kernel."""
     code = chunked_variant(variant, groups, form)

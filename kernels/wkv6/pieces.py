@@ -84,17 +84,25 @@ def tile_offsets(w, B: int, P: int, Ts: int):
     return (incl - tsum).contiguous(), incl[:, -1].contiguous()
 
 
-def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "cuda", out=None):
+def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "auto", out=None):
     """base(r, k, v, w, u, state, inplace=True, out=y) runs a batch (a WKV6 op; w [B, T, H, N]
     log decay per token, or [H, N] per head as WKV5's). state [B, H, N, N] fp32 is updated in
-    place. join: "cuda" (the tile kernel of the bench), "cuda2" (its variant with fewer
-    shared-memory accesses, for 16-bit inputs: not yet measured) or "torch" (`join_ref`).
-    Returns y (out, if given) and state."""
+    place. join: "cuda" (the tile kernel), "cuda2" (its variant with fewer shared-memory
+    accesses, 16-bit inputs only: 2-4% faster in the H200 bench of 2026-11-28,
+    wkv_bench_20261128-112541-h200-join2), "auto" (cuda2 for 16-bit inputs, else cuda) or
+    "torch" (`join_ref`). Returns y (out, if given) and state."""
     B, T, H, N = r.shape
     P = int(pieces)
     Ts = T // P
     if P < 2 or Ts < 1:
         raise ValueError(f"run_in_pieces: {P} pieces of a {T}-token prompt")
+    half = r.dtype in (torch.float16, torch.bfloat16)
+    if join == "auto":
+        join = "cuda2" if half else "cuda"
+    if join not in ("cuda", "cuda2", "torch"):
+        raise ValueError(f"run_in_pieces: join must be 'auto', 'cuda', 'cuda2' or 'torch', got {join!r}")
+    if join == "cuda2" and not half:
+        raise ValueError(f"run_in_pieces: join='cuda2' takes 16-bit inputs, got {r.dtype}")
     L = P * Ts
     y = torch.empty_like(r) if out is None else out
 
@@ -117,10 +125,8 @@ def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "cuda"
             offset, dsum = tile_offsets(w, B, P, Ts)
         extension().wkv6_pieces_fix(r, w, y, s0, offset, dsum, torch.empty_like(s0), state, P, Ts,
                                     2 if join == "cuda2" else 1)
-    elif join == "torch":
-        join_ref(r, w, y, s0, tile_offsets(w, B, P, Ts)[1], state, P, Ts)
     else:
-        raise ValueError(f"run_in_pieces: join must be 'cuda', 'cuda2' or 'torch', got {join!r}")
+        join_ref(r, w, y, s0, tile_offsets(w, B, P, Ts)[1], state, P, Ts)
     if L < T:  # the few tokens left over, from the joined state
         tail_out = y[:, L:] if B == 1 else None
         yt, _ = base(*(x[:, L:].contiguous() for x in (r, k, v)), w if per_head else w[:, L:].contiguous(), u, state,

@@ -82,6 +82,8 @@ def test_bad_pieces_are_refused():
         pc.run_in_pieces(ref_base, **x, u=u, state=s, pieces=5, join="torch")
     with pytest.raises(ValueError, match="join"):
         pc.run_in_pieces(ref_base, **x, u=u, state=s, pieces=2, join="triton")
+    with pytest.raises(ValueError, match="16-bit"):  # the second tile kernel is for bf16 / fp16 only
+        pc.run_in_pieces(ref_base, **x, u=u, state=s, pieces=2, join="cuda2")
 
 
 @pytest.mark.parametrize("B", [1, 2, 4, 16, 64])
