@@ -20,6 +20,7 @@
 // each op in the model dtype), so the two agree within the dtype's tolerance. No
 // allocation, no host synchronisation: the step can be captured in a CUDA graph.
 #include <cstdlib>
+#include <type_traits>
 
 #include "../../common.cuh"
 #include "decode7.h"
@@ -495,10 +496,10 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int s
 // accumulation, one rounding; the weights are loaded with the streaming hint (read once per
 // step, they should not push the activations out of L2).
 constexpr int GV_THREADS = 256, GV_WARPS = GV_THREADS / 32;
-template <typename F, int UNROLL>
+template <typename F, int UNROLL, int MAXB>
 __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(int B, int rows, int cols, int kw, GemvArgs a) {
   constexpr int VN = Vec<F>::n;
-  __shared__ float red[GV_WARPS][GEMV_MAX_B];
+  __shared__ float red[GV_WARPS][MAXB];
   pdl_launch_dependents();
   const int m = blockIdx.y, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int row = blockIdx.x * (GV_WARPS / kw) + warp / kw, part = warp % kw;
@@ -516,9 +517,9 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(int B, int rows, int c
   };
   load_w(first);
   pdl_wait();
-  float acc[GEMV_MAX_B];
+  float acc[MAXB];
 #pragma unroll
-  for (int bb = 0; bb < GEMV_MAX_B; ++bb) acc[bb] = 0.f;
+  for (int bb = 0; bb < MAXB; ++bb) acc[bb] = 0.f;
   for (int base = first; base < nvec; base += UNROLL * stride) {  // one pass where kw fits the row
     if (base != first) load_w(base);
 #pragma unroll
@@ -528,7 +529,7 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(int B, int rows, int c
       float wv[VN];
       unpack<F>(wr[u], wv);
 #pragma unroll
-      for (int bb = 0; bb < GEMV_MAX_B; ++bb) {
+      for (int bb = 0; bb < MAXB; ++bb) {
         if (bb >= B) break;
         float xv[VN];
         load_vec<F>(x + (size_t)bb * cols + (size_t)v * VN, xv);
@@ -538,17 +539,17 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(int B, int rows, int c
     }
   }
 #pragma unroll
-  for (int bb = 0; bb < GEMV_MAX_B; ++bb)
+  for (int bb = 0; bb < MAXB; ++bb)
     if (bb < B) acc[bb] = warp_sum(acc[bb]);
   if (kw > 1) {  // uniform over the block
     if (lane == 0) {
 #pragma unroll
-      for (int bb = 0; bb < GEMV_MAX_B; ++bb) red[warp][bb] = acc[bb];
+      for (int bb = 0; bb < MAXB; ++bb) red[warp][bb] = acc[bb];
     }
     __syncthreads();
     if (part == 0) {
 #pragma unroll
-      for (int bb = 0; bb < GEMV_MAX_B; ++bb) {
+      for (int bb = 0; bb < MAXB; ++bb) {
         float t = 0.f;
         for (int q = 0; q < kw; ++q) t += red[warp + q][bb];
         acc[bb] = t;
@@ -559,7 +560,7 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(int B, int rows, int c
   F* y = static_cast<F*>(select(a.y, m));
   const F* add = pick<F>(a.add, m);
 #pragma unroll
-  for (int bb = 0; bb < GEMV_MAX_B; ++bb) {
+  for (int bb = 0; bb < MAXB; ++bb) {
     if (bb >= B) break;
     if (lane == bb) {  // the B results are written by B different lanes
       const size_t o = (size_t)bb * rows + row;
@@ -648,9 +649,18 @@ cudaError_t gemv(int dtype, int B, int rows, int cols, const GemvArgs& args, cud
     // (fewer rows a block - down to one - measured the same for the whole step)
     const int per_warp = (per_lane + kw - 1) / kw, rows_per_block = GV_WARPS / kw;
     const dim3 grid((rows + rows_per_block - 1) / rows_per_block, args.n);
-    if (per_warp <= 4) return launch(gemv_kernel<F, 4>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
-    if (per_warp <= 8) return launch(gemv_kernel<F, 8>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
-    return launch(gemv_kernel<F, 16>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+    // the unroll fitted to the vectors a lane has (registers for 16 where 10 are used cost
+    // a block an SM: 112 against 80 registers), one sequence apart from up to four
+    auto go = [&](auto unroll) {
+      constexpr int U = decltype(unroll)::value;
+      return B == 1 ? launch(gemv_kernel<F, U, 1>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
+                    : launch(gemv_kernel<F, U, GEMV_MAX_B>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+    };
+    if (per_warp <= 4) return go(std::integral_constant<int, 4>{});
+    if (per_warp <= 8) return go(std::integral_constant<int, 8>{});
+    if (per_warp <= 10) return go(std::integral_constant<int, 10>{});
+    if (per_warp <= 12) return go(std::integral_constant<int, 12>{});
+    return go(std::integral_constant<int, 16>{});
   })
   return cudaSuccess;
 }

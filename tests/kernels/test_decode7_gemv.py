@@ -1,0 +1,44 @@
+"""The decode step's matrix-vector kernel (kernels/wkv7/cuda/decode7.cu: gemv) against fp32
+PyTorch on awkward shapes: rows that do not fill the last block, vectors per lane at each
+unroll width (4 to 16), several warps a row, up to three matrices and four sequences, relu^2,
+the residual added, also in place. Skipped without a GPU."""
+import pytest
+import torch
+
+from archbench.harness.testing import assert_close
+
+pytestmark = pytest.mark.gpu
+if not torch.cuda.is_available():
+    pytest.skip("no GPU", allow_module_level=True)
+
+TOL = {torch.float32: 1e-5, torch.bfloat16: 8e-3, torch.float16: 1e-3}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rows,cols,n,B,mode", [
+    (1001, 72, 1, 1, "add"),       # 1001 rows: the last block has one
+    (2560, 2560, 3, 1, ""),        # r / k / v at 2.9B, one launch (10 vectors a lane in bf16)
+    (10240, 2560, 1, 1, "relu"),   # the FFN key at 2.9B
+    (2560, 10240, 1, 1, "add"),    # the FFN value: 4 warps a row
+    (37, 4104, 2, 3, "add"),       # odd rows, two warps a row of 513 vectors (bf16), three sequences
+    (300, 3000, 1, 2, ""),         # 375 vectors a row in bf16: 12 a lane
+    (5, 8, 1, 4, "inplace"),       # tiny; the residual is the output itself
+])
+def test_gemv_matches_torch(rows, cols, n, B, mode, dtype):
+    from archbench.kernels.build import extension
+    g = torch.Generator(device="cuda").manual_seed(rows + cols + n + B)
+    ws = [(torch.randn(rows, cols, device="cuda", generator=g) * cols ** -0.5).to(dtype) for _ in range(n)]
+    xs = [torch.randn(B, cols, device="cuda", generator=g).to(dtype) for _ in range(n)]
+    adds = [torch.randn(B, rows, device="cuda", generator=g).to(dtype) for _ in range(n)] if mode else []
+    ref = [x.float() @ w.float().t() for w, x in zip(ws, xs)]
+    if mode == "relu":
+        ref, adds = [r.relu().square() for r in ref], []
+    elif mode:
+        ref = [r + a.float() for r, a in zip(ref, adds)]
+    ys = [a for a in adds] if mode == "inplace" else [torch.full((B, rows), float("nan"), device="cuda", dtype=dtype)
+                                                      for _ in range(n)]
+    extension().rwkv7_gemv(ws, xs, ys, adds, mode == "relu")
+    for y, r in zip(ys, ref):
+        assert torch.isfinite(y).all(), "rows left unwritten"
+        assert_close(y.float(), r, rms_rel=TOL[dtype], what=f"gemv {rows}x{cols} {dtype}")
+
