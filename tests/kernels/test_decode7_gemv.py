@@ -1,5 +1,5 @@
-"""The decode step's matrix-vector kernel (kernels/wkv7/cuda/decode7.cu: gemv) against fp32
-PyTorch on awkward shapes: rows that do not fill the last block, vectors per lane at each
+"""The decode step's matrix-vector kernel (kernels/wkv7/cuda/decode7.cu: gemv) and its LoRA
+first factors (lora_down) against fp32 PyTorch on awkward shapes: rows that do not fill the last block, vectors per lane at each
 unroll width (4 to 16), several warps a row, up to three matrices and four sequences, relu^2,
 the residual added, also in place. Skipped without a GPU."""
 import pytest
@@ -42,3 +42,21 @@ def test_gemv_matches_torch(rows, cols, n, B, mode, dtype):
         assert torch.isfinite(y).all(), "rows left unwritten"
         assert_close(y.float(), r, rms_rel=TOL[dtype], what=f"gemv {rows}x{cols} {dtype}")
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("C,ranks,B", [(2560, (96, 96, 64, 320), 1), (256, (64, 64, 0, 128), 1),
+                                       (520, (8, 16, 24, 40), 3)])
+def test_lora_down_matches_torch(C, ranks, B, dtype):
+    """The LoRA first factors of the decode step (rwkv7_lora_down: four inputs, row blocks
+    writing partial sums) against fp32 PyTorch; a missing group (v on layer 0) stays empty."""
+    from archbench.kernels.build import extension
+    from archbench.kernels.wkv7.decode import KSPLIT
+    g = torch.Generator(device="cuda").manual_seed(C + B)
+    rnd = lambda *s: torch.randn(*s, device="cuda", generator=g).to(dtype)  # noqa: E731
+    xs = [rnd(B, C) for _ in range(4)]
+    ws = [rnd(C, r) * C ** -0.5 if r else torch.empty(0, device="cuda", dtype=dtype) for r in ranks]
+    partial = torch.full((KSPLIT, B, sum(ranks)), float("nan"), device="cuda")
+    extension().rwkv7_lora_down(xs, ws, partial)
+    ref = torch.cat([x.float() @ w.float() for x, w in zip(xs, ws) if w.numel()], -1)
+    assert_close(partial.sum(0), ref, rms_rel=1e-5, what="lora_down")

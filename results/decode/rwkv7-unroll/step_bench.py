@@ -37,6 +37,11 @@ class WithOldGemv:  # the tree's extension, its rwkv7_gemv replaced by the previ
     def rwkv7_gemv(ws, xs, ys, adds, relu_sq):
         old_ext.rwkv7_gemv(ws, xs, ys, adds, relu_sq)
 
+    @staticmethod
+    def rwkv7_rkv_lora(ws, xs, ys, lora_xs, lora_ws, partial):  # for call 6's tree (reverted): two launches
+        old_ext.rwkv7_gemv(ws, xs, ys, [], False)
+        new_ext.rwkv7_lora_down(lora_xs, lora_ws, partial)
+
 
 FORMS = {"previous": WithOldGemv(), "current": new_ext}
 torch.manual_seed(0)
@@ -148,6 +153,43 @@ def bench(fn, reps=16):
         out.append(e0.elapsed_time(e1) * 1e3 / reps)
     return statistics.median(out)
 
+
+def gemv_chain(ext, reps=5):
+    """The step's 128 projections alone (the model's weights, the tree's GEMV, in a graph): what
+    the step would take if the small kernels between them cost nothing."""
+    a = [torch.randn(1, n, device="cuda", dtype=torch.bfloat16) for n in (cfg.n_embd,) * 3 + (cfg.dim_ffn,)]
+    x, h = a[0], a[3]
+    rkv = [torch.empty_like(x) for _ in range(3)]
+
+    def chain():
+        for blk in m.blocks:
+            att, ffn = blk.att, blk.ffn
+            ext.rwkv7_gemv([att.receptance.weight, att.key.weight, att.value.weight], [a[0], a[1], a[2]], rkv, [],
+                           False)
+            ext.rwkv7_gemv([att.output.weight], [rkv[0]], [x], [x], False)
+            ext.rwkv7_gemv([ffn.key.weight], [x], [h], [], True)
+            ext.rwkv7_gemv([ffn.value.weight], [h], [x], [x], False)
+    chain()
+    torch.cuda.synchronize()
+    gr = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(gr):
+        chain()
+    for _ in range(10):
+        gr.replay()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(50):
+            gr.replay()
+        torch.cuda.synchronize()
+        out.append((time.perf_counter() - t) / 50)
+    return statistics.median(out)
+
+
+for form in FORMS:
+    t = gemv_chain(FORMS[form])
+    print(f"the 128 projections alone, {form}: {t * 1e3:.3f} ms a step", flush=True)
 
 C, Fd = 2560, 10240
 for name, n, rows, cols, mode in (("rkv", 3, C, C, ""), ("out+res", 1, C, C, "add"),
