@@ -175,18 +175,27 @@ void rwkv7_norm_mix(at::Tensor x, at::Tensor ln_w, at::Tensor ln_b, at::Tensor p
 
 // xs[g]: [B, C]; ws[g]: [C, rank_g] (empty for a missing group); partial: [ksplit, B, sum of ranks]
 // fp32, ksplit <= MAX_KSPLIT
-void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at::Tensor partial) {
-  const c10::cuda::CUDAGuard guard(partial.device());
+static archbench::LoraDownArgs lora_args(const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>& ws,
+                                         const at::Tensor& partial) {
   TORCH_CHECK(xs.size() == archbench::LORA_GROUPS && ws.size() == archbench::LORA_GROUPS, "lora_down: 4 groups");
   archbench::LoraDownArgs args{};
   args.n = archbench::LORA_GROUPS;
   args.col0[0] = 0;
   for (int g = 0; g < archbench::LORA_GROUPS; ++g) {
+    TORCH_CHECK(xs[g].is_contiguous() && xs[g].sizes() == xs[0].sizes(), "lora_down: inputs must be contiguous [B, C]");
     args.x[g] = xs[g].data_ptr();
     args.w[g] = ptr_or_null(ws[g]);
     args.col0[g + 1] = args.col0[g] + (ws[g].numel() ? (int)ws[g].size(1) : 0);
   }
-  TORCH_CHECK(partial.size(2) == args.col0[archbench::LORA_GROUPS], "lora_down: partial has the wrong width");
+  TORCH_CHECK(partial.scalar_type() == at::kFloat && partial.is_contiguous() && partial.dim() == 3 &&
+                  partial.size(1) == xs[0].size(0) && partial.size(2) == args.col0[archbench::LORA_GROUPS],
+              "lora_down: partial must be fp32 [ksplit, B, sum of ranks]");
+  return args;
+}
+
+void rwkv7_lora_down(std::vector<at::Tensor> xs, std::vector<at::Tensor> ws, at::Tensor partial) {
+  const c10::cuda::CUDAGuard guard(partial.device());
+  const archbench::LoraDownArgs args = lora_args(xs, ws, partial);
   check(archbench::lora_down(dtype_code(xs[0]), xs[0].size(0), xs[0].size(1), partial.size(0), args,
                              partial.data_ptr<float>(), at::cuda::getCurrentCUDAStream()),
         "rwkv7_lora_down");
@@ -228,14 +237,14 @@ void rwkv7_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor part
 // shape for all; xs[m]: [B, cols]; ys[m]: [B, rows], written; adds: empty, or one [B, rows]
 // per matrix (may be ys[m] itself): y = add + W x; relu_sq: y = relu(W x)^2. Every tensor
 // contiguous and 16-byte aligned (the kernel reads 16-byte vectors).
-void rwkv7_gemv(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
-                std::vector<at::Tensor> adds, bool relu_sq) {
+static archbench::GemvArgs gemv_args(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>& xs,
+                                     const std::vector<at::Tensor>& ys, const std::vector<at::Tensor>& adds,
+                                     bool relu_sq) {
   const size_t n = ws.size();
   TORCH_CHECK(n >= 1 && n <= archbench::MAX_GEMV && xs.size() == n && ys.size() == n &&
                   (adds.empty() || adds.size() == n),
               "gemv: 1 to 3 matrices, as many inputs and outputs, no adds or one per matrix");
   TORCH_CHECK(!(relu_sq && !adds.empty()), "gemv: relu_sq and add do not combine");
-  const c10::cuda::CUDAGuard guard(ws[0].device());
   const int64_t rows = ws[0].size(0), cols = ws[0].size(1), B = xs[0].size(0);
   auto ok = [](const at::Tensor& t, std::initializer_list<int64_t> shape) {
     return t.is_contiguous() && t.sizes() == at::IntArrayRef(shape) && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
@@ -252,8 +261,34 @@ void rwkv7_gemv(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vec
     a.y[m] = ys[m].data_ptr();
     a.add[m] = adds.empty() ? nullptr : adds[m].data_ptr();
   }
-  check(archbench::gemv(dtype_code(ws[0]), (int)B, (int)rows, (int)cols, a, at::cuda::getCurrentCUDAStream()),
-        "rwkv7_gemv");
+  return a;
+}
+
+static void launch_gemv(const archbench::GemvArgs& a, const std::vector<at::Tensor>& ws,
+                        const std::vector<at::Tensor>& xs, const char* what) {
+  const c10::cuda::CUDAGuard guard(ws[0].device());
+  check(archbench::gemv(dtype_code(ws[0]), (int)xs[0].size(0), (int)ws[0].size(0), (int)ws[0].size(1), a,
+                        at::cuda::getCurrentCUDAStream()), what);
+}
+
+void rwkv7_gemv(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
+                std::vector<at::Tensor> adds, bool relu_sq) {
+  launch_gemv(gemv_args(ws, xs, ys, adds, relu_sq), ws, xs, "rwkv7_gemv");
+}
+
+// The LoRA first factors and the r / k / v projections in one launch (square matrices:
+// lora_xs [B, cols]), as rwkv7_lora_down(lora_xs, lora_ws, partial) then
+// rwkv7_gemv(ws, xs, ys, [], False).
+void rwkv7_rkv_lora(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
+                    std::vector<at::Tensor> lora_xs, std::vector<at::Tensor> lora_ws, at::Tensor partial) {
+  archbench::GemvArgs a = gemv_args(ws, xs, ys, {}, false);
+  a.lora = lora_args(lora_xs, lora_ws, partial);
+  TORCH_CHECK(ws[0].size(0) == ws[0].size(1) && lora_xs[0].sizes() == xs[0].sizes() &&
+                  lora_xs[0].scalar_type() == ws[0].scalar_type(),
+              "rkv_lora: square matrices, LoRA inputs shaped and typed as the projections' inputs");
+  a.partial = partial.data_ptr<float>();
+  a.lora_ksplit = (int)partial.size(0);
+  launch_gemv(a, ws, xs, "rwkv7_rkv_lora");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -270,4 +305,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rwkv7_lora_down", &rwkv7_lora_down);
   m.def("rwkv7_tmix_decode", &rwkv7_tmix_decode);
   m.def("rwkv7_gemv", &rwkv7_gemv);
+  m.def("rwkv7_rkv_lora", &rwkv7_rkv_lora);
 }

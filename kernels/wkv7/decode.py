@@ -2,9 +2,9 @@
 
 The unfused step (`RWKV7.forward` on a (B, 1) input) launches about 80 kernels per layer,
 most of them elementwise ops on a few KB; at batch 1 their launch gaps, not the weight
-reads, set the speed. Here a layer is eight launches at batch 1: a fused layer norm +
-token shift + interpolations, the r/k/v projections (one launch), the four LoRA first
-factors in one kernel, one kernel per (sequence, head) for everything between them and the
+reads, set the speed. Here a layer is seven launches at batch 1: a fused layer norm +
+token shift + interpolations, the four LoRA first factors and the r/k/v projections (one
+launch), one kernel per (sequence, head) for everything between them and the
 output projection (LoRA second factors, decay, key normalisation, value residual, the WKV7
 state update, group norm, bonus, gate), the output projection with the residual added, and
 the channel mix (fused norm + shift, the key projection with relu^2, the value projection
@@ -75,19 +75,19 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
         ext.rwkv7_norm_mix(x, block.ln1.weight, block.ln1.bias, state.att_shift[i],
                            [att.x_r, att.x_k, att.x_v, att.x_w, att.x_a, att.x_g], mixed, LN_EPS)
         xr, xk, xv, xw, xa, xg = mixed
-        if own:  # r, k, v in one launch
-            r, k, v = rkv = x.new_empty(3, B, C)
-            ext.rwkv7_gemv([att.receptance.weight, att.key.weight, att.value.weight], [xr, xk, xv], list(rkv), [],
-                           False)
-        else:
-            r, k, v = F.linear(xr, att.receptance.weight), F.linear(xk, att.key.weight), F.linear(xv, att.value.weight)
         first = i == 0
         v1 = _empty(x) if first else att.v1
         v2 = _empty(x) if first else att.v2
         firsts = [att.w1, att.a1, v1, att.g1]
         cols = sum(w.shape[1] for w in firsts if w.numel())
         partial = torch.empty(KSPLIT, B, cols, dtype=torch.float32, device=x.device)
-        ext.rwkv7_lora_down([xw, xa, xv, xg], firsts, partial)
+        if own:  # the LoRA first factors, then r, k, v, in one launch
+            r, k, v = rkv = x.new_empty(3, B, C)
+            ext.rwkv7_rkv_lora([att.receptance.weight, att.key.weight, att.value.weight], [xr, xk, xv], list(rkv),
+                               [xw, xa, xv, xg], firsts, partial)
+        else:
+            r, k, v = F.linear(xr, att.receptance.weight), F.linear(xk, att.key.weight), F.linear(xv, att.value.weight)
+            ext.rwkv7_lora_down([xw, xa, xv, xg], firsts, partial)
         params = [att.w0.view(-1), att.a0.view(-1), _empty(x) if first else att.v0.view(-1), att.k_k.view(-1),
                   att.k_a.view(-1), att.r_k, att.ln_x.weight, att.ln_x.bias]
         ext.rwkv7_tmix_decode(r, k, v, partial, [att.w2, att.a2, v2, att.g2], params, GROUP_NORM_EPS,

@@ -60,3 +60,27 @@ def test_lora_down_matches_torch(C, ranks, B, dtype):
     extension().rwkv7_lora_down(xs, ws, partial)
     ref = torch.cat([x.float() @ w.float() for x, w in zip(xs, ws) if w.numel()], -1)
     assert_close(partial.sum(0), ref, rms_rel=1e-5, what="lora_down")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("C,ranks,B", [(2560, (96, 96, 64, 320), 1), (256, (64, 64, 0, 128), 1),
+                                       (520, (8, 16, 24, 40), 3)])
+def test_rkv_with_lora_equals_the_two_launches(C, ranks, B, dtype):
+    """rwkv7_rkv_lora (lora_down's blocks first in the r / k / v projections' launch) gives
+    the bits of rwkv7_lora_down then rwkv7_gemv."""
+    from archbench.kernels.build import extension
+    from archbench.kernels.wkv7.decode import KSPLIT
+    ext = extension()
+    g = torch.Generator(device="cuda").manual_seed(C + B)
+    rnd = lambda *s: torch.randn(*s, device="cuda", generator=g).to(dtype)  # noqa: E731
+    ws, xs = [rnd(C, C) * C ** -0.5 for _ in range(3)], [rnd(B, C) for _ in range(3)]
+    lxs = [rnd(B, C) for _ in range(4)]
+    lws = [rnd(C, r) * C ** -0.5 if r else torch.empty(0, device="cuda", dtype=dtype) for r in ranks]
+    partial = [torch.full((KSPLIT, B, sum(ranks)), float("nan"), device="cuda") for _ in range(2)]
+    ys = [[torch.full((B, C), float("nan"), device="cuda", dtype=dtype) for _ in range(3)] for _ in range(2)]
+    ext.rwkv7_rkv_lora(ws, xs, ys[0], lxs, lws, partial[0])
+    ext.rwkv7_lora_down(lxs, lws, partial[1])
+    ext.rwkv7_gemv(ws, xs, ys[1], [], False)
+    for a, b in zip(ys[0], ys[1]):
+        assert torch.equal(a, b)
+    assert torch.equal(partial[0], partial[1])

@@ -9,8 +9,9 @@
 //                 LoRA factors for this head's channels, decay, in-context rate, key
 //                 normalisation, value residual, the WKV7 state update in place, the group
 //                 norm, the bonus r.k.r_k v and the gate: out = (norm(y) + bonus) * g
-//   gemv          y = W x for the projections at small batch (r, k, v in one launch; the
-//                 output and FFN projections with the residual or relu^2 fused)
+//   gemv          y = W x for the projections at small batch (r, k, v in one launch, after
+//                 lora_down's blocks; the output and FFN projections with the residual or
+//                 relu^2 fused)
 //
 // At batch 1 every one of them moves a few KB to a few MB, so latency, not bandwidth, sets
 // their time: each spreads its DRAM bytes over many blocks (one SM pulls only about 1/132 of
@@ -236,15 +237,17 @@ __global__ void __launch_bounds__(NM_THREADS)
 // rows rl, rl + RL, ..., LD_UNROLL rows' loads issued before the first multiply. At 2.9B
 // (C = 2560, 576 columns) this is 16 x 9 = 144 blocks of 20 KB (one wave on an H100)
 // instead of 16 blocks of 184 KB: no SM has to pull much more than its share.
+// At batch 1 the same blocks also run first in the r / k / v projection's launch (gemv with
+// GemvArgs::lora set): one kernel fewer in the step's chain.
 constexpr int LD_THREADS = 256, LD_TILE = 64, LD_UNROLL = 8;
 template <typename F>
-__global__ void __launch_bounds__(LD_THREADS)
-    lora_down_kernel(int B, int C, int rows, LoraDownArgs args, float* __restrict__ partial) {
+__device__ __forceinline__ void lora_down_block(int ks, int tile, int b, int B, int C, int rows,
+                                                const LoraDownArgs& args, float* __restrict__ partial) {
   constexpr int VN = Vec<F>::n, NVT = LD_TILE / VN, RL = LD_THREADS / NVT;
   __shared__ float red[LD_THREADS / 32][LD_TILE];
-  const int ks = blockIdx.x, b = blockIdx.z, tid = threadIdx.x;
+  const int tid = threadIdx.x;
   const int cols = args.col0[LORA_GROUPS], c0 = ks * rows, c1 = min(C, c0 + rows);
-  const int rl = tid / NVT, cv = tid % NVT, col = blockIdx.y * LD_TILE + cv * VN;
+  const int rl = tid / NVT, cv = tid % NVT, col = tile * LD_TILE + cv * VN;
   float acc[VN];
 #pragma unroll
   for (int u = 0; u < VN; ++u) acc[u] = 0.f;
@@ -292,13 +295,18 @@ __global__ void __launch_bounds__(LD_THREADS)
     for (int u = 0; u < VN; ++u) red[tid / 32][cv * VN + u] = acc[u];
   }
   __syncthreads();
-  const int out_col = blockIdx.y * LD_TILE + tid;
+  const int out_col = tile * LD_TILE + tid;
   if (tid < LD_TILE && out_col < cols) {
     float t = 0.f;
 #pragma unroll
     for (int w = 0; w < LD_THREADS / 32; ++w) t += red[w][tid];
     partial[((size_t)ks * B + b) * cols + out_col] = t;
   }
+}
+template <typename F>
+__global__ void __launch_bounds__(LD_THREADS)
+    lora_down_kernel(int B, int C, int rows, LoraDownArgs args, float* __restrict__ partial) {
+  lora_down_block<F>(blockIdx.x, blockIdx.y, blockIdx.z, B, C, rows, args, partial);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -496,12 +504,23 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int s
 // accumulation, one rounding; the weights are loaded with the streaming hint (read once per
 // step, they should not push the activations out of L2).
 constexpr int GV_THREADS = 256, GV_WARPS = GV_THREADS / 32;
-template <typename F, int UNROLL, int MAXB>
-__global__ void __launch_bounds__(GV_THREADS) gemv_kernel(int B, int rows, int cols, int kw, GemvArgs a) {
+// LORA: the instance with lora_down's blocks in its first grid row (held to 64 registers,
+// the plain one's count at one sequence, so that both keep four blocks an SM).
+template <typename F, int UNROLL, int MAXB, bool LORA>
+__global__ void __launch_bounds__(GV_THREADS, LORA ? 4 : 0) gemv_kernel(int B, int rows, int cols, int kw, GemvArgs a) {
   constexpr int VN = Vec<F>::n;
   __shared__ float red[GV_WARPS][MAXB];
+  if (LORA && blockIdx.y == 0) {  // the LoRA first factors, first: block x = (ks, tile, b), ks fastest
+    const LoraDownArgs& l = a.lora;
+    const int tiles = (l.col0[LORA_GROUPS] + LD_TILE - 1) / LD_TILE, x = blockIdx.x;
+    pdl_launch_dependents();
+    if (x >= a.lora_ksplit * tiles * B) return;
+    lora_down_block<F>(x % a.lora_ksplit, x / a.lora_ksplit % tiles, x / (a.lora_ksplit * tiles), B, cols,
+                       (cols + a.lora_ksplit - 1) / a.lora_ksplit, l, a.partial);
+    return;
+  }
   pdl_launch_dependents();
-  const int m = blockIdx.y, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int m = blockIdx.y - LORA, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int row = blockIdx.x * (GV_WARPS / kw) + warp / kw, part = warp % kw;
   const bool active = row < rows;  // no early return: the kw warps of a row meet at a barrier
   const F* w = pick<F>(a.w, m) + (size_t)min(row, rows - 1) * cols;
@@ -648,13 +667,25 @@ cudaError_t gemv(int dtype, int B, int rows, int cols, const GemvArgs& args, cud
     while (kw < GV_WARPS && (per_lane + kw - 1) / kw > 16) kw *= 2;
     // (fewer rows a block - down to one - measured the same for the whole step)
     const int per_warp = (per_lane + kw - 1) / kw, rows_per_block = GV_WARPS / kw;
-    const dim3 grid((rows + rows_per_block - 1) / rows_per_block, args.n);
+    dim3 grid((rows + rows_per_block - 1) / rows_per_block, args.n);
+    if (args.lora.n) {  // a first row of blocks for the LoRA first factors (their inputs are [B, cols])
+      const int lcols = args.lora.col0[LORA_GROUPS];
+      if (args.lora.n != LORA_GROUPS || lcols > MAX_LORA_COLS || args.lora_ksplit < 1 || args.lora_ksplit > MAX_KSPLIT)
+        return cudaErrorInvalidValue;
+      for (int g = 0; g < LORA_GROUPS; ++g)
+        if ((args.lora.col0[g + 1] - args.lora.col0[g]) % VN) return cudaErrorInvalidValue;
+      grid.x = max(grid.x, (unsigned)(args.lora_ksplit * ((lcols + LD_TILE - 1) / LD_TILE) * B));
+      grid.y += 1;
+    }
     // the unroll fitted to the vectors a lane has (registers for 16 where 10 are used cost
     // a block an SM: 112 against 80 registers), one sequence apart from up to four
     auto go = [&](auto unroll) {
       constexpr int U = decltype(unroll)::value;
-      return B == 1 ? launch(gemv_kernel<F, U, 1>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
-                    : launch(gemv_kernel<F, U, GEMV_MAX_B>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+      if (args.lora.n)
+        return B == 1 ? launch(gemv_kernel<F, U, 1, true>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
+                      : launch(gemv_kernel<F, U, GEMV_MAX_B, true>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+      return B == 1 ? launch(gemv_kernel<F, U, 1, false>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
+                    : launch(gemv_kernel<F, U, GEMV_MAX_B, false>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
     };
     if (per_warp <= 4) return go(std::integral_constant<int, 4>{});
     if (per_warp <= 8) return go(std::integral_constant<int, 8>{});

@@ -48,6 +48,9 @@ struct GemvArgs {
   const void* add[MAX_GEMV];
   int n;
   bool relu_sq;
+  LoraDownArgs lora;  // lora.n = 0: none; else lora_down of inputs [B, cols] into partial, first
+  float* partial;     // [lora_ksplit, B, lora cols]
+  int lora_ksplit;
 };
 
 cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,

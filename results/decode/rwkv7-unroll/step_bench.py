@@ -38,9 +38,9 @@ class WithOldGemv:  # the tree's extension, its rwkv7_gemv replaced by the previ
         old_ext.rwkv7_gemv(ws, xs, ys, adds, relu_sq)
 
     @staticmethod
-    def rwkv7_rkv_lora(ws, xs, ys, lora_xs, lora_ws, partial):  # for call 6's tree (reverted): two launches
-        old_ext.rwkv7_gemv(ws, xs, ys, [], False)
+    def rwkv7_rkv_lora(ws, xs, ys, lora_xs, lora_ws, partial):  # two launches, as the previous tree
         new_ext.rwkv7_lora_down(lora_xs, lora_ws, partial)
+        old_ext.rwkv7_gemv(ws, xs, ys, [], False)
 
 
 FORMS = {"previous": WithOldGemv(), "current": new_ext}
