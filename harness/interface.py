@@ -107,3 +107,13 @@ class SequenceModel(Protocol):
     def state_nbytes(self, batch_size: int, context_len: int) -> int: ...
 
     def num_params(self, non_embedding: bool = False) -> int: ...
+
+
+def decode_read_nbytes(model: torch.nn.Module) -> int:
+    """Bytes of weights one decode step reads: every parameter once (a tied one too), except
+    input embedding tables that are not also a layer's weight (the output head's, when tied):
+    a lookup reads one row per token, not the table."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    elsewhere = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Embedding)
+                 for p in m._parameters.values() if p is not None}
+    return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in tables - elsewhere)

@@ -25,6 +25,7 @@ import torch
 
 from archbench.harness.env import environment
 from archbench.harness.graphs import GraphedStep
+from archbench.harness.interface import decode_read_nbytes
 from archbench.harness.registry import config_for, make
 from archbench.harness.testing import errors
 from archbench.suites.peers import library_forward, peer_decode
@@ -64,7 +65,7 @@ def bench_model(name: str, prompt: int, new: int, repeats: int, dtype: str, seed
                 peers: bool = True) -> list[dict]:
     family, config = config_for(name)
     model = make(family, config, impl=FAST_IMPL[family], dtype=dtype, device="cuda").init_random_(seed)
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weight_bytes = decode_read_nbytes(model)
     tokens = torch.randint(0, config.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(seed)).cuda()
 
     # ours: prefill, then the graphed step and the eager step from the same state

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from archbench.harness.interface import decode_read_nbytes
 from archbench.harness.timing import time_fn
 
 
@@ -80,7 +81,7 @@ def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: i
 
     # outside the timing: back to the prompt's state (states are updated in place)
     decode_t = time_fn(decode, device, warmup=1, repeats=repeats, setup=lambda: state.restore(prompt_state))
-    weight_nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weight_nbytes = decode_read_nbytes(model)  # since 2026-11-28: the input embedding table left out
     decode_tps = batch * decode_tokens / decode_t["median_s"]
     out = {
         "prefill_chunk_used": chunk, "cuda_graphs_used": graphed is not None,

@@ -72,3 +72,20 @@ def test_time_fn_cuts_repeats_to_the_budget():
     calls.clear()
     row = time_fn(slow, "cpu", warmup=0, repeats=10, max_total_s=0.12)
     assert row["repeats"] == len(calls) == 2
+
+
+def test_decode_read_bytes_leave_out_an_untied_input_table(model):
+    """decode_read_nbytes: every weight once, but not the input embedding table unless it is
+    also the output head's weight (tied)."""
+    from archbench.harness.interface import decode_read_nbytes
+    if model.family.startswith("rwkv"):
+        emb, head = model.emb.weight, model.head.weight
+    elif model.family == "transformer":
+        emb, head = model.lm.get_input_embeddings().weight, model.lm.get_output_embeddings().weight
+    else:  # mamba, mamba2
+        emb, head = model.embedding.weight, model.lm.lm_head.weight
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    expected = total if emb is head else total - emb.numel() * emb.element_size()
+    assert decode_read_nbytes(model) == expected
+    if emb is not head:
+        assert decode_read_nbytes(model) < total
