@@ -32,10 +32,12 @@ import torch.nn.functional as F
 from archbench.kernels.build import extension
 
 KSPLIT = 16  # row blocks of the LoRA first factors (their partial sums meet in the head kernel; at most 16)
-# Up to this batch the projections run on rwkv7_gemv, above it on cuBLAS. Measured on an H100
-# (RWKV-7 2.9B, bf16, graphed step): at batch 1 ours is faster, at batch 2 cuBLAS (3.49 ms a
-# step against 3.86), whose kernels reuse each weight load across sequences better.
-GEMV_MAX_B = 1
+# Up to this batch the projections run on rwkv7_gemv, above it on cuBLAS. Measured on an H200
+# (RWKV-7 2.9B, bf16, graphed step, results/decode/rwkv7-unroll/batch_bench.log): at batch 2
+# ours 2.961 ms a step against cuBLAS 3.001, at 3 and 4 cuBLAS (3.03 / 3.09 against 3.94 /
+# 4.57), whose kernels reuse each weight load across sequences better. (On an H100 with the
+# kernel before its register change, cuBLAS won from batch 2.)
+GEMV_MAX_B = 2
 LN_EPS = 1e-5
 GROUP_NORM_EPS = 64e-5
 

@@ -83,12 +83,12 @@ def test_auto_impl_is_cuda_on_gpu():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize("head_size,layer0_v_lora,batch", [(64, False, 1), (32, True, 3), (16, False, 1),
-                                                           (128, False, 6)])
+@pytest.mark.parametrize("head_size,layer0_v_lora,batch", [(64, False, 1), (64, True, 2), (32, True, 3),
+                                                           (16, False, 1), (128, False, 6)])
 def test_rwkv7_fused_decode_equals_unfused_step(dtype, head_size, layer0_v_lora, batch):
     """kernels/wkv7/decode.py against the model's own step (the unfused ops), after a
     prefill, over several tokens of a batch: logits and every part of the state. At batch 1
-    the projections run on our GEMV, at 3 and 6 (> GEMV_MAX_B) on cuBLAS; at N = 128 in fp32
+    and 2 the projections run on our GEMV, at 3 and 6 (> GEMV_MAX_B) on cuBLAS; at N = 128 in fp32
     the head kernel stages only part of the LoRA second factors in shared memory."""
     cfg = RWKVConfig(version="7", vocab_size=1000, n_embd=256, n_layer=3, head_size=head_size, decay_lora=64,
                      aaa_lora=64, mv_lora=32, gate_lora=128, layer0_v_lora=layer0_v_lora)
