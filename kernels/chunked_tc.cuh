@@ -337,14 +337,29 @@ constexpr size_t WS_BUDGET = size_t(256) << 20;
 //   WKV6 1 x 16384, H = 40:  13.9 / 14.1 / 15.0 / 15.3 / 14.3 / 14.9 / 15.3 (serial 13.0);
 //        1 x 16384, H = 64:  12.1 / 12.8 / 11.9 / 12.8 / 13.4 / 13.7 / 12.8 (serial 10.6);
 //        2 x 16384, H = 64:  13.8 / 16.3 / 16.8 / 18.0 / 17.5 / 17.4 / 17.4 (serial 14.6).
+// Uneven schedules (ARCHBENCH_SEG_SCHEDULE, below; H200, results/kernels/
+// wkv_bench_20261128-130703-h200-schedules.log), Mtok/s at 1 x 4096 / 1 x 16384: WKV6 at H = 64
+// the default 128 12.51 / 13.70, 128 then 192 12.52 / 14.10 (192 alone: 10.89 / 13.84), every
+// schedule with a shorter segment after the first slower (11.5-12.3 / 8.6-12.9); WKV7 at H = 40
+// the default 64 8.19 / 9.05, every other (shorter first or last segments, 48, 96, 128) slower
+// (7.0-7.9 / 4.1-8.9). So WKV6 at 64 heads takes 128 then 192.
 // Buffers fit WS_BUDGET together (fewer chunks a segment where they would not).
 // ARCHBENCH_SEG_CHUNKS (chunks, > 0) overrides the length, for measuring.
 template <bool LOWRANK>
 constexpr int preferred_segment(long heads) {
   return LOWRANK ? (heads <= 48 ? 64 : heads <= 96 ? 128 : 32) : (heads <= 48 ? 96 : 128);
 }
+template <bool LOWRANK>
+constexpr int later_segments(long heads) {  // the length after the first (0: the same)
+  return !LOWRANK && heads > 48 && heads <= 64 ? 192 : 0;
+}
+// ARCHBENCH_SEG_SCHEDULE="a,b,c" (chunks) gives segment s the length of entry s (the last one
+// repeated), for measuring uneven schedules; the buffers hold the longest.
+constexpr int MAX_SCHEDULE = 16;
 struct Segments {
-  int seg, bufs;
+  int seg, bufs;                    // chunks a buffer holds, buffers
+  int sched[MAX_SCHEDULE] = {}, n_sched = 0;
+  int length(int s) const { return n_sched ? sched[s < n_sched ? s : n_sched - 1] : seg; }
 };
 template <bool LOWRANK>
 inline Segments segments(long heads, int nchunks) {
@@ -352,10 +367,33 @@ inline Segments segments(long heads, int nchunks) {
   const long fit = (long)(WS_BUDGET / 2 / ((size_t)floats * 4 * (size_t)heads));
   long n = preferred_segment<LOWRANK>(heads);
   if (const char* e = std::getenv("ARCHBENCH_SEG_CHUNKS")) n = std::atol(e) > 0 ? std::atol(e) : n;
+  Segments sg{};
+  if (const char* e = std::getenv("ARCHBENCH_SEG_SCHEDULE"); e && *e) {
+    long longest = 0;
+    for (const char* p = e; *p && sg.n_sched < MAX_SCHEDULE;) {
+      char* end = nullptr;
+      const long v = std::strtol(p, &end, 10);
+      if (end == p) break;
+      if (v > 0) {
+        sg.sched[sg.n_sched++] = (int)(v < fit ? v : (fit > 0 ? fit : 1));
+        longest = std::max(longest, (long)sg.sched[sg.n_sched - 1]);
+      }
+      p = *end == ',' ? end + 1 : end;
+    }
+    if (sg.n_sched) n = longest;
+  } else if (const int later = later_segments<LOWRANK>(heads); later && !std::getenv("ARCHBENCH_SEG_CHUNKS")) {
+    sg.sched[0] = (int)std::min<long>(n, fit);
+    sg.sched[1] = later;
+    sg.n_sched = 2;
+    n = std::max<long>(n, later);
+  }
   if (n > fit) n = fit;
   if (n < 1) n = 1;
-  if (n >= nchunks) return {nchunks, 1};
-  return {(int)n, 2};
+  if (n >= nchunks && (sg.n_sched == 0 || sg.sched[0] >= nchunks)) return {nchunks, 1};
+  sg.seg = (int)std::min<long>(n, nchunks);
+  sg.bufs = 2;
+  for (int i = 0; i < sg.n_sched; ++i) sg.sched[i] = std::min(sg.sched[i], sg.seg);  // what the buffers hold
+  return sg;
 }
 
 // The second stream of the two-kernel form and its events, one set per host thread and device,
@@ -422,7 +460,11 @@ using Int = std::integral_constant<int, V>;
 //        B x H = 320: 9.9-10.0 against 10.3 (64, 1); 640: 10.2-10.3 against 13.0;
 //   WKV6 B x H = 40:  12.5-13.3 / 12.6-13.1 / 12.9-13.6 against 7.5-7.6;
 //        B x H = 320: 24.4 / 27.2 / 27.3 against 16.6; 640: 25.4 / 25.4 / 24.9 against 21.2.
-constexpr long WKV7_SPLIT_MAX_HEADS = 264, WKV6_SPLIT_MAX_HEADS = 640;
+// And on an H200 (bf16, results/kernels/wkv_bench_20261128-130032-h200-forms), two kernels at
+// 64 columns against one: WKV6 16 x 16384 x 64 heads (1024) 17.39 against 13.43, 8 x 4096 x
+// 64 (512) 17.51 against 13.30; WKV7 8 x 4096 x 40 (320) 9.50 against 10.01, 16 x 16384 x 40
+// (640) 9.32 against 12.59, 8 x 4096 x 64 (512) 5.91 against 8.10. Above 1024 heads: not measured.
+constexpr long WKV7_SPLIT_MAX_HEADS = 264, WKV6_SPLIT_MAX_HEADS = 1024;
 constexpr int SPLIT_TILE = 3;
 
 inline int split_form(long heads, int variant, long split_max_heads) {
@@ -513,8 +555,9 @@ cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F*
   if ((err = side_stream(side)) != cudaSuccess) return err;
   if ((err = cudaEventRecord(side->start, stream)) != cudaSuccess) return err;  // the inputs are ready
   if ((err = cudaStreamWaitEvent(side->stream, side->start, 0)) != cudaSuccess) return err;
-  for (int c0 = 0, s = 0; c0 < nchunks; c0 += sg.seg, ++s) {
-    const int n = nchunks - c0 < sg.seg ? nchunks - c0 : sg.seg, b = s % 2;
+  for (int c0 = 0, s = 0, n = 0; c0 < nchunks; c0 += n, ++s) {
+    n = std::min(nchunks - c0, sg.length(s));
+    const int b = s % 2;
     float* buf = wsp + b * buf_floats;
     if (s >= 2 && (err = cudaStreamWaitEvent(side->stream, side->used[b], 0)) != cudaSuccess) return err;
     if ((err = build(c0, n, buf, B * H * ((n + CPB - 1) / CPB), side->stream)) != cudaSuccess) return err;

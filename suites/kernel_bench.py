@@ -17,6 +17,7 @@ time, over the copy rate measured in the same run), and the error of each backen
 against our fp32 kernel on the same inputs (a correctness check before any speed).
 
     python -m archbench.suites.kernel_bench --out results/kernels [--ops wkv7 wkv6] [--shapes 2b9|7b|all]
+        [--only ours fla-chunk ...] [--bxt 1x4096 16x16384 ...]
 """
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ def backends(op: str) -> dict:
     return out
 
 
-def run(ops, shapes_by_h, out_dir: Path, skip: set[str]) -> list[dict]:
+def run(ops, shapes_by_h, out_dir: Path, skip: set[str], only: set[str] | None = None) -> list[dict]:
     bw = copy_bandwidth()
     env = environment("cuda")
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s on {env.get('gpu')}")
@@ -171,7 +172,7 @@ def run(ops, shapes_by_h, out_dir: Path, skip: set[str]) -> list[dict]:
                 ref_y, _ = get_op(op, "cuda")(**head, state=state[:1], **ref_kw)
                 fb = floor_bytes(op, x)
                 for name, fn in backends(op).items():
-                    if name in skip:
+                    if name in skip or (only is not None and name not in only):
                         continue
                     row = dict(op=op, backend=name, B=B, T=T, H=H, N=N, dtype="bf16", env=env)
                     try:
@@ -237,14 +238,17 @@ def main(argv=None):
     p.add_argument("--out", default="results/kernels")
     p.add_argument("--shapes", choices=["2b9", "7b", "all"], default="all", help="H=40 (2.9B), H=64 (7B) or both")
     p.add_argument("--skip", nargs="*", default=[], help="backends to leave out")
+    p.add_argument("--only", nargs="*", default=None, help="backends to run (all that run here if not given)")
+    p.add_argument("--bxt", nargs="*", default=None, metavar="BxT", help="shapes to run, e.g. 1x4096 16x16384")
     p.add_argument("--summarize", nargs="+", metavar="JSONL", help="only print the table of recorded runs")
     args = p.parse_args(argv)
     if args.summarize:
         print(summarize([json.loads(line) for f in args.summarize for line in open(f) if line.strip()]))
         return
-    shapes = {k: v for k, v in {40: SHAPES_2B9, 64: SHAPES_7B}.items()
+    shapes = {k: [(b, t) for b, t in v if args.bxt is None or f"{b}x{t}" in args.bxt]
+              for k, v in {40: SHAPES_2B9, 64: SHAPES_7B}.items()
               if args.shapes == "all" or (k == 40) == (args.shapes == "2b9")}
-    run(args.ops, shapes, Path(args.out), set(args.skip))
+    run(args.ops, shapes, Path(args.out), set(args.skip), None if args.only is None else set(args.only))
 
 
 if __name__ == "__main__":

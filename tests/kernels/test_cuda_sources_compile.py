@@ -36,7 +36,7 @@ int main() {
   const int codes[] = {0,   1,   2,   3,   10,  12,  13,  20,  21,  22,  23,  30,  31,  32,  33,
                        100, 101, 102, 103, 110, 112, 113, 120, 121, 122, 123, 130, 131, 132, 133,
                        200, 201, 202, 203, 210, 212, 213, 220, 221, 222, 223, 230, 231, 232, 233};
-  const long heads[] = {40, 264, 265, 640, 641};
+  const long heads[] = {40, 264, 265, 640, 641, 1024, 1025};
   const long split[] = {tc::WKV7_SPLIT_MAX_HEADS, tc::WKV6_SPLIT_MAX_HEADS};
   for (long sp : split)
     for (int dtype = 0; dtype < 4; ++dtype)
@@ -54,8 +54,10 @@ int main() {
   for (long h : seg_heads)
     for (int n : seg_chunks) {
       const tc::Segments a = tc::segments<true>(h, n), b = tc::segments<false>(h, n);
-      std::printf("seg %d %ld %d %d %d\n", tc::WsLayout<true>::FLOATS, h, n, a.seg, a.bufs);
-      std::printf("seg %d %ld %d %d %d\n", tc::WsLayout<false>::FLOATS, h, n, b.seg, b.bufs);
+      std::printf("seg %d %ld %d %d %d %d %d\n", tc::WsLayout<true>::FLOATS, h, n, a.seg, a.bufs, a.length(0),
+                  a.length(1));
+      std::printf("seg %d %ld %d %d %d %d %d\n", tc::WsLayout<false>::FLOATS, h, n, b.seg, b.bufs, b.length(0),
+                  b.length(1));
     }
 }
 """
@@ -65,7 +67,7 @@ int main() {
 def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
     """tc::dispatch (chunked_tc.cuh, host code: runs without a GPU) maps every launch code,
     dtype and head count to the kernel it should. By shape: up to the op's head count (B x H
-    264 for WKV7, 640 for WKV6) the two-kernel form (build, then the register state pass) at
+    264 for WKV7, 1024 for WKV6) the two-kernel form (build, then the register state pass) at
     64 state columns a block, above it one kernel with 64 columns and 1 producer group. One
     kernel, block width by shape: 32 columns with 2 groups up to 264 heads, 64 with 1 above;
     fp32 and 16 columns always one group. Two kernels: the width alone (64 unless given).
@@ -78,7 +80,7 @@ def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
     segs = [[int(x) for x in line.split()[1:]] for line in out if line.startswith("seg ")]
     out = [line for line in out if not line.startswith("seg ")]
     got = {tuple(line.split()[:4]): line.split()[4:] for line in out if line}
-    assert {int(k[0]) for k in got} == {264, 640}
+    assert {int(k[0]) for k in got} == {264, 1024}
     for (split, dtype, heads, code), result in got.items():
         split, dtype, heads, code = int(split), int(dtype), int(heads), int(code)
         if dtype == 3:
@@ -96,21 +98,25 @@ def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
             groups = 1
         want = [str(size), str({1: 16, 2: 32, 3: 64}[tile]), str(groups), "0"]
         assert result == want, (split, dtype, heads, code, result)
-    assert len(got) == 2 * 4 * 5 * 45
-    # tc::segments: the two-kernel form's segments (chunks each) and workspace buffers, by head
-    # count (B x H) and op (WKV7's workspace is the larger, 6464 floats a chunk and head)
+    assert len(got) == 2 * 4 * 7 * 45
+    # tc::segments: the two-kernel form's segments (chunks each: the first, the later ones) and
+    # workspace buffers (chunks each, how many), by head count (B x H) and op (WKV7's workspace
+    # is the larger, 6464 floats a chunk and head); WKV6 at 49-64 heads: 128 chunks, then 192
     assert len(segs) == 2 * 10 * 11 and {s[0] for s in segs} == {6464, 2368}
-    for floats, heads, nchunks, seg, bufs in segs:
+    for floats, heads, nchunks, seg, bufs, first, later in segs:
         fit = (256 << 20) // 2 // (floats * 4 * heads)
         if floats == 6464:
             want = 64 if heads <= 48 else 128 if heads <= 96 else 32
         else:
             want = 96 if heads <= 48 else 128
-        want = max(1, min(fit, want))
-        if want >= nchunks:  # one segment, one buffer
-            assert (seg, bufs) == (nchunks, 1), (floats, heads, nchunks, seg, bufs)
+        then = 192 if floats == 2368 and 48 < heads <= 64 else want
+        buf, want = max(1, min(fit, max(want, then))), max(1, min(fit, want))
+        what = (floats, heads, nchunks, seg, bufs, first, later)
+        if buf >= nchunks and want >= nchunks:  # one segment, one buffer
+            assert (seg, bufs) == (nchunks, 1), what
         else:  # two buffers within the budget (or a chunk each), built one segment ahead
-            assert (seg, bufs) == (want, 2), (floats, heads, nchunks, seg, bufs)
+            assert (seg, bufs) == (min(buf, nchunks), 2), what
+            assert (first, later) == (min(want, seg), min(then, seg)), what
             assert bufs * seg * heads * floats * 4 <= (256 << 20) or seg == 1
 
 

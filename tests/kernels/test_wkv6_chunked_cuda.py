@@ -103,6 +103,22 @@ def test_every_producer_group_count_agrees(variant, groups, form, T):
 
 
 @gpu
+def test_later_segments_at_64_heads_give_the_same_bits(monkeypatch):
+    """At 64 heads the two-kernel form takes segments of 128 chunks then 192 (chunked_tc.cuh:
+    later_segments): 6400 tokens (400 chunks) as 128 + 192 + 80 give the bits of even segments
+    of 128 (ARCHBENCH_SEG_CHUNKS), and match the reference."""
+    B, T, H, N = 1, 6400, 64, 64
+    x, u = inputs(B, T, H, N)
+    x = {k: v.to(torch.bfloat16) for k, v in x.items()}
+    y0, s0 = wkv6_cuda_chunked(**x, u=u, state=state0(B, H, N), form=2, pieces=1)
+    monkeypatch.setenv("ARCHBENCH_SEG_CHUNKS", "128")
+    y1, s1 = wkv6_cuda_chunked(**x, u=u, state=state0(B, H, N), form=2, pieces=1)
+    assert torch.equal(y0, y1) and torch.equal(s0, s1)
+    y_ref, s_ref = wkv6_cuda(**{k: v.float() for k, v in x.items()}, u=u, state=state0(B, H, N))  # fp32 sequential
+    assert errors(y0.float(), y_ref)["rms_rel"] < TOL["bf16"] and errors(s0, s_ref)["rms_rel"] < TOL["bf16"]
+
+
+@gpu
 def test_state_carried_over_calls():
     """Calls of odd lengths (one shorter than a chunk, one of a single token) with the state
     carried equal one call, and agree with the sequential kernel."""

@@ -150,6 +150,28 @@ def test_inplace_state_and_graph_capture(T):
 
 
 @gpu
+@pytest.mark.parametrize("op", ["wkv7", "wkv6"])
+@pytest.mark.parametrize("schedule", ["16,64,8", "150", "1"])
+def test_uneven_segments_give_the_same_bits(op, schedule, monkeypatch):
+    """The two-kernel form's segments with lengths from ARCHBENCH_SEG_SCHEDULE (chunked_tc.cuh,
+    for measuring): 3100 tokens (194 chunks) in segments of 16, 64, then 8 (the last repeated),
+    or 150 and 44, or one chunk each, give the bits of the default segments (the state passes
+    carry an fp32 state between them; nothing else depends on where a segment ends)."""
+    from archbench.kernels.wkv6.op import wkv6_cuda_chunked
+    B, T, H, N = 2, 3100, 3, 64
+    x = inputs(B, T, H, N)
+    if op == "wkv6":
+        x = dict(r=x["r"], k=x["k"], v=x["v"], w=x["w"], u=torch.randn(H, N, device="cuda"))
+    x = {k: v.to(torch.bfloat16) if k != "u" else v for k, v in x.items()}
+    run = (lambda s: wkv7_cuda_chunked(**x, state=s, form=2)) if op == "wkv7" else (
+        lambda s: wkv6_cuda_chunked(**x, state=s, form=2, pieces=1))
+    y0, s0 = run(state0(B, H, N))
+    monkeypatch.setenv("ARCHBENCH_SEG_SCHEDULE", schedule)
+    y1, s1 = run(state0(B, H, N))
+    assert torch.equal(y0, y1) and torch.equal(s0, s1)
+
+
+@gpu
 @pytest.mark.parametrize("N", [16, 32, 128])
 def test_other_head_sizes_take_the_sequential_kernel(N):
     x = inputs(1, 40, 2, N)
