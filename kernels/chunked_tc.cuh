@@ -366,7 +366,9 @@ inline Segments segments(long heads, int nchunks) {
   constexpr int floats = WsLayout<LOWRANK>::FLOATS;
   const long fit = (long)(WS_BUDGET / 2 / ((size_t)floats * 4 * (size_t)heads));
   long n = preferred_segment<LOWRANK>(heads);
-  if (const char* e = std::getenv("ARCHBENCH_SEG_CHUNKS")) n = std::atol(e) > 0 ? std::atol(e) : n;
+  const char* fixed = std::getenv("ARCHBENCH_SEG_CHUNKS");
+  const bool fixed_set = fixed && std::atol(fixed) > 0;
+  if (fixed_set) n = std::atol(fixed);
   Segments sg{};
   if (const char* e = std::getenv("ARCHBENCH_SEG_SCHEDULE"); e && *e) {
     long longest = 0;
@@ -381,7 +383,7 @@ inline Segments segments(long heads, int nchunks) {
       p = *end == ',' ? end + 1 : end;
     }
     if (sg.n_sched) n = longest;
-  } else if (const int later = later_segments<LOWRANK>(heads); later && !std::getenv("ARCHBENCH_SEG_CHUNKS")) {
+  } else if (const int later = later_segments<LOWRANK>(heads); later && !fixed_set) {
     sg.sched[0] = (int)std::min<long>(n, fit);
     sg.sched[1] = later;
     sg.n_sched = 2;
