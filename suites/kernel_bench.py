@@ -155,7 +155,19 @@ def backends(op: str) -> dict:
     return out
 
 
+def spin_up(seconds: float = 1.0) -> None:
+    """Keep the GPU busy for a while before the first measurement (matrix products), so that
+    its clocks have left their idle state: a run's first shape measured up to 2x slow without."""
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        for _ in range(20):
+            a @ a
+        torch.cuda.synchronize()
+
+
 def run(ops, shapes_by_h, out_dir: Path, skip: set[str], only: set[str] | None = None) -> list[dict]:
+    spin_up()
     bw = copy_bandwidth()
     env = environment("cuda")
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s on {env.get('gpu')}")

@@ -11,8 +11,10 @@ log decays before token t and D_p their sum over the whole piece:
     S_{p+1} = exp(D_p) * S_p + S0_p             (exp(D_p) scales the key rows of S)
 
 `join_ref` does the join in PyTorch (the reference, also on the CPU); `run_in_pieces(...,
-join="cuda")` sums the log decays per 64-token tile (`tile_offsets`, two reductions) and joins
-in two kernels (cuda/wkv6_pieces.cu: the states folded, then every tile corrected at once).
+join="cuda")` sums the log decays per 64-token tile (`tile_offsets`, two reductions; on a GPU
+on a second stream while the batch runs: 0.2-7% faster on an H200, results/kernels/
+wkv_bench_20261128-132949-h200-offsets-overlap) and joins in two kernels (cuda/wkv6_pieces.cu:
+the states folded, then every tile corrected at once).
 The T - P * Ts tokens left over (fewer than P) run after, from the joined state. Measured
 (H200, 1 x 16384 x 40 heads, bf16, 8 pieces): the batch run 0.74 ms of kernel time, the join
 0.22 ms (its tile kernel 0.17 ms, at 1.7 TB/s), against 1.47 ms without pieces (build and
@@ -21,6 +23,8 @@ state pass, partly overlapped: 1.06 ms wall).
     y, state = run_in_pieces(base, r, k, v, w, u, state, pieces=8)
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -84,6 +88,18 @@ def tile_offsets(w, B: int, P: int, Ts: int):
     return (incl - tsum).contiguous(), incl[:, -1].contiguous()
 
 
+_SIDE: dict = {}
+
+
+def _side_stream(device) -> "torch.cuda.Stream":
+    """One second stream per device, made on first use and kept (a new stream per call would
+    cost a stream creation each time and, under a CUDA graph, a new capture dependency)."""
+    idx = torch.device(device).index if torch.device(device).index is not None else torch.cuda.current_device()
+    if idx not in _SIDE:
+        _SIDE[idx] = torch.cuda.Stream(device=idx)
+    return _SIDE[idx]
+
+
 def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "auto", out=None):
     """base(r, k, v, w, u, state, inplace=True, out=y) runs a batch (a WKV6 op; w [B, T, H, N]
     log decay per token, or [H, N] per head as WKV5's). state [B, H, N, N] fp32 is updated in
@@ -110,6 +126,17 @@ def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "auto"
         return x[:, :L].reshape(B * P, Ts, H, N)
 
     per_head = w.dim() == 2
+    # The CUDA join's tile offsets read only w: on a GPU they are summed on a second stream
+    # while the batch run works (ARCHBENCH_PIECES_OVERLAP=0: after it, on the caller's stream).
+    side = None
+    if join in ("cuda", "cuda2") and not per_head:
+        if r.is_cuda and os.environ.get("ARCHBENCH_PIECES_OVERLAP", "1") != "0":
+            side = _side_stream(r.device)
+            side.wait_stream(torch.cuda.current_stream(r.device))
+            with torch.cuda.stream(side):
+                offsets = tile_offsets(w, B, P, Ts)
+        else:
+            offsets = tile_offsets(w, B, P, Ts)
     s0 = torch.zeros(B, P, H, N, N, dtype=torch.float32, device=r.device)
     s0[:, 0] = state
     s0 = s0.view(B * P, H, N, N)
@@ -122,7 +149,12 @@ def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "auto"
         if per_head:  # the kernel multiplies the decay by the tokens before each tile
             offset, dsum = s0.new_empty(0), (w.float() * Ts).contiguous()
         else:
-            offset, dsum = tile_offsets(w, B, P, Ts)
+            offset, dsum = offsets
+            if side is not None:  # joined back; the caching allocator told where they are used now
+                main = torch.cuda.current_stream(r.device)
+                main.wait_stream(side)
+                offset.record_stream(main)
+                dsum.record_stream(main)
         extension().wkv6_pieces_fix(r, w, y, s0, offset, dsum, torch.empty_like(s0), state, P, Ts,
                                     2 if join == "cuda2" else 1)
     else:
