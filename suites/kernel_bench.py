@@ -295,6 +295,18 @@ def main(argv=None):
     shapes = {k: [(b, t) for b, t in v if args.bxt is None or f"{b}x{t}" in args.bxt]
               for k, v in {40: SHAPES_2B9, 64: SHAPES_7B}.items()
               if args.shapes == "all" or (k == 40) == (args.shapes == "2b9")}
+    known = {f"{b}x{t}" for v in shapes.values() for b, t in v}
+    if args.bxt is not None and set(args.bxt) - known:
+        p.error(f"--bxt {' '.join(sorted(set(args.bxt) - known))}: not a shape of --shapes {args.shapes} "
+                f"(they are {', '.join(f'{b}x{t}' for b, t in SHAPES_2B9)} at H=40, "
+                f"{', '.join(f'{b}x{t}' for b, t in SHAPES_7B)} at H=64)")
+    if args.only is not None:
+        names = {n for op in args.ops for n in backends(op)}
+        if set(args.only) - names:
+            p.error(f"--only {' '.join(sorted(set(args.only) - names))}: no such backend of {' '.join(args.ops)} "
+                    f"here (they are {', '.join(sorted(names))})")
+    if not torch.cuda.is_available():
+        p.error("the kernel benchmark needs a CUDA GPU")
     run(args.ops, shapes, Path(args.out), set(args.skip), None if args.only is None else set(args.only),
         graphs=args.graphs)
 
