@@ -1,4 +1,3 @@
-# Written 2026-11-28 after the device time ran out: not run yet.
 """Where an eager call of our WKV6 prefill spends its time at batch 1 (bf16): the host's time
 to issue a call (50 calls without waiting, then one wait), the eager time per call (CUDA
 events around 50 calls), and the GPU time alone (the calls replayed from a CUDA graph). If
@@ -6,6 +5,8 @@ the host issues a call faster than the GPU runs it, but eager calls still take l
 replays, the difference is spent on the GPU side (between streams or kernels), not in Python.
 
     python scripts/wkv6_host_time.py
+
+Written 2026-11-28 after that session's device time ran out: not run yet.
 """
 import statistics
 import time
