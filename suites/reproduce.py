@@ -62,7 +62,9 @@ def fit_slopes(records: list[dict], tail: int = 3) -> dict[str, dict[str, float 
         mem = (past_piece if len(past_piece) >= 2 else mem)[-tail:]
         ctx, mem_ctx = [r["context"] for r in speed], [r["context"] for r in mem]
         memory = [r.get("peak_allocated_bytes") or r.get("state_nbytes") for r in mem]
-        weights = mem[0].get("weight_nbytes", 0) if mem[0].get("peak_allocated_bytes") else 0
+        # the weights held (records before param_nbytes: weight_nbytes, which then counted them all;
+        # since 2026-11-28 it counts the bytes a decode step reads, without the input embedding)
+        weights = mem[0].get("param_nbytes", mem[0].get("weight_nbytes", 0)) if mem[0].get("peak_allocated_bytes") else 0
         out[model] = {
             "family": rs[0].get("family", model),
             "prefill_time": loglog_slope(ctx, [r.get("prefill_s") for r in speed]),

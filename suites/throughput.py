@@ -93,6 +93,8 @@ def measure(model, batch: int, context: int, decode_tokens: int = 16, repeats: i
         "decode_min_s": decode_t["min_s"], "decode_max_s": decode_t["max_s"],
         "state_nbytes": model.state_nbytes(batch, context),
         "weight_nbytes": weight_nbytes,
+        # every parameter held in memory (the input embedding too): what peak memory holds beyond the state
+        "param_nbytes": sum(p.numel() * p.element_size() for p in model.parameters()),
         # every weight read once per step (the batch shares it): bytes/s the decode achieved
         "decode_weight_bytes_per_s": weight_nbytes * decode_tps / batch,
     }

@@ -19,6 +19,12 @@ def test_sweep_records_every_cell(tmp_path):
     r = records[0]
     assert r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
     assert r["env"]["torch"] == torch.__version__ and "git_sha" in r["env"]
+    # every parameter held, and the bytes a decode step reads: the untied input embedding apart
+    import archbench
+    m = archbench.build(r["model"], device="cpu")
+    emb = m.emb.weight.numel() * m.emb.weight.element_size()
+    assert r["param_nbytes"] == sum(p.numel() * p.element_size() for p in m.parameters())
+    assert r["param_nbytes"] - r["weight_nbytes"] == emb
 
 
 def test_oom_cell_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):

@@ -22,6 +22,19 @@ def test_slopes_recover_known_exponents():
     assert slopes["attn"]["prefill_time"] == pytest.approx(2) and slopes["attn"]["memory"] == pytest.approx(1)
 
 
+def test_memory_beyond_the_weights_takes_every_parameter_held():
+    """The peak holds every parameter (param_nbytes); weight_nbytes, the bytes a decode step
+    reads, leaves an untied input embedding out. A KV cache growing linearly beside a 2 GB
+    embedding keeps its slope of 1 (had weight_nbytes been subtracted, the embedding's 2 GB
+    would flatten it); records from before param_nbytes, whose weight_nbytes counted every
+    parameter, still give 1."""
+    records = synthetic("attn", "transformer", 2, 1, 1)
+    for r in records:
+        r.update(param_nbytes=r["weight_nbytes"] + 2e9, peak_allocated_bytes=r["peak_allocated_bytes"] + 2e9)
+    assert fit_slopes(records)["attn"]["memory"] == pytest.approx(1)
+    assert fit_slopes(synthetic("attn", "transformer", 2, 1, 1))["attn"]["memory"] == pytest.approx(1)
+
+
 def test_report_has_every_article_row_and_says_what_is_missing():
     records = synthetic("rwkv6-3b", "rwkv6", 1, 0, 0, contexts=(512, 2048, 8192))
     records.append(dict(model="pythia-2.8b", family="transformer", context=131072, batch=1, status="OOM"))
