@@ -75,6 +75,28 @@ def fit_slopes(records: list[dict], tail: int = 3) -> dict[str, dict[str, float 
     return out
 
 
+def decode_read_nbytes_of(record: dict) -> int:
+    """Bytes of weights a batch-1 decode step of the record's model reads. Records with
+    param_nbytes (since 2026-11-28) say it in weight_nbytes; before, weight_nbytes counted
+    every parameter, the input embedding table too, so a preset's model is built on the meta
+    device (no memory) and counted as the sweep now counts it; a model that is not a preset
+    keeps its recorded figure."""
+    if "param_nbytes" in record:
+        return record["weight_nbytes"]
+    import torch
+
+    from archbench.harness.errors import UnknownModelError
+    from archbench.harness.interface import decode_read_nbytes
+    from archbench.harness.registry import config_for, make
+    try:
+        family, cfg = config_for(record["model"])
+    except UnknownModelError:
+        return record["weight_nbytes"]
+    with torch.device("meta"):
+        model = make(family, cfg, impl="ref", dtype=record.get("dtype", "bfloat16"), device="meta")
+    return decode_read_nbytes(model)
+
+
 def _fmt(v, digits=2):
     return "-" if v is None or v == "" else (f"{v:,.{digits}f}" if isinstance(v, float) else str(v))
 
@@ -262,9 +284,10 @@ def claims_section(records: list[dict], copy_rate: float | None = None) -> list[
             nums = [v for v in figures.values() if isinstance(v, (int, float))]
             if r is None or not nums:
                 continue
-            floor = copy_rate / r["weight_nbytes"]
+            read = decode_read_nbytes_of(r)
+            floor = copy_rate / read
             above = [v for v in nums if v > floor]
-            bound = (f"reading the {r['weight_nbytes'] / 1e9:.2f} GB of weights once per token bounds batch-1 decode "
+            bound = (f"reading the {read / 1e9:.2f} GB of weights once per token bounds batch-1 decode "
                      f"at {floor:.0f} tok/s on the H100 measured here (copy rate {copy_rate / 1e12:.2f} TB/s), and "
                      "an A100 has less bandwidth")
             if above:
