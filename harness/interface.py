@@ -16,6 +16,7 @@ last position's logits (B, 1, V): a long prompt then never holds (B, T, V) logit
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import ClassVar
 from typing import Any, Protocol, runtime_checkable
@@ -117,3 +118,26 @@ def decode_read_nbytes(model: torch.nn.Module) -> int:
     elsewhere = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Embedding)
                  for p in m._parameters.values() if p is not None}
     return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in tables - elsewhere)
+
+
+def recorded_read_nbytes(record: dict) -> int:
+    """Bytes of weights a decode step of a sweep record's model reads. Records with
+    param_nbytes (since 2026-11-28) say it in weight_nbytes; before, weight_nbytes counted
+    every parameter, the input embedding table too, so a preset's model is built on the meta
+    device (no memory) and counted as the sweep now counts it; a model that is not a preset
+    keeps its recorded figure."""
+    if "param_nbytes" in record:
+        return record["weight_nbytes"]
+    return _preset_read_nbytes(record["model"], record.get("dtype", "bfloat16")) or record["weight_nbytes"]
+
+
+@functools.lru_cache(maxsize=None)
+def _preset_read_nbytes(name: str, dtype: str) -> int | None:
+    from archbench.harness.errors import UnknownModelError
+    from archbench.harness.registry import config_for, make
+    try:
+        family, cfg = config_for(name)
+    except UnknownModelError:
+        return None
+    with torch.device("meta"):
+        return decode_read_nbytes(make(family, cfg, impl="ref", dtype=dtype, device="meta"))

@@ -34,8 +34,13 @@ def throughput_table(records: list[dict]) -> pd.DataFrame:
         "status": df["status"],
     })
     if "decode_weight_bytes_per_s" in df and df["decode_weight_bytes_per_s"].notna().any():
-        out["decode weights TB/s"] = (df["decode_weight_bytes_per_s"] / 1e12).map(
-            lambda v: f"{v:.2f}" if pd.notna(v) else "")
+        # the bytes a step reads, also for records that counted the input embedding in weight_nbytes
+        from archbench.harness.interface import recorded_read_nbytes
+        read = [recorded_read_nbytes({k: v for k, v in r.items() if not (isinstance(v, float) and v != v)})
+                if pd.notna(r.get("decode_weight_bytes_per_s")) else float("nan")
+                for r in df.to_dict("records")]
+        out["decode weights TB/s"] = (pd.Series(read, index=df.index) * df["decode_tokens_per_s"] / df["batch"]
+                                      / 1e12).map(lambda v: f"{v:.2f}" if pd.notna(v) else "")
     if "peer_status" in df and df["peer_status"].notna().any():  # the library's own decode, same cell
         peer = df.get("peer_decode_tokens_per_s", pd.Series(float("nan"), index=df.index))
         out["peer"] = df.get("peer_path", "").fillna("")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from archbench.harness.interface import recorded_read_nbytes
 from archbench.suites.seed_article import ARTICLE_DECODE_TOKENS_PER_S, ARTICLE_HARDWARE, ARTICLE_MEMORY_GB
 
 # Quality table of the article: model -> (params, Pile val ppl, LAMBADA acc %, HellaSwag acc %)
@@ -73,28 +74,6 @@ def fit_slopes(records: list[dict], tail: int = 3) -> dict[str, dict[str, float 
             "memory": loglog_slope(mem_ctx, [m - weights if m else None for m in memory]),
         }
     return out
-
-
-def decode_read_nbytes_of(record: dict) -> int:
-    """Bytes of weights a batch-1 decode step of the record's model reads. Records with
-    param_nbytes (since 2026-11-28) say it in weight_nbytes; before, weight_nbytes counted
-    every parameter, the input embedding table too, so a preset's model is built on the meta
-    device (no memory) and counted as the sweep now counts it; a model that is not a preset
-    keeps its recorded figure."""
-    if "param_nbytes" in record:
-        return record["weight_nbytes"]
-    import torch
-
-    from archbench.harness.errors import UnknownModelError
-    from archbench.harness.interface import decode_read_nbytes
-    from archbench.harness.registry import config_for, make
-    try:
-        family, cfg = config_for(record["model"])
-    except UnknownModelError:
-        return record["weight_nbytes"]
-    with torch.device("meta"):
-        model = make(family, cfg, impl="ref", dtype=record.get("dtype", "bfloat16"), device="meta")
-    return decode_read_nbytes(model)
 
 
 def _fmt(v, digits=2):
@@ -284,7 +263,7 @@ def claims_section(records: list[dict], copy_rate: float | None = None) -> list[
             nums = [v for v in figures.values() if isinstance(v, (int, float))]
             if r is None or not nums:
                 continue
-            read = decode_read_nbytes_of(r)
+            read = recorded_read_nbytes(r)
             floor = copy_rate / read
             above = [v for v in nums if v > floor]
             bound = (f"reading the {read / 1e9:.2f} GB of weights once per token bounds batch-1 decode "

@@ -125,6 +125,20 @@ def test_torn_last_line_is_ignored(tmp_path):
     assert [r["model"] for r in ResultsStore(path).records()] == ["a"]
 
 
+def test_decode_bandwidth_counts_the_bytes_a_step_reads():
+    """The table's decode weights TB/s: bytes a step reads x steps per second. Records from
+    before param_nbytes counted the input embedding in weight_nbytes (RWKV-6 3B: 6.20 GB held,
+    5.86 read), so a preset is counted again; newer records carry the read bytes; a model
+    that is no preset keeps its recorded figure."""
+    cell = dict(dtype="bfloat16", device="cuda", batch=2, context=512, status="ok", decode_tokens_per_s=200.0)
+    records = [dict(cell, model="rwkv6-3b", weight_nbytes=6.2e9, decode_weight_bytes_per_s=6.2e11),
+               dict(cell, model="rwkv7-2b9", context=1024, weight_nbytes=5.0e9, param_nbytes=5.3e9,
+                    decode_weight_bytes_per_s=5e11),
+               dict(cell, model="./mine.pth", weight_nbytes=4.0e9, decode_weight_bytes_per_s=4e11)]
+    col = dict(zip(throughput_table(records)["model"], throughput_table(records)["decode weights TB/s"]))
+    assert col == {"rwkv6-3b": "0.59", "rwkv7-2b9": "0.50", "./mine.pth": "0.40"}
+
+
 def test_report_from_records_only(tmp_path):
     records = [dict(model="m1", dtype="float32", device="cpu", batch=1, context=c, status="ok",
                     prefill_tokens_per_s=1000.0 * c, decode_tokens_per_s=50.0, state_nbytes=1024)

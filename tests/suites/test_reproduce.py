@@ -57,7 +57,7 @@ def test_decode_floor_counts_the_bytes_a_step_reads():
     parameter in weight_nbytes, so a preset's model is counted again without its input
     embedding (RWKV-6 3B: 6.20 GB held, 5.86 read; Mamba ties it to the head: the same);
     newer records say it themselves; a model that is no preset keeps its figure."""
-    from archbench.suites.reproduce import decode_read_nbytes_of
+    from archbench.harness.interface import recorded_read_nbytes as decode_read_nbytes_of
     old = dict(model="rwkv6-3b", dtype="bfloat16", weight_nbytes=6_200_381_440)
     assert decode_read_nbytes_of(old) == pytest.approx(5.865e9, rel=1e-3)
     assert decode_read_nbytes_of(dict(old, model="mamba-2.8b", weight_nbytes=5_536_691_200)) == 5_536_691_200
