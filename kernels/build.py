@@ -108,10 +108,13 @@ def state_for(op: str, state: torch.Tensor, shape: tuple[int, ...], inplace: boo
 def chunked_variant(variant: int, groups: int, form: int = 0) -> int:
     """The chunked kernels' launch code: variant 0 (by shape) or 1 / 2 / 3 (16 / 32 / 64
     state columns per block), groups 0 (by shape) or 1-3 producer groups per block, form 0
-    (by shape), 1 (one kernel: each block builds its chunks) or 2 (two kernels: the chunks
-    built over the whole GPU into a workspace, then the state pass; see chunked_tc.cuh)."""
-    if variant not in (0, 1, 2, 3) or groups not in (0, 1, 2, 3) or form not in (0, 1, 2):
-        raise ValueError(f"chunked kernel: variant must be 0-3, groups 0-3 and form 0-2, got {variant}, {groups}, {form}")
+    (by shape), 1 (one kernel: each block builds its chunks), 2 (two kernels: the chunks
+    built over the whole GPU into a workspace, then the state pass; see chunked_tc.cuh) or 3
+    (WKV7 only, fused: one kernel, the state in registers; 64 columns)."""
+    if variant not in (0, 1, 2, 3) or groups not in (0, 1, 2, 3) or form not in (0, 1, 2, 3):
+        raise ValueError(f"chunked kernel: variant must be 0-3, groups 0-3 and form 0-3, got {variant}, {groups}, {form}")
+    if form == 3 and variant not in (0, 3):
+        raise ValueError(f"chunked kernel: the fused form (3) takes 64 columns (variant 0 or 3), got variant {variant}")
     return variant + 10 * groups + 100 * form
 
 

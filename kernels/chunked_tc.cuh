@@ -222,6 +222,13 @@ __device__ __forceinline__ void cumulative_decay(const F (*w)[N], float (*lam)[N
   }
 }
 
+// Whether an op's state warps keep the state in registers (Op::REG_STATE, the fused form of
+// WKV7) rather than in shared memory.
+template <class O, class = void>
+struct RegState : std::false_type {};
+template <class O>
+struct RegState<O, std::void_t<decltype(O::REG_STATE)>> : std::bool_constant<O::REG_STATE> {};
+
 // The pipeline of one block (see the top of this file). Op holds the block's pointers and
 // does the op-specific work:
 //   Op::Smem       shared memory: chunk[NB] slots (each with v[C][LDV], the chunk's v),
@@ -231,6 +238,9 @@ __device__ __forceinline__ void cumulative_decay(const F (*w)[N], float (*lam)[N
 //   op.build(scratch, chunk, grp)   the chunk's operands from its staged inputs
 //   op.consume(sm, chunk, c, warp, lane)  chunk c through the state (state warps); it may
 //                  use state_sync() inside; the state is complete after a state_sync
+// or, where Op::REG_STATE is true (no s in Smem; VT = 16 SW), the state warps' own strips:
+//   op.state_in(s, st, warp, lane), op.step(s, chunk, c, warp, lane), op.state_out(...)
+//                  with float s[N / 8][4] in registers and no barrier between state warps
 // st points at this block's head state ([N, N] fp32, row stride N), col0 its first column.
 template <class Op, int N, int VT, int G>
 __device__ __forceinline__ void run_pipeline(const Op& op, typename Op::Smem& sm, float* st, int col0, int nchunks) {
@@ -260,21 +270,34 @@ __device__ __forceinline__ void run_pipeline(const Op& op, typename Op::Smem& sm
   }
 
   // ---------------- state warps ----------------
-  for (int e = tid; e < N * VT / 4; e += 32 * SW) {  // the state tile in: rows 0..N-1, columns col0..
-    const int row = e / (VT / 4), c4 = (e % (VT / 4)) * 4;
-    *reinterpret_cast<float4*>(&sm.s[row][c4]) = *reinterpret_cast<const float4*>(st + (size_t)row * N + col0 + c4);
-  }
-  state_sync();
-  for (int c = 0; c < nchunks; ++c) {
-    const int s = c % P::NB;
-    bar_sync(P::FULL0 + s, P::PAIR);
-    op.consume(sm, sm.chunk[s], c, warp, lane);
-    if (c + P::NB < nchunks) bar_arrive(P::EMPTY0 + s, P::PAIR);
+  if constexpr (RegState<Op>::value) {  // the state in registers, each warp its own strip
+    static_assert(VT == 16 * SW, "a register-state block holds every column, 16 a warp");
+    float s[N / 8][4];
+    op.state_in(s, st, warp, lane);
+    for (int c = 0; c < nchunks; ++c) {
+      const int slot = c % P::NB;
+      bar_sync(P::FULL0 + slot, P::PAIR);
+      op.step(s, sm.chunk[slot], c, warp, lane);
+      if (c + P::NB < nchunks) bar_arrive(P::EMPTY0 + slot, P::PAIR);
+    }
+    op.state_out(s, st, warp, lane);
+  } else {
+    for (int e = tid; e < N * VT / 4; e += 32 * SW) {  // the state tile in: rows 0..N-1, columns col0..
+      const int row = e / (VT / 4), c4 = (e % (VT / 4)) * 4;
+      *reinterpret_cast<float4*>(&sm.s[row][c4]) = *reinterpret_cast<const float4*>(st + (size_t)row * N + col0 + c4);
+    }
     state_sync();
-  }
-  for (int e = tid; e < N * VT / 4; e += 32 * SW) {  // the state tile out
-    const int row = e / (VT / 4), c4 = (e % (VT / 4)) * 4;
-    *reinterpret_cast<float4*>(st + (size_t)row * N + col0 + c4) = *reinterpret_cast<const float4*>(&sm.s[row][c4]);
+    for (int c = 0; c < nchunks; ++c) {
+      const int s = c % P::NB;
+      bar_sync(P::FULL0 + s, P::PAIR);
+      op.consume(sm, sm.chunk[s], c, warp, lane);
+      if (c + P::NB < nchunks) bar_arrive(P::EMPTY0 + s, P::PAIR);
+      state_sync();
+    }
+    for (int e = tid; e < N * VT / 4; e += 32 * SW) {  // the state tile out
+      const int row = e / (VT / 4), c4 = (e % (VT / 4)) * 4;
+      *reinterpret_cast<float4*>(st + (size_t)row * N + col0 + c4) = *reinterpret_cast<const float4*>(&sm.s[row][c4]);
+    }
   }
 }
 
@@ -442,10 +465,12 @@ using Int = std::integral_constant<int, V>;
 // The launch code of the chunked kernels, variant = tile + 10 * groups + 100 * form (tile 0 =
 // by shape, 1, 2, 3 = 16, 32, 64 state columns per block; groups 0 = by shape, 1-3 producer
 // groups; form 0 = by shape, 1 = one kernel, 2 = two kernels: the build kernel and
-// wkv_state_kernel), resolved and passed on as go(Type<F>{}, Int<VT>{}, Int<G>{},
-// Int<TWO>{}) for one of the combinations built; cudaErrorInvalidValue for an unknown dtype
-// or combination. One kernel: fp32 inputs and 16 columns always take one group (shared
-// memory). Two kernels: no producer groups (G = 1 passed, the code's groups ignored).
+// wkv_state_kernel, 3 = fused: one kernel with the state in registers, ops with FUSED only),
+// resolved and passed on as go(Type<F>{}, Int<VT>{}, Int<G>{}, Int<FORM>{}) for one of the
+// combinations built; cudaErrorInvalidValue for an unknown dtype or combination. One kernel:
+// fp32 inputs and 16 columns always take one group (shared memory). Two kernels: no producer
+// groups (G = 1 passed, the code's groups ignored). Fused: 64 columns, 1-3 groups (3 by
+// default; fp32: 1).
 //
 // The choice by shape, one kernel, measured on an H100 (bf16, H = 40, results/kernels/
 // wkv_bench_20261128-021524.jsonl), Mtok/s, WKV7 / WKV6:
@@ -466,29 +491,57 @@ using Int = std::integral_constant<int, V>;
 // 64 columns against one: WKV6 16 x 16384 x 64 heads (1024) 17.39 against 13.43, 8 x 4096 x
 // 64 (512) 17.51 against 13.30; WKV7 8 x 4096 x 40 (320) 9.50 against 10.01, 16 x 16384 x 40
 // (640) 9.32 against 12.59, 8 x 4096 x 64 (512) 5.91 against 8.10. Above 1024 heads: not measured.
-constexpr long WKV7_SPLIT_MAX_HEADS = 264, WKV6_SPLIT_MAX_HEADS = 1024;
-constexpr int SPLIT_TILE = 3;
+// The fused form (WKV7; results/kernels/wkv_bench_20261128-145038-h200-fused.jsonl, H200,
+// bf16), Mtok/s, fused with 1 / 2 / 3 groups against two kernels and one kernel (64, 1):
+//   B x H = 40:   4.1 / 6.2-6.4 / 7.4-7.5 against 8.19-9.37 and 3.1;
+//   B x H = 64:   4.1 / 6.2-6.4 / 7.4-7.5 against 5.53-5.63 and 3.1;
+//   B x H = 320:  14.35 / 16.85 / 20.20 against 9.50 and 10.00; 640: 17.16 / 20.77 / 24.48
+//                 against 9.35 and 12.65; 512: 12.88 / 12.80 / 15.15 against 5.94 and 8.15;
+//                 1024: 12.98 / 13.03 / 15.34 against 7.04 and 8.23.
+// So WKV7 takes two kernels up to 48 heads (40 measured; 48 is where its segments lengthen),
+// the fused form with 3 groups above (fp32: 1 group); its one-kernel form is no longer
+// chosen by shape.
+constexpr long WKV7_SPLIT_MAX_HEADS = 48, WKV6_SPLIT_MAX_HEADS = 1024;
+constexpr int SPLIT_TILE = 3, FUSED_GROUPS = 3;
 
-inline int split_form(long heads, int variant, long split_max_heads) {
+// The form by shape (variant / 100 if given): two kernels up to split_max_heads heads, above
+// them the fused form for ops that have it, else one kernel.
+inline int split_form(long heads, int variant, long split_max_heads, bool fused = false) {
   const int form = variant / 100;
-  return form ? form : heads <= split_max_heads ? 2 : 1;
+  return form ? form : heads <= split_max_heads ? 2 : fused ? 3 : 1;
 }
 
-template <typename Go>
+template <bool FUSED = false, typename Go>
 cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, Go&& go) {
   int tile = variant % 10, groups = variant / 10 % 10;
-  const int form = split_form(heads, variant, split_max_heads);
+  const int form = split_form(heads, variant, split_max_heads, FUSED);
   if (form == 2) {  // the state pass's width: 16, 32 or 64 columns (1, 2, 4 warps) a block
     if (tile == 0) tile = SPLIT_TILE;
     ARCHBENCH_DISPATCH_DTYPE(dtype, {
       switch (tile) {
-        case 1: return go(Type<F>{}, Int<16>{}, Int<1>{}, Int<1>{});
-        case 2: return go(Type<F>{}, Int<32>{}, Int<1>{}, Int<1>{});
-        case 3: return go(Type<F>{}, Int<64>{}, Int<1>{}, Int<1>{});
+        case 1: return go(Type<F>{}, Int<16>{}, Int<1>{}, Int<2>{});
+        case 2: return go(Type<F>{}, Int<32>{}, Int<1>{}, Int<2>{});
+        case 3: return go(Type<F>{}, Int<64>{}, Int<1>{}, Int<2>{});
         default: return cudaErrorInvalidValue;
       }
     })
     return cudaSuccess;
+  }
+  if constexpr (FUSED) {
+    if (form == 3) {
+      if (tile != 0 && tile != 3) return cudaErrorInvalidValue;
+      if (groups == 0) groups = FUSED_GROUPS;
+      if (dtype == kF32) groups = 1;
+      ARCHBENCH_DISPATCH_DTYPE(dtype, {
+        if (groups == 1) return go(Type<F>{}, Int<64>{}, Int<1>{}, Int<3>{});
+        if constexpr (sizeof(F) == 2) {
+          if (groups == 2) return go(Type<F>{}, Int<64>{}, Int<2>{}, Int<3>{});
+          if (groups == 3) return go(Type<F>{}, Int<64>{}, Int<3>{}, Int<3>{});
+        }
+        return cudaErrorInvalidValue;
+      })
+      return cudaSuccess;
+    }
   }
   if (form != 1) return cudaErrorInvalidValue;
   if (tile == 0) tile = heads <= 264 ? 2 : 3;
@@ -496,17 +549,17 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
   if (dtype == kF32 || tile == 1) groups = 1;
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
     switch (tile * 10 + groups) {
-      case 11: return go(Type<F>{}, Int<16>{}, Int<1>{}, Int<0>{});
-      case 21: return go(Type<F>{}, Int<32>{}, Int<1>{}, Int<0>{});
-      case 31: return go(Type<F>{}, Int<64>{}, Int<1>{}, Int<0>{});
+      case 11: return go(Type<F>{}, Int<16>{}, Int<1>{}, Int<1>{});
+      case 21: return go(Type<F>{}, Int<32>{}, Int<1>{}, Int<1>{});
+      case 31: return go(Type<F>{}, Int<64>{}, Int<1>{}, Int<1>{});
       default: break;
     }
     if constexpr (sizeof(F) == 2) {
       switch (tile * 10 + groups) {
-        case 22: return go(Type<F>{}, Int<32>{}, Int<2>{}, Int<0>{});
-        case 23: return go(Type<F>{}, Int<32>{}, Int<3>{}, Int<0>{});
-        case 32: return go(Type<F>{}, Int<64>{}, Int<2>{}, Int<0>{});
-        case 33: return go(Type<F>{}, Int<64>{}, Int<3>{}, Int<0>{});
+        case 22: return go(Type<F>{}, Int<32>{}, Int<2>{}, Int<1>{});
+        case 23: return go(Type<F>{}, Int<32>{}, Int<3>{}, Int<1>{});
+        case 32: return go(Type<F>{}, Int<64>{}, Int<2>{}, Int<1>{});
+        case 33: return go(Type<F>{}, Int<64>{}, Int<3>{}, Int<1>{});
         default: break;
       }
     }
@@ -521,9 +574,13 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
 // With several segments the builds run on a second stream, one segment ahead of the state
 // passes, which stay on `stream` at the greatest priority (their blocks are placed first
 // when both wait); events order the two streams, so a CUDA graph captures the same order.
-template <typename F, int PASSES, bool LOWRANK, int VT, class Build>
+// first (optional, WKV7): first(n, stream) runs the first segment's n chunks whole (the fused
+// form: builds and state pass in one kernel, on few SMs at few heads), so that no build is
+// waited for at the start: segment 1 is built beside it.
+template <typename F, int PASSES, bool LOWRANK, int VT, class Build, class First = std::nullptr_t>
 cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F* y, void* ws, size_t ws_bytes,
-                               cudaStream_t stream, Build&& build) {
+                               cudaStream_t stream, Build&& build, First&& first = nullptr) {
+  constexpr bool HAS_FIRST = !std::is_same_v<std::decay_t<First>, std::nullptr_t>;
   constexpr int FLOATS = WsLayout<LOWRANK>::FLOATS, W = VT / 16;
   const int nchunks = (T + C - 1) / C;
   const Segments sg = segments<LOWRANK>((long)B * H, nchunks);
@@ -561,6 +618,13 @@ cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F*
     n = std::min(nchunks - c0, sg.length(s));
     const int b = s % 2;
     float* buf = wsp + b * buf_floats;
+    if constexpr (HAS_FIRST) {
+      if (s == 0) {  // buffer 0 is free after it (recorded so that the order is the same)
+        if ((err = first(n, stream)) != cudaSuccess) return err;
+        if ((err = cudaEventRecord(side->used[b], stream)) != cudaSuccess) return err;
+        continue;
+      }
+    }
     if (s >= 2 && (err = cudaStreamWaitEvent(side->stream, side->used[b], 0)) != cudaSuccess) return err;
     if ((err = build(c0, n, buf, B * H * ((n + CPB - 1) / CPB), side->stream)) != cudaSuccess) return err;
     if ((err = cudaEventRecord(side->built[b], side->stream)) != cudaSuccess) return err;

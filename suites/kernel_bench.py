@@ -170,6 +170,10 @@ def backends(op: str) -> dict:
             for variant, cols in ((1, 16), (2, 32), (3, 64)):
                 out[f"cuda-chunked-2k-vt{cols}"] = (
                     lambda x, s, v=variant: chunked_cuda(**x, state=s, variant=v, form=2))
+            if op == "wkv7":  # the fused form: one kernel, the state in registers (1-3 groups)
+                for groups in (1, 2, 3):
+                    out[f"cuda-fused-g{groups}"] = (
+                        lambda x, s, g=groups: chunked_cuda(**x, state=s, groups=g, form=3))
             if op == "wkv6":  # the prompt cut into P pieces run as a batch, joined after (wkv6/pieces.py)
                 for P in (1, 2, 4, 5, 8, 16, 32):
                     out[f"cuda-pieces-{P}"] = lambda x, s, P=P: chunked_cuda(**x, state=s, pieces=P)

@@ -51,6 +51,8 @@ def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: i
     (kernels/wkv6/pieces.py; join: its joining kernel, see `run_in_pieces`).
     w may also be one decay per head [H, N] (WKV5's), read once per
     head by the kernel. Head sizes other than 64 take the sequential kernel."""
+    if form == 3:
+        raise ValueError("wkv6_cuda_chunked: the fused form (3) is WKV7's only; forms 0-2 here")
     code = chunked_variant(variant, groups, form)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
         if w.dim() == 2:

@@ -40,12 +40,16 @@ def wkv7_cuda_chunked(r, w, k, v, a, b, state, *, inplace: bool = False, variant
     """The chunked tensor-core kernel, same arguments as `wkv7_cuda`. variant: 0 = by shape,
     1 / 2 / 3 = 16 / 32 / 64 state columns per thread block; groups: 0 = by shape, 1-3
     producer groups building chunks ahead (fp32 inputs and 16 columns always take 1); form:
-    0 = by shape, 1 = one kernel (each block builds its chunks), 2 = two kernels (the chunks
-    built over the whole GPU into a workspace, 25.9 KB per chunk of 16 tokens and head, then
-    the state pass with the state in registers, `variant` its columns per block, `groups`
+    0 = by shape (two kernels up to 48 heads, B x H; fused above), 1 = one kernel (each
+    block builds its chunks, the state in shared memory), 2 = two kernels (the chunks built
+    over the whole GPU into a workspace, 25.9 KB per chunk of 16 tokens and head, then the
+    state pass with the state in registers, `variant` its columns per block, `groups`
     ignored; longer inputs run in segments of 32-128 chunks, each segment's build on a second
     stream beside the previous segment's state pass, through two workspace buffers of at most
-    128 MB each). Head sizes other than 64 take the sequential kernel."""
+    128 MB each; the first segment runs whole in the fused kernel meanwhile, unless
+    ARCHBENCH_FUSED_FIRST=0), 3 = fused (one kernel, each block a head, the state in
+    registers of its 4 state warps, 64 columns, 1-3 groups, 3 by default). Head sizes other
+    than 64 take the sequential kernel."""
     code = chunked_variant(variant, groups, form)
     if r.shape[-1] not in CHUNKED_HEAD_SIZES:
         return wkv7_cuda(r, w, k, v, a, b, state, inplace=inplace, out=out, chunked=False)

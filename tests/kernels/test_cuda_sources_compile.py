@@ -36,7 +36,7 @@ int main() {
   const int codes[] = {0,   1,   2,   3,   10,  12,  13,  20,  21,  22,  23,  30,  31,  32,  33,
                        100, 101, 102, 103, 110, 112, 113, 120, 121, 122, 123, 130, 131, 132, 133,
                        200, 201, 202, 203, 210, 212, 213, 220, 221, 222, 223, 230, 231, 232, 233};
-  const long heads[] = {40, 264, 265, 640, 641, 1024, 1025};
+  const long heads[] = {40, 48, 49, 264, 265, 640, 641, 1024, 1025};
   const long split[] = {tc::WKV7_SPLIT_MAX_HEADS, tc::WKV6_SPLIT_MAX_HEADS};
   for (long sp : split)
     for (int dtype = 0; dtype < 4; ++dtype)
@@ -49,6 +49,16 @@ int main() {
           });
           if (e != cudaSuccess) std::printf("%ld %d %ld %d invalid\n", sp, dtype, h, code);
         }
+  const int fused[] = {300, 303, 310, 313, 320, 323, 330, 301, 302, 0, 100};
+  for (int dtype = 0; dtype < 4; ++dtype)
+    for (int code : fused) {
+      cudaError_t e = tc::dispatch<true>(dtype, 640, code, tc::WKV7_SPLIT_MAX_HEADS, [&](auto f, auto vt, auto g, auto form) {
+        std::printf("fused %d %d %d %d %d %d\n", dtype, code, (int)sizeof(typename decltype(f)::type),
+                    decltype(vt)::value, decltype(g)::value, decltype(form)::value);
+        return cudaSuccess;
+      });
+      if (e != cudaSuccess) std::printf("fused %d %d invalid\n", dtype, code);
+    }
   const long seg_heads[] = {1, 40, 48, 49, 64, 96, 97, 264, 640, 100000};
   const int seg_chunks[] = {1, 4, 32, 33, 63, 64, 65, 257, 1250, 4096, 65536};
   for (long h : seg_heads)
@@ -67,20 +77,34 @@ int main() {
 def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
     """tc::dispatch (chunked_tc.cuh, host code: runs without a GPU) maps every launch code,
     dtype and head count to the kernel it should. By shape: up to the op's head count (B x H
-    264 for WKV7, 1024 for WKV6) the two-kernel form (build, then the register state pass) at
-    64 state columns a block, above it one kernel with 64 columns and 1 producer group. One
+    48 for WKV7, 1024 for WKV6) the two-kernel form (build, then the register state pass) at
+    64 state columns a block, above it one kernel with 64 columns and 1 producer group (WKV7:
+    the fused form, 3 groups, fp32 1). One
     kernel, block width by shape: 32 columns with 2 groups up to 264 heads, 64 with 1 above;
     fp32 and 16 columns always one group. Two kernels: the width alone (64 unless given).
-    An unknown dtype is an error."""
+    The fused form (3, WKV7's dispatch<true> only): 64 columns, 1-3 groups (fp32 1); other
+    widths refused. An unknown dtype is an error. The fourth field is
+    the form (1, 2, 3)."""
     src, exe = tmp_path / "dispatch.cu", tmp_path / "dispatch"
     src.write_text(DISPATCH_PROGRAM)
     root = Path(SOURCES[0]).parent
     subprocess.run(["nvcc", "-std=c++17", f"-I{root}", str(src), "-o", str(exe)], check=True, timeout=600)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split("\n")
     segs = [[int(x) for x in line.split()[1:]] for line in out if line.startswith("seg ")]
-    out = [line for line in out if not line.startswith("seg ")]
+    fused = {tuple(int(x) for x in line.split()[1:3]): line.split()[3:] for line in out if line.startswith("fused ")}
+    out = [line for line in out if not line.startswith(("seg ", "fused "))]
+    for (dtype, code), result in fused.items():
+        size = {0: 4, 1: 2, 2: 2}.get(dtype)
+        if code == 100:  # one kernel asked for: not the fused form
+            want = ["invalid"] if dtype == 3 else [str(size), "64", "1", "1"]
+        elif dtype == 3 or code % 10 in (1, 2):
+            want = ["invalid"]
+        else:  # 640 heads by shape (code 0) or asked for: fused, 3 groups unless given (fp32: 1)
+            want = [str(size), "64", str(code // 10 % 10 or 3) if dtype != 0 else "1", "3"]
+        assert result == want, (dtype, code, result)
+    assert len(fused) == 4 * 11
     got = {tuple(line.split()[:4]): line.split()[4:] for line in out if line}
-    assert {int(k[0]) for k in got} == {264, 1024}
+    assert {int(k[0]) for k in got} == {48, 1024}
     for (split, dtype, heads, code), result in got.items():
         split, dtype, heads, code = int(split), int(dtype), int(heads), int(code)
         if dtype == 3:
@@ -90,15 +114,15 @@ def test_chunked_launch_codes_pick_the_measured_defaults(tmp_path):
         size = {0: 4, 1: 2, 2: 2}[dtype]
         if form == 2:  # the state pass's width only (producer groups do not apply)
             tile = code % 10 or 3
-            assert result == [str(size), str({1: 16, 2: 32, 3: 64}[tile]), "1", "1"], (split, dtype, heads, code, result)
+            assert result == [str(size), str({1: 16, 2: 32, 3: 64}[tile]), "1", "2"], (split, dtype, heads, code, result)
             continue
         tile = code % 10 or (2 if heads <= 264 else 3)
         groups = code // 10 % 10 or (2 if tile == 2 else 1)
         if dtype == 0 or tile == 1:
             groups = 1
-        want = [str(size), str({1: 16, 2: 32, 3: 64}[tile]), str(groups), "0"]
+        want = [str(size), str({1: 16, 2: 32, 3: 64}[tile]), str(groups), "1"]
         assert result == want, (split, dtype, heads, code, result)
-    assert len(got) == 2 * 4 * 7 * 45
+    assert len(got) == 2 * 4 * 9 * 45
     # tc::segments: the two-kernel form's segments (chunks each: the first, the later ones) and
     # workspace buffers (chunks each, how many), by head count (B x H) and op (WKV7's workspace
     # is the larger, 6464 floats a chunk and head); WKV6 at 49-64 heads: 128 chunks, then 192

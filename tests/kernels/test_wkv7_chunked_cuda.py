@@ -21,7 +21,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOL = {"fp32": 1e-4, "bf16": 6e-3, "fp16": 1.5e-3}  # as tests/kernels/test_wkv_cuda.py
 SHAPES = [(1, 1, 2), (1, 15, 3), (2, 16, 2), (3, 17, 2), (1, 100, 3), (16, 33, 2), (2, 1000, 2), (1, 4097, 2)]  # B, T, H
 DECAYS = ["rwkv", "none", "strong", "mixed"]
-FORMS = [1, 2]  # one kernel; two (build into a workspace, then the state pass)
+FORMS = [1, 2, 3]  # one kernel; two (build into a workspace, then the state pass); fused (registers)
 
 
 def inputs(B, T, H, N, decay="rwkv", seed=0):
@@ -68,11 +68,11 @@ def test_chunked_matches_reference(B, T, H, decay, dtype, form):
 
 
 @gpu
-@pytest.mark.parametrize("form", [0, 1, 2])
-@pytest.mark.parametrize("variant", [0, 1, 2, 3])
+@pytest.mark.parametrize("form,variant", [(f, v) for f in (0, 1, 2) for v in (0, 1, 2, 3)] + [(3, 0), (3, 3)])
 @pytest.mark.parametrize("decay", ["rwkv", "strong"])
 def test_every_block_width_agrees(variant, decay, form):
-    """16, 32 and 64 state columns per block (and the shape's choice) give the reference."""
+    """16, 32 and 64 state columns per block (and the shape's choice) give the reference; the
+    fused form takes 64."""
     B, T, H, N = 2, 77, 3, 64
     x = inputs(B, T, H, N, decay)
     s = state0(B, H, N)
@@ -83,7 +83,7 @@ def test_every_block_width_agrees(variant, decay, form):
 
 @gpu
 @pytest.mark.parametrize("variant,groups,form", [(2, 1, 1), (2, 2, 1), (2, 3, 1), (3, 1, 1), (3, 2, 1), (3, 3, 1), (1, 3, 1),
-                                                 (0, 0, 0), (1, 0, 2), (2, 0, 2), (3, 0, 2)])
+                                                 (0, 0, 0), (1, 0, 2), (2, 0, 2), (3, 0, 2), (0, 0, 3), (3, 1, 3), (3, 2, 3), (0, 3, 3)])
 @pytest.mark.parametrize("T", [1, 17, 40, 64, 65, 300])
 def test_every_producer_group_count_agrees(variant, groups, form, T):
     """1-3 producer groups filling the ring of chunk slots, at lengths below, at and past
@@ -165,10 +165,32 @@ def test_uneven_segments_give_the_same_bits(op, schedule, monkeypatch):
     x = {k: v.to(torch.bfloat16) if k != "u" else v for k, v in x.items()}
     run = (lambda s: wkv7_cuda_chunked(**x, state=s, form=2)) if op == "wkv7" else (
         lambda s: wkv6_cuda_chunked(**x, state=s, form=2, pieces=1))
+    monkeypatch.setenv("ARCHBENCH_FUSED_FIRST", "0")  # WKV7's first segment built like the rest
     y0, s0 = run(state0(B, H, N))
     monkeypatch.setenv("ARCHBENCH_SEG_SCHEDULE", schedule)
     y1, s1 = run(state0(B, H, N))
     assert torch.equal(y0, y1) and torch.equal(s0, s1)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("schedule", ["", "16,64", "1,64", "150"])
+def test_first_segment_by_the_fused_kernel(dtype, schedule, monkeypatch):
+    """The two-kernel form runs its first segment with the fused kernel (tokens up to the
+    segment's end, the state left for the state pass of segment 1) while segment 1 is built
+    beside it: at first-segment lengths of 64 (default), 16, 1 and 150 chunks it gives the
+    reference, and the same as the first segment built like the rest within the dtype's
+    tolerance (the fused kernel does U's products itself, so not the same bits)."""
+    B, T, H, N = 2, 3100, 3, 64
+    x = {n: t.to(DTYPES[dtype]) for n, t in inputs(B, T, H, N, "mixed", seed=5).items()}
+    s = state0(B, H, N)
+    y_ref, s_ref = wkv7_ref(**{n: t.float() for n, t in x.items()}, state=s)
+    monkeypatch.setenv("ARCHBENCH_SEG_SCHEDULE", schedule)
+    y, s1 = wkv7_cuda_chunked(**x, state=s, form=2)
+    monkeypatch.setenv("ARCHBENCH_FUSED_FIRST", "0")
+    y0, s0 = wkv7_cuda_chunked(**x, state=s, form=2)
+    for got, ref in ((y.float(), y_ref), (s1, s_ref), (y.float(), y0.float()), (s1, s0)):
+        assert errors(got, ref)["rms_rel"] < TOL[dtype], errors(got, ref)
 
 
 @gpu
@@ -189,6 +211,20 @@ def test_dispatch_through_wkv7_cuda(monkeypatch):
     y_ref, s_ref = wkv7_ref(**x, state=s)
     y, s1 = wkv7_cuda(**x, state=s)
     assert errors(y, y_ref)["rms_rel"] < 1e-4 and errors(s1, s_ref)["rms_rel"] < 1e-4
+
+
+def test_fused_form_refuses_what_it_does_not_build():
+    """The fused form (3) is 64 columns, WKV7 only: anything else is a clear error before a
+    launch (no GPU needed)."""
+    from archbench.kernels.build import chunked_variant
+    from archbench.kernels.wkv6.op import wkv6_cuda_chunked
+    assert chunked_variant(0, 0, 3) == 300 and chunked_variant(3, 2, 3) == 323
+    for variant, groups in ((1, 0), (2, 1), (1, 3)):
+        with pytest.raises(ValueError, match="fused form"):
+            chunked_variant(variant, groups, 3)
+    x = torch.zeros(1, 4, 1, 64)
+    with pytest.raises(ValueError, match="fused form"):
+        wkv6_cuda_chunked(x, x, x, x, torch.zeros(1, 64), None, form=3)
 
 
 def test_dispatch_rule():

@@ -300,9 +300,9 @@ cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int vari
                                  void* y, void* ws, size_t ws_bytes, cudaStream_t stream) {
   if (T == 0 || B == 0 || H == 0) return cudaSuccess;
   if (N != 64) return cudaErrorInvalidValue;
-  return tc::dispatch(dtype, (long)B * H, variant, tc::WKV6_SPLIT_MAX_HEADS, [&](auto f, auto vt, auto g, auto two) {
+  return tc::dispatch(dtype, (long)B * H, variant, tc::WKV6_SPLIT_MAX_HEADS, [&](auto f, auto vt, auto g, auto form) {
     using F = typename decltype(f)::type;
-    return wkv6c::launch<F, 64, decltype(vt)::value, decltype(g)::value, decltype(two)::value == 1>(
+    return wkv6c::launch<F, 64, decltype(vt)::value, decltype(g)::value, decltype(form)::value == 2>(
         B, T, H, r, k, v, w, w_per_head, u, state, y, ws, ws_bytes, stream);
   });
 }

@@ -22,10 +22,12 @@
 //    causal masks and the triangular solve (forward substitution, fp32).
 //  * 4 state warps carry S (fp32, in shared memory) through the chunks in order: the three
 //    products above on tensor cores, y written out.
-// Everything of a chunk stays in shared memory. That is the one-kernel form, for many heads.
-// For few heads (chunked_tc.cuh, the two-kernel form) the same build runs over all chunks
-// at once in wkv7_build_kernel, finish() folds U's products into the operands, and they go
-// through a 25.9 KB-per-chunk-and-head workspace to the register state pass of state_tc.cuh.
+// Everything of a chunk stays in shared memory. That is the one-kernel form (no longer
+// chosen by shape). For few heads (chunked_tc.cuh, the two-kernel form) the same build runs
+// over all chunks at once in wkv7_build_kernel, finish() folds U's products into the
+// operands, and they go through a 25.9 KB-per-chunk-and-head workspace to the register state
+// pass of state_tc.cuh. The fused form (FusedOp below, for many heads, and the two-kernel
+// form's first segment) keeps the pipeline but the state in the state warps' registers.
 //
 // The C x C matrices are products of factorised operands, x_t e^{Λ_t - c} and y_j e^{c - Λ_j},
 // with a per-column reference c = Λ_C / 2, so that every factor is within e^{±|Λ_C|/2}. A
@@ -100,9 +102,28 @@ struct Op {
   Loader<F, N, VT, 5> ld;  // r, w, k, a, b; v
   YWriter<F> out;
 
+  // Where a build's results go: into the chunk itself, natural layout (the one- and
+  // two-kernel forms; the fused form's TiledOut below writes them as tiles).
+  struct NaturalOut {
+    Chunk& ch;
+    __device__ void r(int t, int i, float x) const { ch.rm[t][i] = x; }
+    __device__ void bh(int t, int i, float x) const { ch.bh[t][i] = x; }
+    __device__ void kh(int t, int i, float x) const { ch.kh[t][i] = x; }
+    __device__ void d(int i, float x) const { ch.d[i] = x; }
+    __device__ void mrb(int t, int j, float x) const { ch.mrb[t][j] = x; }
+    __device__ void mrk(int t, int j, float x) const { ch.rm[t][N + j] = x; }
+    __device__ void aw(int t, int p, float x) const { ch.aw[t][p] = x; }  // [A' | W], p < N + C
+  };
+
   // Producer group: the state-independent operands of one chunk (inputs staged in scr.raw)
   // into ch.
-  __device__ __forceinline__ void build(Scratch& scr, Chunk& ch, const Group& grp) const {
+  __device__ __forceinline__ static void build(Scratch& scr, Chunk& ch, const Group& grp) {
+    build_into(scr, ch, grp, NaturalOut{ch});
+  }
+  // The same, its results through `out`; ch (aw, mrb, rm's columns N..) is the working area:
+  // Ã and L_ak (the solve's right-hand sides) and the C x C products before their masks.
+  template <class Work, class Out>
+  __device__ __forceinline__ static void build_into(Scratch& scr, Work& ch, const Group& grp, const Out& out) {
     const int ptid = grp.ptid;
     const F(*r)[N] = scr.raw[0];
     const F(*w)[N] = scr.raw[1];
@@ -126,10 +147,10 @@ struct Op {
       const float el = __expf(l), elp = __expf(lp), eb = __expf(lc - l);
       const float ac = to_f(a[t][i]), rc = to_f(r[t][i]), bc = to_f(b[t][i]), kc = to_f(k[t][i]);
       ch.aw[t][i] = ac * elp;  // Ã
-      ch.rm[t][i] = rc * el;   // R̃
-      ch.bh[t][i] = bc * eb;   // B̂
-      ch.kh[t][i] = kc * eb;   // K̂
-      if (t == 0) ch.d[i] = __expf(lc);
+      out.r(t, i, rc * el);    // R̃
+      out.bh(t, i, bc * eb);   // B̂
+      out.kh(t, i, kc * eb);   // K̂
+      if (t == 0) out.d(i, __expf(lc));
       const float emc = __expf(-0.5f * lc), ecl = __expf(0.5f * lc - l);  // e^{-c} <= e^{32}, e^{c - Λ_t}
       scr.fac[0][t][i] = safe ? ac * (elp * emc) : 0.f;  // Ã' = a_t e^{Λ_{t-1} - c}
       scr.fac[1][t][i] = safe ? rc * (el * emc) : 0.f;   // R̃' = r_t e^{Λ_t - c}
@@ -177,8 +198,8 @@ struct Op {
       }
       scr.lab[t][j] = j < t ? lab : 0.f;
       ch.aw[t][N + j] = j < t ? lak : 0.f;
-      ch.mrb[t][j] = j <= t ? mrb : 0.f;
-      ch.rm[t][N + j] = j <= t ? mrk : 0.f;
+      out.mrb(t, j, j <= t ? mrb : 0.f);
+      out.mrk(t, j, j <= t ? mrk : 0.f);
     }
     grp.sync();
 
@@ -193,7 +214,7 @@ struct Op {
 #pragma unroll
         for (int t = j + 1; t < C; ++t) x[t] = fmaf(scr.lab[t][j], x[j], x[t]);
 #pragma unroll
-      for (int t = 0; t < C; ++t) ch.aw[t][ptid] = x[t];
+      for (int t = 0; t < C; ++t) out.aw(t, ptid, x[t]);
     }
   }
 
@@ -296,6 +317,203 @@ struct Op {
   }
 };
 
+// The fused form (form 3): one kernel as above, but the state warps keep the state in
+// registers, each a strip of 16 value columns (the state pass of state_tc.cuh: transposed
+// products on mma.m16n8k8, Sᵀ's accumulators reused as the next chunk's A operand), with U's
+// products done by the state warps, so nothing is folded after the build:
+//     Uᵀ = Sᵀ A'ᵀ + Vᵀ Wᵀ,   Yᵀ = Sᵀ R̃ᵀ + Vᵀ M_rkᵀ + Uᵀ M_rbᵀ,   Sᵀ' = d∘Sᵀ + Uᵀ B̂ + Vᵀ K̂
+// (76 products of 16 x 8 x 8 per warp and chunk). The producers run Op's build with its
+// results written straight into the ring slot as 8 x 8 tiles (TiledOut): operand X[n][k]
+// (the B operand's row k, column n) as fragment (k / 8, n / 8), 64 floats row-major in
+// n % 8, k % 8, rounded to tf32 for 16-bit inputs. With the
+// contracted index permuted inside each 8-slice (slot s <-> 2s, s < 4; 2(s - 4) + 1 above) on
+// both sides, which is the accumulators' own order (state_tc.cuh), lane l's B pair is the
+// float2 at 2 l of a tile: one conflict-free 8-byte load. Uᵀ and Vᵀ as A operands use the
+// same permutation of tokens. No shared-memory state, no barrier among the state warps.
+template <int N>
+struct TiledChunk {
+  static constexpr int KB = N / 8, LDV = N + 4;  // 8-key slices; v row stride
+  static constexpr int A = 0, W = A + KB * 2 * 64, R = W + 4 * 64, MK = R + KB * 2 * 64, MB = MK + 4 * 64,
+                       BH = MB + 4 * 64, KH = BH + 2 * KB * 64, FLOATS = KH + 2 * KB * 64;
+  float op[FLOATS];  // A'ᵀ, Wᵀ, R̃ᵀ, M_rkᵀ, M_rbᵀ (tokens as n), B̂, K̂ (keys as n)
+  float d[N];        // e^{Λ_C}
+  float v[C][LDV];   // the chunk's v, every column (staged by the loader)
+};
+
+template <typename F, int N, int G, int PASSES>
+struct FusedOp {
+  using Base = Op<F, N, 16, 1, PASSES>;  // its build, into a natural-layout chunk
+  using Chunk = TiledChunk<N>;
+  struct Work {  // the build's working area (Op::build_into)
+    float aw[C][Base::LDW];
+    float rm[C][Base::LDW];  // columns N.. only
+    float mrb[C][Base::LDC];
+  };
+  struct Scratch : Base::Scratch {
+    Work work;
+  };
+  struct Smem {
+    Chunk chunk[Pipe<G>::NB];
+    Scratch scratch[G];
+  };
+  static constexpr bool REG_STATE = true;
+  static_assert(N == 16 * SW, "a state warp per 16 columns");
+
+  Loader<F, N, N, 5> ld;  // r, w, k, a, b; v at every column
+  F* y;
+  size_t base, tok_stride;
+  int T;
+
+  // The build's results as tiles of the slot: operand X[n][k] (nt tiles of 8 along n) at
+  // fragment (k / 8) nt + n / 8, row-major in n % 8, k % 8; tf32-rounded for 16-bit inputs.
+  struct TiledOut {
+    Chunk& ch;
+    template <int NT>
+    __device__ __forceinline__ void put(int off, int n, int k, float x) const {
+      ch.op[off + ((k >> 3) * NT + (n >> 3)) * 64 + (n & 7) * 8 + (k & 7)] =
+          PASSES == 1 ? __uint_as_float(tf32_bits(x)) : x;
+    }
+    __device__ void r(int t, int i, float x) const { put<2>(Chunk::R, t, i, x); }
+    __device__ void bh(int t, int i, float x) const { put<N / 8>(Chunk::BH, i, t, x); }
+    __device__ void kh(int t, int i, float x) const { put<N / 8>(Chunk::KH, i, t, x); }
+    __device__ void d(int i, float x) const { ch.d[i] = x; }
+    __device__ void mrb(int t, int j, float x) const { put<2>(Chunk::MB, t, j, x); }
+    __device__ void mrk(int t, int j, float x) const { put<2>(Chunk::MK, t, j, x); }
+    __device__ void aw(int t, int p, float x) const {
+      if (p < N) put<2>(Chunk::A, t, p, x);
+      else put<2>(Chunk::W, t, p - N, x);
+    }
+  };
+
+  __device__ __forceinline__ static void build(Scratch& scr, Chunk& ch, const Group& grp) {
+    Base::build_into(scr, scr.work, grp, TiledOut{ch});
+  }
+
+  // Sᵀ's strip of warp w (value columns 16 w ..): s[nt] = rows g, g + 8 x keys 8 nt + 2q, + 1
+  __device__ __forceinline__ static void state_in(float (&s)[N / 8][4], const float* st, int warp, int lane) {
+    const int g = lane / 4, q = lane % 4, col = 16 * warp + g;
+#pragma unroll
+    for (int nt = 0; nt < N / 8; ++nt) {
+      const int i = 8 * nt + 2 * q;
+      s[nt][0] = st[(size_t)i * N + col];
+      s[nt][1] = st[(size_t)(i + 1) * N + col];
+      s[nt][2] = st[(size_t)i * N + col + 8];
+      s[nt][3] = st[(size_t)(i + 1) * N + col + 8];
+    }
+  }
+  __device__ __forceinline__ static void state_out(const float (&s)[N / 8][4], float* st, int warp, int lane) {
+    const int g = lane / 4, q = lane % 4, col = 16 * warp + g;
+#pragma unroll
+    for (int nt = 0; nt < N / 8; ++nt) {
+      const int i = 8 * nt + 2 * q;
+      st[(size_t)i * N + col] = s[nt][0];
+      st[(size_t)(i + 1) * N + col] = s[nt][1];
+      st[(size_t)i * N + col + 8] = s[nt][2];
+      st[(size_t)(i + 1) * N + col + 8] = s[nt][3];
+    }
+  }
+
+  __device__ __forceinline__ void step(float (&s)[N / 8][4], const Chunk& ch, int c, int warp, int lane) const {
+    constexpr int KB = Chunk::KB;
+    const int g = lane / 4, q = lane % 4, col = 16 * warp + g;
+    auto frag = [&](int off, int f) { return reinterpret_cast<const float2*>(ch.op + off)[f * 32 + lane]; };
+    // Vᵀ as A operand, tokens permuted: slot q <-> token 2q, slot q + 4 <-> 2q + 1
+    uint32_t va[2][4], vl[2][4];
+#pragma unroll
+    for (int kb = 0; kb < 2; ++kb) {
+      const int t = 8 * kb + 2 * q;
+      const float x[4] = {ch.v[t][col], ch.v[t][col + 8], ch.v[t + 1][col], ch.v[t + 1][col + 8]};
+      split_a<PASSES>(x, va[kb], vl[kb]);
+    }
+    float u[2][4] = {}, yacc[2][4] = {};
+#pragma unroll
+    for (int kb = 0; kb < KB; ++kb) {  // Sᵀ A'ᵀ and Sᵀ R̃ᵀ
+      uint32_t sa[4], sl[4];
+      const float x[4] = {s[kb][0], s[kb][2], s[kb][1], s[kb][3]};
+      split_a<PASSES>(x, sa, sl);
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        mma_frag<PASSES>(u[nt], sa, sl, frag(Chunk::A, kb * 2 + nt));
+        mma_frag<PASSES>(yacc[nt], sa, sl, frag(Chunk::R, kb * 2 + nt));
+      }
+    }
+#pragma unroll
+    for (int kb = 0; kb < 2; ++kb)  // Vᵀ Wᵀ and Vᵀ M_rkᵀ
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        mma_frag<PASSES>(u[nt], va[kb], vl[kb], frag(Chunk::W, kb * 2 + nt));
+        mma_frag<PASSES>(yacc[nt], va[kb], vl[kb], frag(Chunk::MK, kb * 2 + nt));
+      }
+    uint32_t ua[2][4], ul[2][4];  // Uᵀ as A operand: its accumulators in the permuted order
+#pragma unroll
+    for (int kb = 0; kb < 2; ++kb) {
+      const float x[4] = {u[kb][0], u[kb][2], u[kb][1], u[kb][3]};
+      split_a<PASSES>(x, ua[kb], ul[kb]);
+    }
+#pragma unroll
+    for (int kb = 0; kb < 2; ++kb)  // Uᵀ M_rbᵀ
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) mma_frag<PASSES>(yacc[nt], ua[kb], ul[kb], frag(Chunk::MB, kb * 2 + nt));
+#pragma unroll
+    for (int nt = 0; nt < KB; ++nt) {  // d∘Sᵀ (exact fp32), then + Uᵀ B̂ + Vᵀ K̂
+      const float2 d = *reinterpret_cast<const float2*>(&ch.d[8 * nt + 2 * q]);
+      s[nt][0] *= d.x;
+      s[nt][1] *= d.y;
+      s[nt][2] *= d.x;
+      s[nt][3] *= d.y;
+    }
+#pragma unroll
+    for (int kb = 0; kb < 2; ++kb)
+#pragma unroll
+      for (int nt = 0; nt < KB; ++nt) {
+        mma_frag<PASSES>(s[nt], ua[kb], ul[kb], frag(Chunk::BH, kb * KB + nt));
+        mma_frag<PASSES>(s[nt], va[kb], vl[kb], frag(Chunk::KH, kb * KB + nt));
+      }
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {  // y: rows (tokens) 8 nt + 2q, + 1; columns col, col + 8
+      const int t = c * C + 8 * nt + 2 * q;
+      F* yp = y + base + (size_t)t * tok_stride + col;
+      if (t < T) {
+        yp[0] = from_f<F>(yacc[nt][0]);
+        yp[8] = from_f<F>(yacc[nt][2]);
+      }
+      if (t + 1 < T) {
+        yp[tok_stride] = from_f<F>(yacc[nt][1]);
+        yp[tok_stride + 8] = from_f<F>(yacc[nt][3]);
+      }
+    }
+  }
+};
+
+// Tokens 0 .. t_end - 1 of sequences of T (t_end < T: the first segment of the two-kernel
+// form, see launch_two_kernels).
+template <typename F, int N, int G, int PASSES>
+__global__ void __launch_bounds__(Pipe<G>::THREADS, (G == 1 && PASSES == 1 ? 2 : 1))
+wkv7_fused_kernel(int T, int t_end, int H, const F* __restrict__ r, const F* __restrict__ w, const F* __restrict__ k,
+                  const F* __restrict__ v, const F* __restrict__ a, const F* __restrict__ b,
+                  float* __restrict__ state, F* __restrict__ y) {
+  using O = FusedOp<F, N, G, PASSES>;
+  extern __shared__ __align__(128) unsigned char smem_bytes[];
+  auto& sm = *reinterpret_cast<typename O::Smem*>(smem_bytes);
+  const Place<N, N> p(H, T);
+  const O op{{{}, {r, w, k, a, b, v}, p.base, p.tok_stride, 0, t_end}, y, p.base, p.tok_stride, t_end};
+  run_pipeline<O, N, N, G>(op, sm, state + (size_t)p.bh * N * N, 0, (t_end + C - 1) / C);
+}
+
+template <typename F, int N, int G>
+cudaError_t launch_fused(int B, int T, int t_end, int H, const void* r, const void* w, const void* k, const void* v,
+                         const void* a, const void* b, float* state, void* y, cudaStream_t stream) {
+  constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;  // 3xTF32 for fp32 inputs
+  constexpr size_t bytes = sizeof(typename FusedOp<F, N, G, PASSES>::Smem);
+  if constexpr (bytes > MAX_SMEM) {
+    return cudaErrorInvalidValue;
+  } else {
+    return launch_pipeline(wkv7_fused_kernel<F, N, G, PASSES>, B * H, Pipe<G>::THREADS, bytes, stream, T, t_end, H,
+                           (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a, (const F*)b, state,
+                           (F*)y);
+  }
+}
+
 // One producer group: two blocks per SM where shared memory allows (VT <= 32) for
 // fp16/bf16. Several groups (512 threads at G = 3): one block per SM. The fp32 (3xTF32)
 // build runs with one group and one block per SM rather than spill (the precision path).
@@ -330,11 +548,13 @@ wkv7_build_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ w
   build_to_workspace(op, area, ws + (size_t)bh * n * WsLayout<true>::FLOATS, c0, i0, i1);
 }
 
-template <typename F, int N, int VT, int G, bool TWO>
+template <typename F, int N, int VT, int G, int FORM>
 cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void* k, const void* v, const void* a,
                    const void* b, float* state, void* y, void* ws, size_t ws_bytes, cudaStream_t stream) {
   constexpr int PASSES = sizeof(F) == 4 ? 3 : 1;  // 3xTF32 for fp32 inputs
-  if constexpr (!TWO) {
+  if constexpr (FORM == 3) {
+    return launch_fused<F, N, G>(B, T, T, H, r, w, k, v, a, b, state, y, stream);
+  } else if constexpr (FORM == 1) {
     constexpr size_t bytes = sizeof(Smem<F, N, VT, G>);
     if constexpr (bytes > MAX_SMEM) {
       return cudaErrorInvalidValue;  // this many groups do not fit beside this tile
@@ -344,11 +564,19 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void
                              (const F*)b, state, (F*)y);
     }
   } else {
+    auto build = [&](int c0, int n, float* wsp, int blocks, cudaStream_t on) {
+      return launch_pipeline(wkv7_build_kernel<F, N, PASSES>, blocks, PT, sizeof(BuildArea<Op<F, N, 16, 1, PASSES>>), on,
+                             T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a, (const F*)b, c0, n,
+                             wsp);
+    };
+    // The first segment by the fused kernel (ARCHBENCH_FUSED_FIRST=0: built like the rest, for measuring)
+    const char* env = std::getenv("ARCHBENCH_FUSED_FIRST");
+    if (env && env[0] == '0' && env[1] == 0)
+      return launch_two_kernels<F, PASSES, true, VT>(B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, build);
+    constexpr int GF = sizeof(F) == 4 ? 1 : FUSED_GROUPS;
     return launch_two_kernels<F, PASSES, true, VT>(
-        B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, [&](int c0, int n, float* wsp, int blocks, cudaStream_t on) {
-          return launch_pipeline(wkv7_build_kernel<F, N, PASSES>, blocks, PT, sizeof(BuildArea<Op<F, N, 16, 1, PASSES>>),
-                                 on, T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
-                                 (const F*)b, c0, n, wsp);
+        B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, build, [&](int n, cudaStream_t on) {
+          return launch_fused<F, N, GF>(B, T, std::min(T, n * C), H, r, w, k, v, a, b, state, y, on);
         });
   }
 }
@@ -368,9 +596,9 @@ cudaError_t wkv7_chunked_forward(int dtype, int B, int T, int H, int N, int vari
                                  void* ws, size_t ws_bytes, cudaStream_t stream) {
   if (T == 0 || B == 0 || H == 0) return cudaSuccess;
   if (N != 64) return cudaErrorInvalidValue;
-  return tc::dispatch(dtype, (long)B * H, variant, tc::WKV7_SPLIT_MAX_HEADS, [&](auto f, auto vt, auto g, auto two) {
+  return tc::dispatch<true>(dtype, (long)B * H, variant, tc::WKV7_SPLIT_MAX_HEADS, [&](auto f, auto vt, auto g, auto form) {
     using F = typename decltype(f)::type;
-    return wkv7c::launch<F, 64, decltype(vt)::value, decltype(g)::value, decltype(two)::value == 1>(
+    return wkv7c::launch<F, 64, decltype(vt)::value, decltype(g)::value, decltype(form)::value>(
         B, T, H, r, w, k, v, a, b, state, y, ws, ws_bytes, stream);
   });
 }
