@@ -116,6 +116,51 @@ __device__ __forceinline__ void split_a(const float (&x)[4], uint32_t (&hi)[4], 
   }
 }
 
+// A warp's strip of Sᵀ (value columns col, col + 8 for lane group g = lane / 4; keys
+// 8 nt + 2q, + 1 for q = lane % 4) between a [N keys, N values] fp32 state and registers.
+template <int N>
+__device__ __forceinline__ void load_strip(float (&s)[N / 8][4], const float* st, int col, int q) {
+#pragma unroll
+  for (int nt = 0; nt < N / 8; ++nt) {
+    const int i = 8 * nt + 2 * q;
+    s[nt][0] = st[(size_t)i * N + col];
+    s[nt][1] = st[(size_t)(i + 1) * N + col];
+    s[nt][2] = st[(size_t)i * N + col + 8];
+    s[nt][3] = st[(size_t)(i + 1) * N + col + 8];
+  }
+}
+template <int N>
+__device__ __forceinline__ void store_strip(const float (&s)[N / 8][4], float* st, int col, int q) {
+#pragma unroll
+  for (int nt = 0; nt < N / 8; ++nt) {
+    const int i = 8 * nt + 2 * q;
+    st[(size_t)i * N + col] = s[nt][0];
+    st[(size_t)(i + 1) * N + col] = s[nt][1];
+    st[(size_t)i * N + col + 8] = s[nt][2];
+    st[(size_t)(i + 1) * N + col + 8] = s[nt][3];
+  }
+}
+
+// Yᵀ's two accumulators of a chunk out as y: tokens t0 + 8 nt + 2q, + 1 (those < T), columns
+// at yp and yp + 8 (yp: y's row of token 0 at this lane's column).
+template <typename F>
+__device__ __forceinline__ void store_y_strip(F* yp, size_t tok_stride, int t0, int T, const float (&yacc)[2][4],
+                                              int q) {
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt) {
+    const int t = t0 + 8 * nt + 2 * q;
+    F* p = yp + (size_t)t * tok_stride;
+    if (t < T) {
+      p[0] = from_f<F>(yacc[nt][0]);
+      p[8] = from_f<F>(yacc[nt][2]);
+    }
+    if (t + 1 < T) {
+      p[tok_stride] = from_f<F>(yacc[nt][1]);
+      p[tok_stride + 8] = from_f<F>(yacc[nt][3]);
+    }
+  }
+}
+
 // 16 bytes global -> shared without waiting; zeros where `valid` is false (tokens past T).
 __device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -168,14 +213,7 @@ wkv_state_kernel(int T, int H, const F* __restrict__ v, float* __restrict__ stat
 
   // Sᵀ's strip: s[nt] = rows (values) g, g + 8 x keys 8 nt + 2q, + 1
   float s[8][4];
-#pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-    const int i = 8 * nt + 2 * q;
-    s[nt][0] = st[(size_t)i * N + col0 + g];
-    s[nt][1] = st[(size_t)(i + 1) * N + col0 + g];
-    s[nt][2] = st[(size_t)i * N + col0 + g + 8];
-    s[nt][3] = st[(size_t)(i + 1) * N + col0 + g + 8];
-  }
+  load_strip<N>(s, st, col0 + g, q);
 
 #pragma unroll
   for (int p = 0; p < STATE_STAGES - 1; ++p) {
@@ -235,29 +273,9 @@ wkv_state_kernel(int T, int H, const F* __restrict__ v, float* __restrict__ stat
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt) mma_frag<PASSES>(s[nt], va[kb], vl[kb], frag(L::OFF_Q, kb * 8 + nt));
     }
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const int t = (c0 + i) * CC + 8 * nt + 2 * q;
-      F* yp = y + vbase + (size_t)t * tok_stride + col0 + g;
-      if (t < T) {
-        yp[0] = from_f<F>(yacc[nt][0]);
-        yp[8] = from_f<F>(yacc[nt][2]);
-      }
-      if (t + 1 < T) {
-        yp[tok_stride] = from_f<F>(yacc[nt][1]);
-        yp[tok_stride + 8] = from_f<F>(yacc[nt][3]);
-      }
-    }
+    store_y_strip<F>(y + vbase + col0 + g, tok_stride, (c0 + i) * CC, T, yacc, q);
   }
-
-#pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-    const int i = 8 * nt + 2 * q;
-    st[(size_t)i * N + col0 + g] = s[nt][0];
-    st[(size_t)(i + 1) * N + col0 + g] = s[nt][1];
-    st[(size_t)i * N + col0 + g + 8] = s[nt][2];
-    st[(size_t)(i + 1) * N + col0 + g + 8] = s[nt][3];
-  }
+  store_strip<N>(s, st, col0 + g, q);
 }
 
 }  // namespace tc

@@ -391,26 +391,10 @@ struct FusedOp {
 
   // Sᵀ's strip of warp w (value columns 16 w ..): s[nt] = rows g, g + 8 x keys 8 nt + 2q, + 1
   __device__ __forceinline__ static void state_in(float (&s)[N / 8][4], const float* st, int warp, int lane) {
-    const int g = lane / 4, q = lane % 4, col = 16 * warp + g;
-#pragma unroll
-    for (int nt = 0; nt < N / 8; ++nt) {
-      const int i = 8 * nt + 2 * q;
-      s[nt][0] = st[(size_t)i * N + col];
-      s[nt][1] = st[(size_t)(i + 1) * N + col];
-      s[nt][2] = st[(size_t)i * N + col + 8];
-      s[nt][3] = st[(size_t)(i + 1) * N + col + 8];
-    }
+    load_strip<N>(s, st, 16 * warp + lane / 4, lane % 4);
   }
   __device__ __forceinline__ static void state_out(const float (&s)[N / 8][4], float* st, int warp, int lane) {
-    const int g = lane / 4, q = lane % 4, col = 16 * warp + g;
-#pragma unroll
-    for (int nt = 0; nt < N / 8; ++nt) {
-      const int i = 8 * nt + 2 * q;
-      st[(size_t)i * N + col] = s[nt][0];
-      st[(size_t)(i + 1) * N + col] = s[nt][1];
-      st[(size_t)i * N + col + 8] = s[nt][2];
-      st[(size_t)(i + 1) * N + col + 8] = s[nt][3];
-    }
+    store_strip<N>(s, st, 16 * warp + lane / 4, lane % 4);
   }
 
   __device__ __forceinline__ void step(float (&s)[N / 8][4], const Chunk& ch, int c, int warp, int lane) const {
@@ -469,19 +453,7 @@ struct FusedOp {
         mma_frag<PASSES>(s[nt], ua[kb], ul[kb], frag(Chunk::BH, kb * KB + nt));
         mma_frag<PASSES>(s[nt], va[kb], vl[kb], frag(Chunk::KH, kb * KB + nt));
       }
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {  // y: rows (tokens) 8 nt + 2q, + 1; columns col, col + 8
-      const int t = c * C + 8 * nt + 2 * q;
-      F* yp = y + base + (size_t)t * tok_stride + col;
-      if (t < T) {
-        yp[0] = from_f<F>(yacc[nt][0]);
-        yp[8] = from_f<F>(yacc[nt][2]);
-      }
-      if (t + 1 < T) {
-        yp[tok_stride] = from_f<F>(yacc[nt][1]);
-        yp[tok_stride + 8] = from_f<F>(yacc[nt][3]);
-      }
-    }
+    store_y_strip<F>(y + base + col, tok_stride, c * C, T, yacc, q);
   }
 };
 
