@@ -6,8 +6,8 @@ replays, the difference is spent on the GPU side (between streams or kernels), n
 
     python scripts/wkv6_host_time.py
 
-Run on an H200 on 2026-11-28 15:33 (results/kernels/host-20261128/wkv6_host_time-h200.log;
-what it shows: results/kernels/README.md, the section of 14:39-15:03).
+Run on an H200 on 2026-11-28 at 15:16 (results/kernels/host-20261128/wkv6_host_time-h200.log;
+what it shows: results/kernels/README.md, the section of 14:39-15:17).
 """
 import statistics
 import time
