@@ -131,8 +131,9 @@ def chunked_workspace(op: str, shape, code: int, device) -> torch.Tensor:
 # shape against sequential, Mtok/s, WKV7 / WKV6: B=1 5.1-5.3 vs 3.0 / 7.4-7.7 vs 4.8; B=8
 # 10.3 vs 10.4 (a tie) / 16.6 vs 15.7; B=16 13.1 vs 12.1 / 21.2 vs 17.9. So: chunked for long
 # prompts at any batch, head size 64 (the kernels' only one). Since then the chunked kernels
-# run in two kernels at few heads (chunked_tc.cuh: B=1 WKV7 7.0-7.2, WKV6 12.9-13.7), which
-# only widens the gap.
+# run in two kernels at few heads (chunked_tc.cuh: B=1 WKV7 7.0-7.2, WKV6 12.9-13.7) and WKV7
+# fused above 48 heads (16 x 16384 x 40: 24.5 on an H200; B=1 9.2-9.5 with the first segment
+# fused), which only widens the gap.
 CHUNKED_HEAD_SIZES = (64,)
 CHUNKED_MIN_T = 1024
 
