@@ -23,9 +23,10 @@ cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int vari
                                  const void* v, const void* w, bool w_per_head, const float* u, float* state,
                                  void* y, void* ws, size_t ws_bytes, cudaStream_t stream);
 size_t wkv6_chunked_workspace(int B, int T, int H, int N, int variant);
-cudaError_t wkv6_pieces_fix(int dtype, int B, int P, int Ts, int T, int H, int N, const void* r, const void* w,
-                            bool w_per_head, void* y, const float* s0, const float* offset, const float* dsum,
-                            float* s_in, float* state_out, int variant, cudaStream_t stream);
+size_t wkv6_pieces_workspace(int B, int P, int Ts, int H, int N, bool w_per_head, int variant);
+cudaError_t wkv6_pieces_forward(int dtype, int B, int P, int Ts, int H, int N, int variant, const void* r,
+                                const void* k, const void* v, const void* w, bool w_per_head, const float* u,
+                                float* state, void* y, void* ws, size_t ws_bytes, int join, cudaStream_t stream);
 cudaError_t wkv7_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* w,
                          const void* k, const void* v, const void* a, const void* b, float* state, void* y,
                          cudaStream_t stream);
@@ -103,28 +104,26 @@ void wkv6_chunked(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Te
         "wkv6_chunked");
 }
 
-// Joins the pieces of a prompt that ran as a batch (wkv6_pieces.cu, kernels/wkv6/pieces.py):
-// r, y: [B, T, H, N] (y corrected in place), w as for wkv6_chunked; s0: [B * P, H, N, N] fp32,
-// the pieces' final states; offset: [B * P, nt, H, N] fp32, the summed log decays before each
-// 64-token tile of a piece; dsum: [B * P, H, N] fp32, each piece's sum (a decay per head, w
-// [H, N]: offset is not read and dsum is [H, N], Ts w); s_in: a workspace
-// like s0; state_out: [B, H, N, N] fp32, the state after token P * Ts; variant: the tile
-// kernel, 1 or 2 (see wkv6_pieces.cu). Head size 64 only.
-void wkv6_pieces_fix(at::Tensor r, at::Tensor w, at::Tensor y, at::Tensor s0, at::Tensor offset, at::Tensor dsum,
-                     at::Tensor s_in, at::Tensor state_out, int64_t P, int64_t Ts, int64_t variant) {
+// A prompt cut into P pieces run as a batch and joined (wkv6_pieces.cu, kernels/wkv6/pieces.py):
+// r, k, v, y: [B * P, Ts, H, 64], piece p of sequence b at b * P + p; w the same or [H, 64] per
+// head (WKV5), the inputs' dtype; u [H, 64] fp32; state [B, H, 64, 64] fp32 (updated in place:
+// the state after P * Ts tokens); ws: wkv6_pieces_workspace bytes; variant: the batch run's
+// launch code; join: the tile kernel, 1 or 2.
+void wkv6_pieces(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor w, at::Tensor u, at::Tensor state,
+                 at::Tensor y, at::Tensor ws, int64_t P, int64_t variant, int64_t join) {
   const c10::cuda::CUDAGuard guard(r.device());
-  const int B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
-  const int64_t nt = (Ts + 63) / 64;
-  TORCH_CHECK(s0.numel() == (int64_t)B * P * H * N * N && s_in.numel() == s0.numel() &&
-                  (w.dim() == 2 ? dsum.numel() == (int64_t)H * N
-                                : offset.numel() == (int64_t)B * P * nt * H * N && dsum.numel() == (int64_t)B * P * H * N) &&
-                  state_out.numel() == (int64_t)B * H * N * N,
-              "wkv6_pieces_fix: s0, s_in, offset, dsum or state_out has the wrong size");
-  check(archbench::wkv6_pieces_fix(dtype_code(r), B, (int)P, (int)Ts, T, H, N, r.data_ptr(), w.data_ptr(), w.dim() == 2,
-                                   y.data_ptr(), s0.data_ptr<float>(), offset.data_ptr<float>(),
-                                   dsum.data_ptr<float>(), s_in.data_ptr<float>(), state_out.data_ptr<float>(),
-                                   (int)variant, at::cuda::getCurrentCUDAStream()),
-        "wkv6_pieces_fix");
+  const int BP = r.size(0), Ts = r.size(1), H = r.size(2), N = r.size(3);
+  TORCH_CHECK(P >= 2 && BP % P == 0 && state.numel() == (int64_t)(BP / P) * H * N * N,
+              "wkv6_pieces: r must be [B * P, Ts, H, N] and state [B, H, N, N], got ", r.sizes(), " with P = ", P,
+              " and state ", state.sizes());
+  const int B = BP / (int)P;
+  const size_t need = archbench::wkv6_pieces_workspace(B, (int)P, Ts, H, N, w.dim() == 2, (int)variant);
+  TORCH_CHECK((size_t)ws.numel() >= need, "wkv6_pieces: the workspace has ", ws.numel(), " bytes, ", need, " needed");
+  check(archbench::wkv6_pieces_forward(dtype_code(r), B, (int)P, Ts, H, N, (int)variant, r.data_ptr(), k.data_ptr(),
+                                       v.data_ptr(), w.data_ptr(), w.dim() == 2, u.data_ptr<float>(),
+                                       state.data_ptr<float>(), y.data_ptr(), ws.data_ptr(), ws.numel(), (int)join,
+                                       at::cuda::getCurrentCUDAStream()),
+        "wkv6_pieces");
 }
 
 // r, w, k, v, a, b, y: [B, T, H, N]; state: [B, H, N, N] fp32 (updated in place)
@@ -153,6 +152,10 @@ void wkv7_chunked(at::Tensor r, at::Tensor w, at::Tensor k, at::Tensor v, at::Te
 // where the variant takes the one-kernel form).
 int64_t wkv6_chunked_workspace(int64_t B, int64_t T, int64_t H, int64_t N, int64_t variant) {
   return (int64_t)archbench::wkv6_chunked_workspace(B, T, H, N, variant);
+}
+// Bytes of workspace wkv6_pieces needs: B sequences in P pieces of Ts tokens.
+int64_t wkv6_pieces_workspace(int64_t B, int64_t P, int64_t Ts, int64_t H, int64_t N, bool w_per_head, int64_t variant) {
+  return (int64_t)archbench::wkv6_pieces_workspace(B, P, Ts, H, N, w_per_head, variant);
 }
 int64_t wkv7_chunked_workspace(int64_t B, int64_t T, int64_t H, int64_t N, int64_t variant) {
   return (int64_t)archbench::wkv7_chunked_workspace(B, T, H, N, variant);
@@ -296,7 +299,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("wkv4_parallel", &wkv4_parallel);
   m.def("wkv6", &wkv6);
   m.def("wkv6_chunked", &wkv6_chunked);
-  m.def("wkv6_pieces_fix", &wkv6_pieces_fix);
+  m.def("wkv6_pieces", &wkv6_pieces);
+  m.def("wkv6_pieces_workspace", &wkv6_pieces_workspace);
   m.def("wkv7", &wkv7);
   m.def("wkv7_chunked", &wkv7_chunked);
   m.def("wkv6_chunked_workspace", &wkv6_chunked_workspace);

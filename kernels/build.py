@@ -24,7 +24,7 @@ SOURCES = [ROOT / "binding.cpp", ROOT / "wkv4/cuda/wkv4.cu", ROOT / "wkv4/cuda/w
            ROOT / "wkv6/cuda/wkv6.cu", ROOT / "wkv7/cuda/wkv7.cu",
            ROOT / "wkv7/cuda/wkv7_chunked.cu", ROOT / "wkv7/cuda/decode7.cu",
            ROOT / "wkv6/cuda/wkv6_chunked.cu", ROOT / "wkv6/cuda/wkv6_pieces.cu"]
-HEADERS = [ROOT / "common.cuh", ROOT / "chunked_tc.cuh", ROOT / "wkv7/cuda/decode7.h"]
+HEADERS = sorted([*ROOT.rglob("*.cuh"), *ROOT.rglob("*.h")])  # every header the sources include
 HEAD_SIZES = (16, 32, 64, 128)
 
 
@@ -40,10 +40,17 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def _defines() -> list[str]:
+    """ARCHBENCH_CUDA_DEFINES="NAME=VALUE ...": macros for the kernels' compile-time knobs (for
+    measuring, e.g. ARCHBENCH_STATE_STAGES in state_tc.cuh); part of the build's cache key."""
+    return [f"-D{d}" for d in os.environ.get("ARCHBENCH_CUDA_DEFINES", "").split()]
+
+
 def _source_hash() -> str:
     h = hashlib.sha256()
     for p in SOURCES + HEADERS:
         h.update(p.read_bytes())
+    h.update(" ".join(_defines()).encode())
     return h.hexdigest()[:10]
 
 
@@ -57,7 +64,7 @@ def extension():
     major, minor = torch.cuda.get_device_capability()
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
     name = f"archbench_wkv_sm{major}{minor}_{_source_hash()}"
-    flags = ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo", "--split-compile=0", f"-I{ROOT}"]
+    flags = ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo", "--split-compile=0", f"-I{ROOT}", *_defines()]
     return load(name=name, sources=[str(s) for s in SOURCES], extra_cuda_cflags=flags,
                 extra_cflags=["-O3", f"-I{ROOT}"], verbose=os.environ.get("ARCHBENCH_VERBOSE_BUILD") == "1")
 

@@ -422,10 +422,11 @@ inline Segments segments(long heads, int nchunks) {
 }
 
 // The second stream of the two-kernel form and its events, one set per host thread and device,
-// made on first use and kept.
+// made on first use and kept; aux_in / aux_done order other work put on it (the WKV6 pieces'
+// offsets, wkv6_pieces.cu).
 struct SideStream {
   cudaStream_t stream = nullptr;
-  cudaEvent_t start, built[2], used[2];
+  cudaEvent_t start, built[2], used[2], aux_in, aux_done;
 };
 inline cudaError_t side_stream(SideStream*& out) {
   constexpr int MAX_DEVICES = 64;
@@ -436,7 +437,7 @@ inline cudaError_t side_stream(SideStream*& out) {
   if (dev >= MAX_DEVICES) return cudaErrorInvalidDevice;
   SideStream& s = sides[dev];
   if (s.stream == nullptr) {
-    cudaEvent_t* evs[5] = {&s.start, &s.built[0], &s.built[1], &s.used[0], &s.used[1]};
+    cudaEvent_t* evs[7] = {&s.start, &s.built[0], &s.built[1], &s.used[0], &s.used[1], &s.aux_in, &s.aux_done};
     for (cudaEvent_t* e : evs)
       if ((err = cudaEventCreateWithFlags(e, cudaEventDisableTiming)) != cudaSuccess) return err;
     if ((err = cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking)) != cudaSuccess) return err;

@@ -171,7 +171,13 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int PENDING>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory"); }
 
-constexpr int STATE_STAGES = 3;  // chunks in the shared-memory ring (two in flight while one is used)
+// Chunks in the shared-memory ring (STAGES - 1 in flight while one is used); a compile-time knob
+// for measuring (kernels/build.py: ARCHBENCH_CUDA_DEFINES="ARCHBENCH_STATE_STAGES=4").
+#ifndef ARCHBENCH_STATE_STAGES
+#define ARCHBENCH_STATE_STAGES 3
+#endif
+constexpr int STATE_STAGES = ARCHBENCH_STATE_STAGES;
+static_assert(STATE_STAGES >= 2, "a ring of at least two chunks");
 
 // Shared memory of a state-pass block of W warps: STAGES x (the chunk's workspace floats + its
 // v at the block's 16 W columns, type F).

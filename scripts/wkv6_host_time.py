@@ -7,7 +7,8 @@ replays, the difference is spent on the GPU side (between streams or kernels), n
     python scripts/wkv6_host_time.py
 
 Run on an H200 on 2026-11-28 at 15:16 (results/kernels/host-20261128/wkv6_host_time-h200.log;
-what it shows: results/kernels/README.md, the section of 14:39-15:17).
+what it shows: results/kernels/README.md, the section of 14:39-15:17), and after the pieces path
+moved into one C++ call at 16:15 and 16:22 (results/kernels/pieces-cpp-20261128/*/host.log).
 """
 import statistics
 import time

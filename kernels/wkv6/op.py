@@ -76,7 +76,8 @@ def wkv6_cuda_chunked(r, k, v, w, u, state, *, inplace: bool = False, variant: i
                 return (wkv6_cuda if w.dim() == 4 else _wkv5)(r, k, v, w, u, state, inplace=inplace, out=out)
             return wkv6_cuda_chunked(r, k, v, w, u, state, inplace=inplace, variant=variant, groups=groups,
                                      form=form, pieces=1, out=out)
-        return run_in_pieces(base, *(aligned(t) for t in (r, k, v, w)), u, state, pieces=pieces, join=join, out=out)
+        return run_in_pieces(base, *(aligned(t) for t in (r, k, v, w)), u, state, pieces=pieces, join=join, out=out,
+                             code=code)
     y = torch.empty_like(r) if out is None else out
     u = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()
     ws = chunked_workspace("wkv6", (B, T, H, N), code, r.device)

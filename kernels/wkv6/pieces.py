@@ -11,10 +11,10 @@ log decays before token t and D_p their sum over the whole piece:
     S_{p+1} = exp(D_p) * S_p + S0_p             (exp(D_p) scales the key rows of S)
 
 `join_ref` does the join in PyTorch (the reference, also on the CPU); `run_in_pieces(...,
-join="cuda")` sums the log decays per 64-token tile (`tile_offsets`, two reductions; on a GPU
-on a second stream while the batch runs: 0.2-7% faster on an H200, results/kernels/
-wkv_bench_20261128-132949-h200-offsets-overlap) and joins in two kernels (cuda/wkv6_pieces.cu:
-the states folded, then every tile corrected at once).
+join="cuda")` does the batch run and the join in one call of cuda/wkv6_pieces.cu (the log
+decays summed per 64-token tile on a second stream beside the batch run, the states folded,
+then every tile corrected at once), so that the host issues a few launches instead of ~30
+torch ops (in Python it took 0.257 ms to issue a 1 x 4096 x 40 call, more than the GPU's 0.226).
 The T - P * Ts tokens left over (fewer than P) run after, from the joined state. Measured
 (H200, 1 x 16384 x 40 heads, bf16, 8 pieces): the batch run 0.74 ms of kernel time, the join
 0.22 ms (its tile kernel 0.17 ms, at 1.7 TB/s), against 1.47 ms without pieces (build and
@@ -23,8 +23,6 @@ state pass, partly overlapped: 1.06 ms wall).
     y, state = run_in_pieces(base, r, k, v, w, u, state, pieces=8)
 """
 from __future__ import annotations
-
-import os
 
 import torch
 
@@ -88,25 +86,16 @@ def tile_offsets(w, B: int, P: int, Ts: int):
     return (incl - tsum).contiguous(), incl[:, -1].contiguous()
 
 
-_SIDE: dict = {}
-
-
-def _side_stream(device) -> "torch.cuda.Stream":
-    """One second stream per device, made on first use and kept (a new stream per call would
-    cost a stream creation each time and, under a CUDA graph, a new capture dependency)."""
-    idx = torch.device(device).index if torch.device(device).index is not None else torch.cuda.current_device()
-    if idx not in _SIDE:
-        _SIDE[idx] = torch.cuda.Stream(device=idx)
-    return _SIDE[idx]
-
-
-def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "auto", out=None):
-    """base(r, k, v, w, u, state, inplace=True, out=y) runs a batch (a WKV6 op; w [B, T, H, N]
-    log decay per token, or [H, N] per head as WKV5's). state [B, H, N, N] fp32 is updated in
-    place. join: "cuda" (the tile kernel), "cuda2" (its variant with fewer shared-memory
-    accesses, 16-bit inputs only: 2-4% faster in the H200 bench of 2026-11-28,
-    wkv_bench_20261128-112541-h200-join2), "auto" (cuda2 for 16-bit inputs, else cuda) or
-    "torch" (`join_ref`). Returns y (out, if given) and state."""
+def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "auto", out=None, code: int = 0):
+    """base(r, k, v, w, u, state, inplace=True, out=y[, tail=True]) runs a batch (a WKV6 op; w
+    [B, T, H, N] log decay per token, or [H, N] per head as WKV5's): the tokens left over, and
+    the batch with join="torch". state [B, H, N, N] fp32 is updated in place. join: "cuda"
+    (the batch run and the join in one call of cuda/wkv6_pieces.cu, the batch at launch code
+    `code` of the chunked kernel, its first tile kernel), "cuda2" (the same with the tile
+    kernel of fewer shared-memory accesses, 16-bit inputs only: 2-4% faster in the H200 bench
+    of 2026-11-28, wkv_bench_20261128-112541-h200-join2), "auto" (cuda2 for 16-bit inputs, else
+    cuda) or "torch" (the batch by `base`, joined by `join_ref`). Returns y (out, if given) and
+    state."""
     B, T, H, N = r.shape
     P = int(pieces)
     Ts = T // P
@@ -126,39 +115,23 @@ def run_in_pieces(base, r, k, v, w, u, state, *, pieces: int, join: str = "auto"
         return x[:, :L].reshape(B * P, Ts, H, N)
 
     per_head = w.dim() == 2
-    # The CUDA join's tile offsets read only w: on a GPU they are summed on a second stream
-    # while the batch run works (ARCHBENCH_PIECES_OVERLAP=0: after it, on the caller's stream).
-    side = None
-    if join in ("cuda", "cuda2") and not per_head:
-        if r.is_cuda and os.environ.get("ARCHBENCH_PIECES_OVERLAP", "1") != "0":
-            side = _side_stream(r.device)
-            side.wait_stream(torch.cuda.current_stream(r.device))
-            with torch.cuda.stream(side):
-                offsets = tile_offsets(w, B, P, Ts)
-        else:
-            offsets = tile_offsets(w, B, P, Ts)
-    s0 = torch.zeros(B, P, H, N, N, dtype=torch.float32, device=r.device)
-    s0[:, 0] = state
-    s0 = s0.view(B * P, H, N, N)
     y_main = y[:, :L].view(B * P, Ts, H, N) if (B == 1 or L == T) else torch.empty(B * P, Ts, H, N, dtype=y.dtype,
                                                                                      device=y.device)
-    base(batch(r), batch(k), batch(v), w if per_head else batch(w), u, s0, inplace=True, out=y_main)
+    wb = w if per_head else batch(w)
+    if join in ("cuda", "cuda2"):
+        ext = extension()
+        ws = torch.empty(ext.wkv6_pieces_workspace(B, P, Ts, H, N, per_head, code), dtype=torch.uint8, device=r.device)
+        u32 = u.to(device=r.device, dtype=torch.float32).reshape(H, N).contiguous()
+        ext.wkv6_pieces(batch(r), batch(k), batch(v), wb, u32, state, y_main, ws, P, code, 2 if join == "cuda2" else 1)
+    else:
+        s0 = torch.zeros(B, P, H, N, N, dtype=torch.float32, device=r.device)
+        s0[:, 0] = state
+        s0 = s0.view(B * P, H, N, N)
+        base(batch(r), batch(k), batch(v), wb, u, s0, inplace=True, out=y_main)
+        y_main = y_main.view(B, L, H, N)
+        join_ref(r, w, y_main, s0, tile_offsets(w, B, P, Ts)[1], state, P, Ts)
     if y_main.data_ptr() != y.data_ptr():
         y[:, :L] = y_main.view(B, L, H, N)
-    if join in ("cuda", "cuda2"):
-        if per_head:  # the kernel multiplies the decay by the tokens before each tile
-            offset, dsum = s0.new_empty(0), (w.float() * Ts).contiguous()
-        else:
-            offset, dsum = offsets
-            if side is not None:  # joined back; the caching allocator told where they are used now
-                main = torch.cuda.current_stream(r.device)
-                main.wait_stream(side)
-                offset.record_stream(main)
-                dsum.record_stream(main)
-        extension().wkv6_pieces_fix(r, w, y, s0, offset, dsum, torch.empty_like(s0), state, P, Ts,
-                                    2 if join == "cuda2" else 1)
-    else:
-        join_ref(r, w, y, s0, tile_offsets(w, B, P, Ts)[1], state, P, Ts)
     if L < T:  # the few tokens left over, from the joined state
         tail_out = y[:, L:] if B == 1 else None
         yt, _ = base(*(x[:, L:].contiguous() for x in (r, k, v)), w if per_head else w[:, L:].contiguous(), u, state,

@@ -225,7 +225,7 @@ def test_other_head_sizes_take_the_sequential_kernel(N):
 
 
 @gpu
-@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked", "wkv6_pieces_fix"]), (4097, ["wkv6_chunked", "wkv6_pieces_fix", "wkv6"]),
+@pytest.mark.parametrize("T,want", [(4096, ["wkv6_pieces_workspace", "wkv6_pieces"]), (4097, ["wkv6_pieces_workspace", "wkv6_pieces", "wkv6"]),
                                     (1000, ["wkv6"])])
 def test_wkv6_cuda_dispatches_by_length(monkeypatch, T, want):
     """`wkv6_cuda` takes the chunked kernel from CHUNKED_MIN_T tokens on (here, at 2 heads, in
@@ -243,8 +243,8 @@ def test_wkv6_cuda_dispatches_by_length(monkeypatch, T, want):
 
 @gpu
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 6e-3)])
-@pytest.mark.parametrize("T,want", [(4096, ["wkv6_chunked", "wkv6_pieces_fix"]),
-                                    (4103, ["wkv6_chunked", "wkv6_pieces_fix", "wkv6"]), (1000, ["wkv6"])])
+@pytest.mark.parametrize("T,want", [(4096, ["wkv6_pieces_workspace", "wkv6_pieces"]),
+                                    (4103, ["wkv6_pieces_workspace", "wkv6_pieces", "wkv6"]), (1000, ["wkv6"])])
 def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T, want, dtype, tol):
     """`wkv5_cuda` (a decay per head) runs the chunked WKV6 kernel from CHUNKED_MIN_T tokens
     on (at 2 x 3 heads in two pieces, joined after; the tokens left over by the sequential

@@ -1,4 +1,5 @@
-// Joining the pieces of a long WKV6 / WKV5 prompt that ran as a batch (kernels/wkv6/pieces.py).
+// Running the pieces of a long WKV6 / WKV5 prompt as a batch and joining them (kernels/wkv6/
+// pieces.py says when and why).
 //
 // At few heads the chunked kernel's state pass is one chain of chunks per head, and that chain
 // sets its speed at B = 1. The recurrence is linear in the state, so the prompt can be cut into
@@ -9,13 +10,19 @@
 //     y_t   = y0_t + (r_t ∘ e^{E_t}) S_p         (y0, S0_p: what the batch run gave)
 //     S_p+1 = e^{D_p} ∘ S_p + S0_p              (e^{D} scales the key rows of S)
 //
-// Two kernels. fold_kernel: a thread per state entry walks the pieces in order and writes each
-// S_p (p >= 1) and the final state. fix_kernel: every tile of 64 tokens of every head and piece
-// p >= 1 at once (a block walks a few of one piece, the next one's r, y and w staged in shared
-// memory by cp.async while it works on one): the running sum of the log decays within the
-// tile (4 threads a channel) from the tile's offset (the sum before it, from the caller),
-// r ∘ e^{E} as the A operand, its product with S_p on tensor cores (tf32 as in the chunked
-// kernel: 1 pass for fp16 / bf16 inputs, 3 for fp32), added to y in place. Head size 64.
+// wkv6_pieces_forward does it all in one call, so that the host issues a few launches, not the
+// ~30 torch ops it took in Python (results/kernels, 2026-11-28: 0.257 ms to issue a 1 x 4096 x
+// 40 call against 0.226 ms of GPU work): the pieces' initial states (a 2-D memset and copy), the
+// batch run (wkv6_chunked_forward), and beside it on a second stream tile_sums_kernel and
+// scan_kernel (each piece's log decays summed before every tile of 64 tokens, and over the
+// piece); then
+// fold_kernel (a thread per state entry walks the pieces in order and writes each S_p, p >= 1,
+// and the final state) and a tile kernel: every tile of 64 tokens of every head and piece p >= 1
+// at once (a block walks a few of one piece, the next one's r, y and w staged in shared memory
+// by cp.async while it works on one): the running sum of the log decays within the tile from
+// the tile's offset, r ∘ e^{E} as the A operand, its product with S_p on tensor cores (tf32 as
+// in the chunked kernel: 1 pass for fp16 / bf16 inputs, 3 for fp32), added to y in place. Head
+// size 64.
 #include <mma.h>
 
 #include <algorithm>
@@ -49,6 +56,79 @@ fold_kernel(int B, int P, int H, bool per_head, const float* __restrict__ s0, co
     cur = fmaf(__expf(d[p * dstride]), cur, a[p * piece]);
   }
   state_out[e] = cur;
+}
+
+// The pieces' log decays summed per tile, in two kernels. tile_sums_kernel: offset[bp, tile, :]
+// (H x 64 entries) = the sum of w over that tile's tokens of piece bp (of B * P, each Ts tokens
+// of a [B * P, Ts, H, 64] batch); block (x, tile, bp), a thread per 16-byte vector of a token
+// row, walking the tile's tokens with loads in flight. scan_kernel: a thread per (bp, h, c)
+// turns its column of tile sums into the sums before each tile, in place, and writes the
+// piece's total to dsum[bp, h, c]. A decay per head (w [H, 64]): scan_kernel only writes dsum
+// [H, 64] = Ts w (offset is not used).
+constexpr int SUM_THREADS = 128;
+
+template <typename F>
+__global__ void __launch_bounds__(SUM_THREADS)
+tile_sums_kernel(int Ts, int H, const F* __restrict__ w, float* __restrict__ offset) {
+  constexpr int VN = Vec<F>::n;
+  const size_t tok = (size_t)H * N;
+  const int nvec = (int)(tok / VN), vec = blockIdx.x * SUM_THREADS + threadIdx.x;
+  if (vec >= nvec) return;
+  const int nt = (Ts + TT - 1) / TT, tile = blockIdx.y, bp = blockIdx.z;
+  const int t0 = tile * TT, t1 = min(Ts, t0 + TT);
+  const F* wp = w + ((size_t)bp * Ts + t0) * tok + (size_t)vec * VN;
+  float acc[2][VN] = {};
+  int t = 0;
+#pragma unroll 4
+  for (; t + 1 < t1 - t0; t += 2) {  // two rows a step, two sets of sums
+    float a[VN], b[VN];
+    load_vec<F>(wp + (size_t)t * tok, a);
+    load_vec<F>(wp + (size_t)(t + 1) * tok, b);
+#pragma unroll
+    for (int e = 0; e < VN; ++e) acc[0][e] += a[e], acc[1][e] += b[e];
+  }
+  if (t < t1 - t0) {
+    float a[VN];
+    load_vec<F>(wp + (size_t)t * tok, a);
+#pragma unroll
+    for (int e = 0; e < VN; ++e) acc[0][e] += a[e];
+  }
+  float* op = offset + ((size_t)bp * nt + tile) * tok + (size_t)vec * VN;
+#pragma unroll
+  for (int e = 0; e < VN; e += 4)
+    *reinterpret_cast<float4*>(op + e) =
+        make_float4(acc[0][e] + acc[1][e], acc[0][e + 1] + acc[1][e + 1], acc[0][e + 2] + acc[1][e + 2],
+                    acc[0][e + 3] + acc[1][e + 3]);
+}
+
+template <typename F, bool W_PER_HEAD>
+__global__ void __launch_bounds__(THREADS)
+scan_kernel(int BP, int Ts, int H, const F* __restrict__ w, float* __restrict__ offset, float* __restrict__ dsum) {
+  const size_t tok = (size_t)H * N, e = (size_t)blockIdx.x * THREADS + threadIdx.x;
+  if constexpr (W_PER_HEAD) {
+    if (e < tok) dsum[e] = (float)Ts * to_f(w[e]);
+    return;
+  }
+  if (e >= (size_t)BP * tok) return;
+  const int nt = (Ts + TT - 1) / TT;
+  const size_t bp = e / tok, col = e % tok;
+  float* op = offset + bp * nt * tok + col;
+  float run = 0.f;
+  int i = 0;
+  for (; i + 4 <= nt; i += 4) {  // four loads in flight
+    const float x0 = op[i * tok], x1 = op[(i + 1) * tok], x2 = op[(i + 2) * tok], x3 = op[(i + 3) * tok];
+    op[i * tok] = run;
+    op[(i + 1) * tok] = run += x0;
+    op[(i + 2) * tok] = run += x1;
+    op[(i + 3) * tok] = run += x2;
+    run += x3;
+  }
+  for (; i < nt; ++i) {
+    const float x = op[i * tok];
+    op[i * tok] = run;
+    run += x;
+  }
+  dsum[e] = run;
 }
 
 __device__ __forceinline__ void cp_async_commit() {
@@ -349,25 +429,93 @@ cudaError_t launch_tiles(int variant, bool w_per_head, dim3 grid, int P, int Ts,
 
 }  // namespace wkv6p
 
-// r, y: [B, T, H, 64] (y holds the batch run's output for tokens < P * Ts and is corrected in
-// place); w: log decay per token [B, T, H, 64] or, with w_per_head, per head [H, 64], in the
-// inputs' dtype; s0: [B * P, H, 64, 64] fp32, the pieces' final states from the batch run
-// (piece 0's from the true initial state, the others' from zero); offset: [B * P, nt, H, 64]
-// fp32, the sum of each piece's log decays before each tile of 64 tokens (nt tiles a piece);
-// dsum: [B * P, H, 64] fp32, each piece's sum; with w_per_head, offset is not read (the
-// kernel multiplies) and dsum is [H, 64], Ts w; s_in: [B * P, H, 64, 64] fp32 workspace;
-// state_out: [B, H, 64, 64] fp32, the state after token P * Ts. variant: the tile kernel, 1 or
-// 2 (fix2_kernel, 16-bit inputs; fp32 inputs take 1 either way).
-cudaError_t wkv6_pieces_fix(int dtype, int B, int P, int Ts, int T, int H, int N, const void* r, const void* w,
-                            bool w_per_head, void* y, const float* s0, const float* offset, const float* dsum,
-                            float* s_in, float* state_out, int variant, cudaStream_t stream) {
+cudaError_t wkv6_chunked_forward(int dtype, int B, int T, int H, int N, int variant, const void* r, const void* k,
+                                 const void* v, const void* w, bool w_per_head, const float* u, float* state,
+                                 void* y, void* ws, size_t ws_bytes, cudaStream_t stream);
+size_t wkv6_chunked_workspace(int B, int T, int H, int N, int variant);
+
+// The workspace of wkv6_pieces_forward, in 256-byte aligned parts: s0 and s_in [B * P, H, 64,
+// 64] fp32 (the pieces' final states from the batch run, then the states entering them),
+// offset [B * P, nt, H, 64] and dsum [B * P, H, 64] fp32 (a decay per head: no offset, dsum
+// [H, 64]), then the batch run's own (wkv6_chunked_workspace at [B * P, Ts]).
+struct PiecesWs {
+  size_t s0, s_in, offset, dsum, chunk, total;
+};
+static PiecesWs pieces_ws(int B, int P, int Ts, int H, bool w_per_head, int variant) {
+  auto up = [](size_t x) { return (x + 255) / 256 * 256; };
+  const size_t nt = (Ts + wkv6p::TT - 1) / wkv6p::TT, hn = (size_t)H * wkv6p::N, bp = (size_t)B * P;
+  PiecesWs l{};
+  l.s0 = 0;
+  l.s_in = l.s0 + up(bp * hn * wkv6p::N * 4);
+  l.offset = l.s_in + up(bp * hn * wkv6p::N * 4);
+  l.dsum = l.offset + (w_per_head ? 0 : up(bp * nt * hn * 4));
+  l.chunk = l.dsum + up((w_per_head ? 1 : bp) * hn * 4);
+  l.total = l.chunk + wkv6_chunked_workspace(B * P, Ts, H, wkv6p::N, variant);
+  return l;
+}
+
+size_t wkv6_pieces_workspace(int B, int P, int Ts, int H, int N, bool w_per_head, int variant) {
+  return N == wkv6p::N && P >= 2 && Ts >= 1 ? pieces_ws(B, P, Ts, H, w_per_head, variant).total : 0;
+}
+
+// A prompt of B sequences cut into P pieces of Ts tokens, as a batch: r, k, v, y [B * P, Ts, H,
+// 64] (piece p of sequence b at b * P + p), w the same or, with w_per_head, [H, 64], in the
+// inputs' dtype; u [H, 64] fp32; state [B, H, 64, 64] fp32, the state before each sequence,
+// replaced by the state after its P * Ts tokens; y: every token's output. variant: the batch
+// run's launch code (wkv6_chunked_forward); join: the tile kernel, 1 or 2 (fix2_kernel, 16-bit
+// inputs; fp32 inputs take 1 either way). ws: wkv6_pieces_workspace() bytes. The offsets run
+// on the chunked kernels' second stream, after whatever the batch run queued there, and the
+// caller's stream waits for them before the join (so a CUDA graph captures the same order).
+cudaError_t wkv6_pieces_forward(int dtype, int B, int P, int Ts, int H, int N, int variant, const void* r,
+                                const void* k, const void* v, const void* w, bool w_per_head, const float* u,
+                                float* state, void* y, void* ws, size_t ws_bytes, int join, cudaStream_t stream) {
   using namespace wkv6p;
-  if (variant != 1 && variant != 2) return cudaErrorInvalidValue;
-  if (N != wkv6p::N || P < 2 || Ts < 1 || (long)P * Ts > T) return cudaErrorInvalidValue;
+  if (join != 1 && join != 2) return cudaErrorInvalidValue;
+  if (N != wkv6p::N || P < 2 || Ts < 1) return cudaErrorInvalidValue;
   if (B == 0 || H == 0) return cudaSuccess;
+  const PiecesWs l = pieces_ws(B, P, Ts, H, w_per_head, variant);
+  if (ws == nullptr || ws_bytes < l.total) return cudaErrorInvalidValue;
+  unsigned char* base = static_cast<unsigned char*>(ws);
+  float *s0 = reinterpret_cast<float*>(base + l.s0), *s_in = reinterpret_cast<float*>(base + l.s_in);
+  float *offset = reinterpret_cast<float*>(base + l.offset), *dsum = reinterpret_cast<float*>(base + l.dsum);
+  tc::SideStream* side = nullptr;
+  cudaError_t err = tc::side_stream(side);
+  if (err != cudaSuccess) return err;
+  if ((err = cudaEventRecord(side->aux_in, stream)) != cudaSuccess) return err;  // the inputs are ready
+  // each sequence's piece 0 from its state, the others from zeros
+  const size_t sbytes = (size_t)H * N * N * 4;
+  if ((err = cudaMemset2DAsync(reinterpret_cast<unsigned char*>(s0) + sbytes, P * sbytes, 0, (P - 1) * sbytes, B,
+                               stream)) != cudaSuccess)
+    return err;
+  if ((err = cudaMemcpy2DAsync(s0, P * sbytes, state, sbytes, sbytes, B, cudaMemcpyDeviceToDevice, stream)) !=
+      cudaSuccess)
+    return err;
+  if ((err = wkv6_chunked_forward(dtype, B * P, Ts, H, N, variant, r, k, v, w, w_per_head, u, s0, y,
+                                  l.total > l.chunk ? base + l.chunk : nullptr, l.total - l.chunk, stream)) !=
+      cudaSuccess)
+    return err;
+  if ((err = cudaStreamWaitEvent(side->stream, side->aux_in, 0)) != cudaSuccess) return err;
+  {
+    const size_t tok = (size_t)H * N;
+    const unsigned scan_blocks = (unsigned)(((w_per_head ? 1 : (size_t)B * P) * tok + THREADS - 1) / THREADS);
+    ARCHBENCH_DISPATCH_DTYPE(dtype, {
+      if (w_per_head) {
+        scan_kernel<F, true><<<scan_blocks, THREADS, 0, side->stream>>>(B * P, Ts, H, (const F*)w, offset, dsum);
+      } else {
+        const int nvec = (int)(tok / Vec<F>::n);
+        tile_sums_kernel<F><<<dim3((nvec + SUM_THREADS - 1) / SUM_THREADS, (Ts + TT - 1) / TT, B * P), SUM_THREADS, 0,
+                              side->stream>>>(Ts, H, (const F*)w, offset);
+        scan_kernel<F, false><<<scan_blocks, THREADS, 0, side->stream>>>(B * P, Ts, H, (const F*)w, offset, dsum);
+      }
+    })
+  }
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  if ((err = cudaEventRecord(side->aux_done, side->stream)) != cudaSuccess) return err;
+  if ((err = cudaStreamWaitEvent(stream, side->aux_done, 0)) != cudaSuccess) return err;
   const size_t entries = (size_t)B * H * N * N;
   fold_kernel<<<(unsigned)((entries + THREADS - 1) / THREADS), THREADS, 0, stream>>>(B, P, H, w_per_head, s0, dsum,
-                                                                                    s_in, state_out);
+                                                                                    s_in, state);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
   // tiles a block walks: about 8 blocks a SM's worth of tiles in all, 1 to 16 a block
   int dev = 0, sms = 132;
   cudaGetDevice(&dev);
@@ -378,7 +526,7 @@ cudaError_t wkv6_pieces_fix(int dtype, int B, int P, int Ts, int T, int H, int N
   // heads fastest: the blocks running together read whole token rows (H x 64 entries) of r, w, y
   const dim3 grid(H, (nt + tpb - 1) / tpb, B * (P - 1));
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
-    return launch_tiles<F>(variant, w_per_head, grid, P, Ts, T, H, tpb, r, w, y, s_in, offset, stream);
+    return launch_tiles<F>(join, w_per_head, grid, P, Ts, P * Ts, H, tpb, r, w, y, s_in, offset, stream);
   })
   return cudaSuccess;
 }
