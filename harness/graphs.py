@@ -40,7 +40,9 @@ class GraphedStep:
         torch.cuda.current_stream().wait_stream(stream)
         before = _host_fields(state)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # a capture stream of this GPU: torch.cuda.graph's default one is made once per process,
+        # on whichever GPU was current at the first capture
+        with torch.cuda.graph(self.graph, stream=torch.cuda.Stream(device=tokens.device)):
             self.logits, _ = model.step(self.tokens, state)
             if greedy:
                 self.tokens.copy_(self.logits.argmax(-1))
