@@ -340,6 +340,10 @@ __device__ __forceinline__ void build_to_workspace(const Op& op, BuildArea<Op>& 
     emit_chunk<Op::LOWRANK, Op::PASSES_ == 1>(ws + (size_t)i * WsLayout<Op::LOWRANK>::FLOATS,
                                               op.operands(scr, area.chunk), grp.ptid);
   }
+  // Launched with programmatic dependent launch beside the state pass ahead of it (one stream,
+  // launch_two_kernels), the kernel must not complete before that pass: one block waits for it
+  // (the others exit, so that the build's later waves are not held up). Otherwise a no-op.
+  if (blockIdx.x == gridDim.x - 1) pdl_wait();
 }
 
 // Chunks per build block, and the workspace budget that sets the segment length.
@@ -421,6 +425,16 @@ inline Segments segments(long heads, int nchunks) {
   return sg;
 }
 
+// ARCHBENCH_TWO_KERNEL_PDL=1 on a GPU of compute capability 9.0 or later: the two-kernel form
+// on one stream (launch_two_kernels). Read at every call, for measuring.
+inline bool one_stream_pdl() {
+  const char* e = std::getenv("ARCHBENCH_TWO_KERNEL_PDL");
+  if (!(e && e[0] == '1' && e[1] == 0)) return false;
+  int dev = 0, major = 0;
+  return cudaGetDevice(&dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+}
+
 // The second stream of the two-kernel form and its events, one set per host thread and device,
 // made on first use and kept; aux_in / aux_done order other work put on it (the WKV6 pieces'
 // offsets, wkv6_pieces.cu).
@@ -454,6 +468,15 @@ cudaError_t launch_pipeline(Kernel kernel, int blocks, int threads, size_t smem,
   if (err != cudaSuccess) return err;
   kernel<<<blocks, threads, smem, stream>>>(args...);
   return cudaGetLastError();
+}
+// The same with programmatic dependent launch if pdl (the two-kernel form's builds on one
+// stream, launch_two_kernels).
+template <typename Kernel, typename... Args>
+cudaError_t launch_pipeline_pdl(bool pdl, Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream,
+                                Args... args) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (err != cudaSuccess) return err;
+  return launch_ex(kernel, dim3(blocks), threads, smem, stream, pdl, args...);
 }
 
 template <typename T>
@@ -570,7 +593,8 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
 }
 
 // The two-kernel form over [B, T] (H heads of 64): per segment of chunks, the op's build
-// kernel, launched by build(c0, n, ws, blocks, stream) with `blocks` blocks of PT threads, then
+// kernel, launched by build(c0, n, ws, blocks, stream, pdl) with `blocks` blocks of PT threads
+// (pdl: with programmatic dependent launch, launch_pipeline_pdl), then
 // wkv_state_kernel at VT columns a block. ws holds ws_bytes (at least workspace_bytes()).
 // With several segments the builds run on a second stream, one segment ahead of the state
 // passes, which stay on `stream` at the greatest priority (their blocks are placed first
@@ -578,6 +602,16 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
 // first (optional, WKV7): first(n, stream) runs the first segment's n chunks whole (the fused
 // form: builds and state pass in one kernel, on few SMs at few heads), so that no build is
 // waited for at the start: segment 1 is built beside it.
+// ARCHBENCH_TWO_KERNEL_PDL=1 (opt-in, on sm_90+; written 2026-11-28 without device time left
+// to run it, so not the default until measured): every kernel on `stream`, none on a second
+// stream and no events. Build s + 1 is launched with programmatic dependent launch after
+// state pass s (or the fused first segment), which lets it start at once (both call
+// pdl_launch_dependents() first), so the two overlap as on two streams; one block of the
+// build waits for that pass before exiting (build_to_workspace), so the build completes after
+// it, and state pass s + 1, an ordinary launch, starts after the build and hence after pass s,
+// and so does build s + 2, which reuses pass s's buffer. Why: in eager use each wait between
+// the two streams costs GPU time that a graph's edges do not (results/kernels, 2026-11-28:
+// H=64 1 x 4096 WKV6 with 64-chunk segments 13.66 Mtok/s replayed against 11.29 as calls).
 template <typename F, int PASSES, bool LOWRANK, int VT, class Build, class First = std::nullptr_t>
 cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F* y, void* ws, size_t ws_bytes,
                                cudaStream_t stream, Build&& build, First&& first = nullptr) {
@@ -608,8 +642,23 @@ cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F*
     return cudaLaunchKernelEx(&cfg, kernel, T, H, v, state, y, c0, n, buf);
   };
   if (sg.bufs == 1) {  // one segment: nothing to overlap
-    if ((err = build(0, nchunks, wsp, B * H * ((nchunks + CPB - 1) / CPB), stream)) != cudaSuccess) return err;
+    if ((err = build(0, nchunks, wsp, B * H * ((nchunks + CPB - 1) / CPB), stream, false)) != cudaSuccess) return err;
     return state_pass(0, nchunks, wsp);
+  }
+  if (one_stream_pdl()) {  // see above
+    for (int c0 = 0, s = 0, n = 0; c0 < nchunks; c0 += n, ++s) {
+      n = std::min(nchunks - c0, sg.length(s));
+      float* buf = wsp + (s % 2) * buf_floats;
+      if constexpr (HAS_FIRST) {
+        if (s == 0) {
+          if ((err = first(n, stream)) != cudaSuccess) return err;
+          continue;
+        }
+      }
+      if ((err = build(c0, n, buf, B * H * ((n + CPB - 1) / CPB), stream, s > 0)) != cudaSuccess) return err;
+      if ((err = state_pass(c0, n, buf)) != cudaSuccess) return err;
+    }
+    return cudaSuccess;
   }
   SideStream* side = nullptr;
   if ((err = side_stream(side)) != cudaSuccess) return err;
@@ -627,7 +676,7 @@ cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F*
       }
     }
     if (s >= 2 && (err = cudaStreamWaitEvent(side->stream, side->used[b], 0)) != cudaSuccess) return err;
-    if ((err = build(c0, n, buf, B * H * ((n + CPB - 1) / CPB), side->stream)) != cudaSuccess) return err;
+    if ((err = build(c0, n, buf, B * H * ((n + CPB - 1) / CPB), side->stream, false)) != cudaSuccess) return err;
     if ((err = cudaEventRecord(side->built[b], side->stream)) != cudaSuccess) return err;
     if ((err = cudaStreamWaitEvent(stream, side->built[b], 0)) != cudaSuccess) return err;
     if ((err = state_pass(c0, n, buf)) != cudaSuccess) return err;

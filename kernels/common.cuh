@@ -150,6 +150,41 @@ __device__ __forceinline__ void cp_async_wait_all() {
 #endif
 }
 
+// Programmatic dependent launch (sm_90+). A kernel launched with it (launch_ex(..., pdl =
+// true)) may start before the kernel ahead of it in the stream has finished: once every block
+// of that one has called pdl_launch_dependents() (or exited). pdl_wait() returns once the
+// kernel ahead has completed and its writes are visible; a kernel that has not waited must
+// not read what the one ahead writes. A kernel does not complete before its pdl_wait()
+// returns, so a launched-with-pdl kernel that waits (in any one block) completes after the
+// kernel ahead of it. Without such a launch, or on older GPUs, both calls do nothing.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, threads, smem, stream>>>(args...), with programmatic dependent launch if pdl.
+template <typename... Params, typename... Args>
+cudaError_t launch_ex(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream, bool pdl,
+                      Args... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 }  // namespace archbench
 
 // Calls BODY with `using F = <element type>` for the runtime dtype code.

@@ -204,6 +204,10 @@ wkv_state_kernel(int T, int H, const F* __restrict__ v, float* __restrict__ stat
   const size_t tok_stride = (size_t)H * N, vbase = (size_t)bi * T * tok_stride + (size_t)h * N;
   const float* wsh = ws + (size_t)bh * n * L::FLOATS;
   float* st = state + (size_t)bh * N * N;
+  // The next segment's build, launched with programmatic dependent launch (one stream,
+  // launch_two_kernels), may start beside this pass; launched otherwise, both do nothing.
+  pdl_launch_dependents();
+  pdl_wait();
 
   auto issue = [&](int i) {  // chunk i (of the segment) into slot i % STAGES
     unsigned char* slot = smem_bytes + (i % STATE_STAGES) * STRIDE;

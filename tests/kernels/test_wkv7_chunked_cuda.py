@@ -173,6 +173,38 @@ def test_uneven_segments_give_the_same_bits(op, schedule, monkeypatch):
 
 
 @gpu
+@pytest.mark.parametrize("op", ["wkv7", "wkv7-built-first", "wkv6"])
+@pytest.mark.parametrize("schedule", ["", "16,64,8", "1"])
+def test_two_kernel_form_on_one_stream(op, schedule, monkeypatch):
+    """ARCHBENCH_TWO_KERNEL_PDL=1 (chunked_tc.cuh, opt-in: every kernel on one stream, each
+    build launched with programmatic dependent launch beside the state pass ahead of it, one
+    of its blocks waiting for that pass before it exits) gives the bits of the two-stream
+    order: the same kernels on the same data, only launched differently. 3100 tokens at 6
+    heads in several segments (default lengths, 16 / 64 / 8, one chunk each), WKV7 with its
+    first segment fused or built, WKV6; eagerly and replayed from a CUDA graph."""
+    from archbench.kernels.wkv6.op import wkv6_cuda_chunked
+    B, T, H, N = 2, 3100, 3, 64
+    x = inputs(B, T, H, N, "mixed", seed=7)
+    if op == "wkv6":
+        x = dict(r=x["r"], k=x["k"], v=x["v"], w=x["w"], u=torch.randn(H, N, device="cuda"))
+    x = {k: v.to(torch.bfloat16) if k != "u" else v for k, v in x.items()}
+
+    def run(s, out=None):
+        if op == "wkv6":
+            return wkv6_cuda_chunked(**x, state=s, inplace=True, out=out, form=2, pieces=1)
+        return wkv7_cuda_chunked(**x, state=s, inplace=True, out=out, form=2)
+    if op == "wkv7-built-first":
+        monkeypatch.setenv("ARCHBENCH_FUSED_FIRST", "0")
+    monkeypatch.setenv("ARCHBENCH_SEG_SCHEDULE", schedule)
+    y_two, s_two = run(state0(B, H, N))
+    monkeypatch.setenv("ARCHBENCH_TWO_KERNEL_PDL", "1")
+    y_one, s_one = run(state0(B, H, N))
+    assert torch.equal(y_one, y_two) and torch.equal(s_one, s_two)
+    check_in_place_and_in_a_graph(lambda s, out: run(s, out), state0(B, H, N), torch.empty_like(x["r"]),
+                                  y_two.float(), s_two, tol=1e-6)
+
+
+@gpu
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 @pytest.mark.parametrize("schedule", ["", "16,64", "1,64", "150"])
 def test_first_segment_by_the_fused_kernel(dtype, schedule, monkeypatch):

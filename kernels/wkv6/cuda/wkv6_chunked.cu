@@ -269,10 +269,11 @@ cudaError_t launch_form(int B, int T, int H, const void* r, const void* k, const
     }
   } else {
     return launch_two_kernels<F, PASSES, false, VT>(
-        B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream, [&](int c0, int n, float* wsp, int blocks, cudaStream_t on) {
-          return launch_pipeline(wkv6_build_kernel<F, N, PASSES, W_PER_HEAD>, blocks, PT,
-                                 sizeof(BuildArea<Op<F, N, 16, 1, PASSES, W_PER_HEAD>>), on, T, H, (const F*)r,
-                                 (const F*)k, (const F*)v, (const F*)w, u, c0, n, wsp);
+        B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream,
+        [&](int c0, int n, float* wsp, int blocks, cudaStream_t on, bool pdl) {
+          return launch_pipeline_pdl(pdl, wkv6_build_kernel<F, N, PASSES, W_PER_HEAD>, blocks, PT,
+                                     sizeof(BuildArea<Op<F, N, 16, 1, PASSES, W_PER_HEAD>>), on, T, H, (const F*)r,
+                                     (const F*)k, (const F*)v, (const F*)w, u, c0, n, wsp);
         });
   }
 }

@@ -48,8 +48,8 @@ static DeviceInfo device_info() {
   return d;
 }
 
-// Programmatic dependent launch (sm_90+). Every kernel here is launched so that it may start
-// while the kernel before it in the stream is finishing: it first calls
+// Programmatic dependent launch (common.cuh). Every kernel here is launched so that it may
+// start while the kernel before it in the stream is finishing: it first calls
 // pdl_launch_dependents() (which lets the next kernel start in turn, once every block of
 // this one is running), then loads what no earlier kernel of the step writes - weights, and
 // the state it alone updates (written before the step at the latest; the step begins with
@@ -60,16 +60,6 @@ static DeviceInfo device_info() {
 // the tail of the one before. Since every kernel waits for its predecessor before it
 // completes, "the previous kernel has completed" covers every kernel before it too. On older
 // GPUs, or with ARCHBENCH_DECODE_PDL=0, the launches are ordinary and both calls do nothing.
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
 static bool pdl_enabled() {
   static const bool allowed = [] {
     const char* e = std::getenv("ARCHBENCH_DECODE_PDL");
@@ -80,17 +70,7 @@ static bool pdl_enabled() {
 template <typename... Params, typename... Args>
 static cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
                           Args... args) {
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(threads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cfg.attrs = &attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kernel, args...);
+  return launch_ex(kernel, grid, threads, smem, stream, pdl_enabled(), args...);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -467,6 +467,7 @@ wkv7_fused_kernel(int T, int t_end, int H, const F* __restrict__ r, const F* __r
   using O = FusedOp<F, N, G, PASSES>;
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   auto& sm = *reinterpret_cast<typename O::Smem*>(smem_bytes);
+  pdl_launch_dependents();  // the next segment's build may start beside it (launch_two_kernels, one stream)
   const Place<N, N> p(H, T);
   const O op{{{}, {r, w, k, a, b, v}, p.base, p.tok_stride, 0, t_end}, y, p.base, p.tok_stride, t_end};
   run_pipeline<O, N, N, G>(op, sm, state + (size_t)p.bh * N * N, 0, (t_end + C - 1) / C);
@@ -536,10 +537,10 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void
                              (const F*)b, state, (F*)y);
     }
   } else {
-    auto build = [&](int c0, int n, float* wsp, int blocks, cudaStream_t on) {
-      return launch_pipeline(wkv7_build_kernel<F, N, PASSES>, blocks, PT, sizeof(BuildArea<Op<F, N, 16, 1, PASSES>>), on,
-                             T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a, (const F*)b, c0, n,
-                             wsp);
+    auto build = [&](int c0, int n, float* wsp, int blocks, cudaStream_t on, bool pdl) {
+      return launch_pipeline_pdl(pdl, wkv7_build_kernel<F, N, PASSES>, blocks, PT,
+                                 sizeof(BuildArea<Op<F, N, 16, 1, PASSES>>), on, T, H, (const F*)r, (const F*)w,
+                                 (const F*)k, (const F*)v, (const F*)a, (const F*)b, c0, n, wsp);
     };
     // The first segment by the fused kernel (ARCHBENCH_FUSED_FIRST=0: built like the rest, for measuring)
     const char* env = std::getenv("ARCHBENCH_FUSED_FIRST");
