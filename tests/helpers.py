@@ -91,3 +91,23 @@ def check_in_place_and_in_a_graph(run, state, out, y_ref, s_ref, tol: float = 1e
     graph.replay()
     torch.cuda.synchronize()
     assert errors(out, y_ref)["rms_rel"] < tol and errors(static_state, s_ref)["rms_rel"] < tol
+
+
+def graphed_and_eager_steps(name: str, dtype: str, device: str, steps: int = 10):
+    """Decode steps of preset `name` on `device` after a 30-token prefill, two sequences fed from
+    a token array: eager (model.step) and replayed from a CUDA graph (harness/graphs.py) from
+    the same state. Returns (graphed, eager), each [steps, 2, vocab] on the device."""
+    import torch
+
+    import archbench
+    from archbench.harness.graphs import GraphedStep
+    model = archbench.build(name, dtype=dtype, device=device)
+    tokens = torch.randint(0, model.config.vocab_size, (2, 30 + steps), generator=torch.Generator().manual_seed(0))
+    tokens = tokens.to(device)
+    _, state = model.forward(tokens[:, :30])
+    saved = state.checkpoint()
+    eager = [model.step(tokens[:, t], state)[0].clone() for t in range(30, 30 + steps)]
+    state.restore(saved)
+    step = GraphedStep(model, state, tokens[:, 30])
+    graphed = [step(tokens[:, t]).clone() for t in range(30, 30 + steps)]
+    return torch.stack(graphed), torch.stack(eager)

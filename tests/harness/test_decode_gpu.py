@@ -78,14 +78,6 @@ def test_graphed_rwkv7_tiny_steps_equal_eager(dtype):
     (which failed on an H200 pair on 2026-11-28: graphed fp32 steps on cuda:1 differed from the
     eager ones from the first step on): the `rwkv7-tiny` preset, steps fed from a token array,
     fp32 and bf16, so that a failure there can be told apart from a failure here."""
-    import archbench
-    model = archbench.build("rwkv7-tiny", dtype=dtype, device="cuda")
-    tokens = torch.randint(0, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0)).cuda()
-    _, state = model.forward(tokens[:, :30])
-    saved = state.checkpoint()
-    eager = [model.step(tokens[:, t], state)[0].clone() for t in range(30, 40)]
-    state.restore(saved)
-    step = GraphedStep(model, state, tokens[:, 30])
-    graphed = [step(tokens[:, t]).clone() for t in range(30, 40)]
-    assert_close(torch.stack(graphed), torch.stack(eager), dtype=getattr(torch, dtype),
-                 what=f"rwkv7-tiny {dtype} graph vs eager")
+    from helpers import graphed_and_eager_steps
+    graphed, eager = graphed_and_eager_steps("rwkv7-tiny", dtype, "cuda")
+    assert_close(graphed, eager, dtype=getattr(torch, dtype), what=f"rwkv7-tiny {dtype} graph vs eager")

@@ -88,14 +88,7 @@ def test_model_on_second_gpu_equals_first(name):
 
 def test_graphed_decode_on_second_gpu():
     """A decode step captured in a CUDA graph on cuda:1 (harness/graphs.py) replays the eager steps."""
-    from archbench.harness.graphs import GraphedStep
+    from helpers import graphed_and_eager_steps
     torch.cuda.set_device(0)
-    model = archbench.build("rwkv7-tiny", dtype="float32", device="cuda:1")
-    tokens = torch.randint(0, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0)).to("cuda:1")
-    _, state = model.forward(tokens[:, :30])
-    saved = state.checkpoint()
-    eager = [model.step(tokens[:, t], state)[0].clone() for t in range(30, 40)]
-    state.restore(saved)
-    step = GraphedStep(model, state, tokens[:, 30])
-    graphed = [step(tokens[:, t]).clone() for t in range(30, 40)]
-    assert torch.allclose(torch.stack(graphed).cpu(), torch.stack(eager).cpu(), rtol=1e-5, atol=1e-5)
+    graphed, eager = graphed_and_eager_steps("rwkv7-tiny", "float32", "cuda:1")
+    assert torch.allclose(graphed.cpu(), eager.cpu(), rtol=1e-5, atol=1e-5)
