@@ -369,16 +369,23 @@ constexpr size_t WS_BUDGET = size_t(256) << 20;
 // the default 128 12.51 / 13.70, 128 then 192 12.52 / 14.10 (192 alone: 10.89 / 13.84), every
 // schedule with a shorter segment after the first slower (11.5-12.3 / 8.6-12.9); WKV7 at H = 40
 // the default 64 8.19 / 9.05, every other (shorter first or last segments, 48, 96, 128) slower
-// (7.0-7.9 / 4.1-8.9). So WKV6 at 64 heads takes 128 then 192.
+// (7.0-7.9 / 4.1-8.9). So WKV6 at 64 heads takes 128 then 192 - except at 256 chunks or
+// fewer (a 4096-token prompt), where 64-chunk segments win once the builds go on one stream
+// (launch_two_kernels; results/kernels/one-stream-20261128/, H200, Mtok/s replayed / as calls,
+// 1 x 4096 at H = 64: 64 each 13.72 / 13.28, 128 + 128 12.81 / 12.66, 64 then 192 11.99 /
+// 11.76; at 1 x 16384 64 each loses, 14.65 / 14.44 against 14.90 / 14.91; on two streams
+// as calls 64 each lost, 11.29 against 12.36, every wait between the streams costing GPU time).
 // Buffers fit WS_BUDGET together (fewer chunks a segment where they would not).
 // ARCHBENCH_SEG_CHUNKS (chunks, > 0) overrides the length, for measuring.
 template <bool LOWRANK>
-constexpr int preferred_segment(long heads) {
-  return LOWRANK ? (heads <= 48 ? 64 : heads <= 96 ? 128 : 32) : (heads <= 48 ? 96 : 128);
+constexpr int preferred_segment(long heads, int nchunks) {
+  if (LOWRANK) return heads <= 48 ? 64 : heads <= 96 ? 128 : 32;
+  if (heads > 48 && heads <= 64 && nchunks <= 256) return 64;
+  return heads <= 48 ? 96 : 128;
 }
 template <bool LOWRANK>
-constexpr int later_segments(long heads) {  // the length after the first (0: the same)
-  return !LOWRANK && heads > 48 && heads <= 64 ? 192 : 0;
+constexpr int later_segments(long heads, int nchunks) {  // the length after the first (0: the same)
+  return !LOWRANK && heads > 48 && heads <= 64 && nchunks > 256 ? 192 : 0;
 }
 // ARCHBENCH_SEG_SCHEDULE="a,b,c" (chunks) gives segment s the length of entry s (the last one
 // repeated), for measuring uneven schedules; the buffers hold the longest.
@@ -392,7 +399,7 @@ template <bool LOWRANK>
 inline Segments segments(long heads, int nchunks) {
   constexpr int floats = WsLayout<LOWRANK>::FLOATS;
   const long fit = (long)(WS_BUDGET / 2 / ((size_t)floats * 4 * (size_t)heads));
-  long n = preferred_segment<LOWRANK>(heads);
+  long n = preferred_segment<LOWRANK>(heads, nchunks);
   const char* fixed = std::getenv("ARCHBENCH_SEG_CHUNKS");
   const bool fixed_set = fixed && std::atol(fixed) > 0;
   if (fixed_set) n = std::atol(fixed);
@@ -410,7 +417,7 @@ inline Segments segments(long heads, int nchunks) {
       p = *end == ',' ? end + 1 : end;
     }
     if (sg.n_sched) n = longest;
-  } else if (const int later = later_segments<LOWRANK>(heads); later && !fixed_set) {
+  } else if (const int later = later_segments<LOWRANK>(heads, nchunks); later && !fixed_set) {
     sg.sched[0] = (int)std::min<long>(n, fit);
     sg.sched[1] = later;
     sg.n_sched = 2;
@@ -425,14 +432,17 @@ inline Segments segments(long heads, int nchunks) {
   return sg;
 }
 
-// ARCHBENCH_TWO_KERNEL_PDL=1 on a GPU of compute capability 9.0 or later: the two-kernel form
-// on one stream (launch_two_kernels). Read at every call, for measuring.
+// The two-kernel form on one stream (launch_two_kernels) on GPUs of compute capability 9.0 or
+// later, unless ARCHBENCH_TWO_KERNEL_PDL=0 (two streams, as on older GPUs; read at every call).
 inline bool one_stream_pdl() {
   const char* e = std::getenv("ARCHBENCH_TWO_KERNEL_PDL");
-  if (!(e && e[0] == '1' && e[1] == 0)) return false;
-  int dev = 0, major = 0;
-  return cudaGetDevice(&dev) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+  if (e && e[0] == '0' && e[1] == 0) return false;
+  static int major[64] = {};  // per device, looked up once
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+  if (major[dev] == 0 && cudaDeviceGetAttribute(&major[dev], cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+    return false;
+  return major[dev] >= 9;
 }
 
 // The second stream of the two-kernel form and its events, one set per host thread and device,
@@ -596,22 +606,24 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
 // kernel, launched by build(c0, n, ws, blocks, stream, pdl) with `blocks` blocks of PT threads
 // (pdl: with programmatic dependent launch, launch_pipeline_pdl), then
 // wkv_state_kernel at VT columns a block. ws holds ws_bytes (at least workspace_bytes()).
-// With several segments the builds run on a second stream, one segment ahead of the state
-// passes, which stay on `stream` at the greatest priority (their blocks are placed first
+// With several segments, before sm_90 (or with ARCHBENCH_TWO_KERNEL_PDL=0; on sm_90+ see below)
+// the builds run on a second stream, one segment ahead of the state passes, which stay on `stream` at the greatest priority (their blocks are placed first
 // when both wait); events order the two streams, so a CUDA graph captures the same order.
 // first (optional, WKV7): first(n, stream) runs the first segment's n chunks whole (the fused
 // form: builds and state pass in one kernel, on few SMs at few heads), so that no build is
 // waited for at the start: segment 1 is built beside it.
-// ARCHBENCH_TWO_KERNEL_PDL=1 (opt-in, on sm_90+; written 2026-11-28 without device time left
-// to run it, so not the default until measured): every kernel on `stream`, none on a second
-// stream and no events. Build s + 1 is launched with programmatic dependent launch after
-// state pass s (or the fused first segment), which lets it start at once (both call
-// pdl_launch_dependents() first), so the two overlap as on two streams; one block of the
-// build waits for that pass before exiting (build_to_workspace), so the build completes after
-// it, and state pass s + 1, an ordinary launch, starts after the build and hence after pass s,
-// and so does build s + 2, which reuses pass s's buffer. Why: in eager use each wait between
-// the two streams costs GPU time that a graph's edges do not (results/kernels, 2026-11-28:
-// H=64 1 x 4096 WKV6 with 64-chunk segments 13.66 Mtok/s replayed against 11.29 as calls).
+// On sm_90+ (one_stream_pdl; ARCHBENCH_TWO_KERNEL_PDL=0 for the two streams above): every
+// kernel on `stream`, none on a second stream and no events. Build s + 1 is launched with
+// programmatic dependent launch after state pass s (or the fused first segment), which lets
+// it start at once (both call pdl_launch_dependents() first), so the two overlap as on two
+// streams; one block of the build waits for that pass before exiting (build_to_workspace), so
+// the build completes after it, and state pass s + 1, an ordinary launch, starts after the
+// build and hence after pass s, and so does build s + 2, which reuses pass s's buffer. The
+// build reads only the op's inputs, which no kernel running beside it writes. Why: in eager
+// use each wait between two streams costs GPU time that a graph's edges do not. Measured on
+// an H200 (bf16, Mtok/s as calls, two streams / one; results/kernels/one-stream-20261128/):
+// WKV6 1 x 16384 at H = 64 13.82 / 14.78-14.91, at H = 40 20.41 / 20.86-20.97, 1 x 4096 at
+// H = 64 12.39 / 12.58-12.66, the rest within the runs' spread; replayed from a graph the same.
 template <typename F, int PASSES, bool LOWRANK, int VT, class Build, class First = std::nullptr_t>
 cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F* y, void* ws, size_t ws_bytes,
                                cudaStream_t stream, Build&& build, First&& first = nullptr) {

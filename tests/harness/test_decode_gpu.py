@@ -74,10 +74,11 @@ def test_sweep_cell_with_peer(name):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_graphed_rwkv7_tiny_steps_equal_eager(dtype):
-    """The one-GPU twin of tests/kernels/test_second_gpu.py::test_graphed_decode_on_second_gpu
-    (which failed on an H200 pair on 2026-11-28: graphed fp32 steps on cuda:1 differed from the
-    eager ones from the first step on): the `rwkv7-tiny` preset, steps fed from a token array,
-    fp32 and bf16, so that a failure there can be told apart from a failure here."""
+    """The one-GPU twin of tests/kernels/test_second_gpu.py::test_graphed_decode_on_second_gpu:
+    the `rwkv7-tiny` preset, steps fed from a token array, fp32 and bf16. Both failed in fp32
+    on 2026-11-28 (H200s, logits off by up to 2.8 on either GPU): norm_mix read its input
+    through the non-coherent path after waiting for the kernel writing it (decode7.cu;
+    scripts/decode_graph_diag.py finds such faults kernel by kernel)."""
     from helpers import graphed_and_eager_steps
     graphed, eager = graphed_and_eager_steps("rwkv7-tiny", dtype, "cuda")
     assert_close(graphed, eager, dtype=getattr(torch, dtype), what=f"rwkv7-tiny {dtype} graph vs eager")

@@ -37,7 +37,7 @@ OPS = {"wkv4": (wkv4_cuda, lambda B, H, N: torch.zeros(B, 3, H * N)), "wkv6": (w
 
 
 @pytest.mark.parametrize("op", list(OPS))
-# 3100: the chunked kernels, in segments over two streams; 4100: WKV6 in 8 pieces (its offsets on
+# 3100: the chunked kernels, in segments (on one stream on sm_90+); 4100: WKV6 in 8 pieces (its offsets on
 # the second stream) and 4 tokens left over, WKV7's first segment by the fused kernel
 @pytest.mark.parametrize("T", [40, 3100, 4100])
 def test_kernel_on_second_gpu_equals_first(op, T):

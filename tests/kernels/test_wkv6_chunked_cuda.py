@@ -157,12 +157,15 @@ def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form):
 @gpu
 @pytest.mark.parametrize("T,B,pieces,join", [(50, 2, 0, "cuda"), (3100, 2, 0, "cuda"), (3100, 1, 3, "cuda"),
                                              (3100, 1, 3, "cuda2")])
-def test_inplace_state_and_graph_capture(T, B, pieces, join):
+@pytest.mark.parametrize("streams", ["", "0"])
+def test_inplace_state_and_graph_capture(T, B, pieces, join, streams, monkeypatch):
     """In place and in a CUDA graph. 3100 tokens are 194 chunks: in the two-kernel form (6
-    heads) two segments of 96 and one of 2, each built on a second stream beside the previous
-    state pass, through two workspace buffers; the graph captures both streams. Also in 3
+    heads) two segments of 96 and one of 2, each built beside the previous state pass, through
+    two workspace buffers: on one stream (the default on sm_90+) or on a second one
+    (ARCHBENCH_TWO_KERNEL_PDL=0), which the graph captures too. Also in 3
     pieces (one token left over), joined after by either tile kernel (the second takes 16-bit
     inputs: bf16 there, against the reference on the same rounded inputs)."""
+    monkeypatch.setenv("ARCHBENCH_TWO_KERNEL_PDL", streams)
     H, N = 3, 64
     x, u = inputs(B, T, H, N)
     dtype = "bf16" if join == "cuda2" else "fp32"

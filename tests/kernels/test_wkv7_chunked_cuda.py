@@ -137,10 +137,13 @@ def test_long_bf16_prompt_against_fp32_kernel(B, T, H, form):
 
 @gpu
 @pytest.mark.parametrize("T", [50, 3100])
-def test_inplace_state_and_graph_capture(T):
+@pytest.mark.parametrize("streams", ["", "0"])
+def test_inplace_state_and_graph_capture(T, streams, monkeypatch):
     """In place and in a CUDA graph. 3100 tokens are 194 chunks: in the two-kernel form (6
-    heads) three segments of 64 and one of 2, each built on a second stream beside the previous
-    state pass, through two workspace buffers; the graph captures both streams."""
+    heads) three segments of 64 and one of 2, each built beside the previous state pass,
+    through two workspace buffers: on one stream (the default on sm_90+) or on a second one
+    (ARCHBENCH_TWO_KERNEL_PDL=0), which the graph captures too."""
+    monkeypatch.setenv("ARCHBENCH_TWO_KERNEL_PDL", streams)
     B, H, N = 2, 3, 64
     x = inputs(B, T, H, N)
     state = state0(B, H, N)
@@ -176,10 +179,10 @@ def test_uneven_segments_give_the_same_bits(op, schedule, monkeypatch):
 @pytest.mark.parametrize("op", ["wkv7", "wkv7-built-first", "wkv6"])
 @pytest.mark.parametrize("schedule", ["", "16,64,8", "1"])
 def test_two_kernel_form_on_one_stream(op, schedule, monkeypatch):
-    """ARCHBENCH_TWO_KERNEL_PDL=1 (chunked_tc.cuh, opt-in: every kernel on one stream, each
-    build launched with programmatic dependent launch beside the state pass ahead of it, one
-    of its blocks waiting for that pass before it exits) gives the bits of the two-stream
-    order: the same kernels on the same data, only launched differently. 3100 tokens at 6
+    """The two-kernel form on one stream (chunked_tc.cuh, the default on sm_90+: each build
+    launched with programmatic dependent launch beside the state pass ahead of it, one of its
+    blocks waiting for that pass before it exits) gives the bits of the two-stream order
+    (ARCHBENCH_TWO_KERNEL_PDL=0): the same kernels on the same data, only launched differently. 3100 tokens at 6
     heads in several segments (default lengths, 16 / 64 / 8, one chunk each), WKV7 with its
     first segment fused or built, WKV6; eagerly and replayed from a CUDA graph."""
     from archbench.kernels.wkv6.op import wkv6_cuda_chunked
@@ -196,8 +199,9 @@ def test_two_kernel_form_on_one_stream(op, schedule, monkeypatch):
     if op == "wkv7-built-first":
         monkeypatch.setenv("ARCHBENCH_FUSED_FIRST", "0")
     monkeypatch.setenv("ARCHBENCH_SEG_SCHEDULE", schedule)
+    monkeypatch.setenv("ARCHBENCH_TWO_KERNEL_PDL", "0")
     y_two, s_two = run(state0(B, H, N))
-    monkeypatch.setenv("ARCHBENCH_TWO_KERNEL_PDL", "1")
+    monkeypatch.delenv("ARCHBENCH_TWO_KERNEL_PDL")
     y_one, s_one = run(state0(B, H, N))
     assert torch.equal(y_one, y_two) and torch.equal(s_one, s_two)
     check_in_place_and_in_a_graph(lambda s, out: run(s, out), state0(B, H, N), torch.empty_like(x["r"]),

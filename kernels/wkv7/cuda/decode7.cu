@@ -21,6 +21,7 @@
 // each op in the model dtype), so the two agree within the dtype's tolerance. No
 // allocation, no host synchronisation: the step can be captured in a CUDA graph.
 #include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "../../common.cuh"
@@ -60,17 +61,38 @@ static DeviceInfo device_info() {
 // the tail of the one before. Since every kernel waits for its predecessor before it
 // completes, "the previous kernel has completed" covers every kernel before it too. On older
 // GPUs, or with ARCHBENCH_DECODE_PDL=0, the launches are ordinary and both calls do nothing.
-static bool pdl_enabled() {
-  static const bool allowed = [] {
+// ARCHBENCH_DECODE_PDL (read once): unset or "1", every kernel so; "0", none; otherwise the
+// kernels that are, by letter (for finding which one a fault needs): n norm_mix, l lora_down,
+// t tmix7, g gemv, L gemv with the LoRA blocks.
+static bool pdl_enabled(char kernel) {
+  static const std::string which = [] {
     const char* e = std::getenv("ARCHBENCH_DECODE_PDL");
-    return !(e && e[0] == '0');
+    const std::string v = e ? e : "";
+    return v.empty() || v == "1" ? std::string("nltgL") : v == "0" ? std::string() : v;
   }();
-  return allowed && device_info().cc_major >= 9;
+  return which.find(kernel) != std::string::npos && device_info().cc_major >= 9;
 }
 template <typename... Params, typename... Args>
-static cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
-                          Args... args) {
-  return launch_ex(kernel, grid, threads, smem, stream, pdl_enabled(), args...);
+static cudaError_t launch(char name, void (*kernel)(Params...), dim3 grid, int threads, size_t smem,
+                          cudaStream_t stream, Args... args) {
+  return launch_ex(kernel, grid, threads, smem, stream, pdl_enabled(name), args...);
+}
+// Compile-time variants, for finding a fault (ARCHBENCH_CUDA_DEFINES="ARCHBENCH_DECODE_WAIT_FIRST=1"
+// or "ARCHBENCH_DECODE_TRIGGER_LATE=1"): every kernel waits for the one before it before its
+// first load; or lets the next one start only after that wait.
+#ifndef ARCHBENCH_DECODE_WAIT_FIRST
+#define ARCHBENCH_DECODE_WAIT_FIRST 0
+#endif
+#ifndef ARCHBENCH_DECODE_TRIGGER_LATE
+#define ARCHBENCH_DECODE_TRIGGER_LATE 0
+#endif
+__device__ __forceinline__ void decode_start() {  // each kernel's first instruction
+  if (!ARCHBENCH_DECODE_TRIGGER_LATE) pdl_launch_dependents();
+  if (ARCHBENCH_DECODE_WAIT_FIRST) pdl_wait();
+}
+__device__ __forceinline__ void decode_wait() {  // before reading what an earlier kernel of the step wrote
+  pdl_wait();
+  if (ARCHBENCH_DECODE_TRIGGER_LATE) pdl_launch_dependents();
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -140,18 +162,24 @@ constexpr int NM_THREADS = 128, NM_PER = 4;  // slices of up to 512 channels
 constexpr int NM_XVEC = 8;                   // 16-byte vectors of x per thread: C up to 4096 in fp32
 template <typename F>
 __global__ void __launch_bounds__(NM_THREADS)
-    norm_mix_kernel(int B, int C, int cpb, float eps, const F* __restrict__ x, const F* __restrict__ ln_w,
+    norm_mix_kernel(int B, int C, int cpb, float eps, const F* x, const F* __restrict__ ln_w,
                     const F* __restrict__ ln_b, F* __restrict__ prev, MixArgs mix, F* __restrict__ out) {
   constexpr int VN = Vec<F>::n;
   __shared__ float red[2][NM_THREADS / 32];
   const int tid = threadIdx.x, b = blockIdx.y;
   const int c0 = blockIdx.x * cpb, c1 = min(C, c0 + cpb), nvec = C / VN;
   const F* xb = x + (size_t)b * C;
-  pdl_launch_dependents();
+  decode_start();
   // Every load first, so the block waits for memory once: this thread's channels of the
   // weights and of prev (no other kernel of the step writes them: before the wait), then,
   // once the kernel that wrote x is done, the whole row of x as 16-byte vectors (for the
-  // statistics) and the slice's channels of it.
+  // statistics) and the slice's channels of it. x is not __restrict__: a const __restrict__
+  // pointer is read-only for the whole kernel to the compiler, whose loads through it (the
+  // non-coherent ld.global.nc) ptxas may then issue before the wait - and the kernel before
+  // this one is still writing x then. With x declared so, graphed fp32 steps read stale
+  // activations (2026-11-28, H200: logits off by up to 2.8 from the eager step, any GPU;
+  // tests/harness/test_decode_gpu.py). tests/kernels/test_cuda_sources_compile.py holds every
+  // kernel to it: no ld.global.nc after a griddepcontrol.wait.
   float xv[NM_PER], pv[NM_PER], wv[NM_PER], bv[NM_PER], mv[MAX_MIX][NM_PER];
 #pragma unroll
   for (int e = 0; e < NM_PER; ++e) {
@@ -163,7 +191,7 @@ __global__ void __launch_bounds__(NM_THREADS)
 #pragma unroll
     for (int m = 0; m < MAX_MIX; ++m) mv[m][e] = in && m < mix.n ? to_f(static_cast<const F*>(mix.maa[m])[c]) : 0.f;
   }
-  pdl_wait();
+  decode_wait();
   uint4 raw[NM_XVEC];
 #pragma unroll
   for (int e = 0; e < NM_XVEC; ++e) {
@@ -231,7 +259,7 @@ __device__ __forceinline__ void lora_down_block(int ks, int tile, int b, int B, 
   float acc[VN];
 #pragma unroll
   for (int u = 0; u < VN; ++u) acc[u] = 0.f;
-  pdl_launch_dependents();
+  decode_start();
   const bool work = col < cols && c0 < c1;
   const int g = lora_group(col, args.col0), first = select(args.col0, g);
   const int rank = select(args.col0, g + 1) - first;
@@ -246,7 +274,7 @@ __device__ __forceinline__ void lora_down_block(int ks, int tile, int b, int B, 
     for (int i = 0; i < LD_UNROLL; ++i) wr[i] = *reinterpret_cast<const uint4*>(w + (size_t)min(base + i * RL, c1 - 1) * rank);
   };
   if (work) load_w(c0 + rl);  // the weights do not depend on the kernels before: load them before the wait
-  pdl_wait();
+  decode_wait();
   if (work) {
     for (int base = c0 + rl; base < c1; base += LD_UNROLL * RL) {  // one pass at C / ksplit <= 256 (bf16)
       if (base != c0 + rl) load_w(base);
@@ -320,7 +348,7 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int s
   // 1. Loads that depend on no earlier kernel of the step, before the wait: the second
   // factors (asynchronous), this thread's rows of the state (only this kernel writes them)
   // and (threads j < N) the channel's parameters; after it, the channel's activations.
-  pdl_launch_dependents();
+  decode_start();
   for (int idx = tid; idx < staged * NV; idx += THREADS) {
     const int q = idx / NV, vc = idx % NV, g = lora_group(q, p.col0);
     const F* src = pick<F>(p.w2, g) + (size_t)(q - select(p.col0, g)) * C + (size_t)h * N + vc * VN;
@@ -342,7 +370,7 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int s
     in_lb = p.lnx_b[c];
     if (!p.first_layer) in_v0 = to_f(static_cast<const F*>(p.v0)[c]);
   }
-  pdl_wait();
+  decode_wait();
   if (tid < N) {  // and its activations, written by earlier kernels
     in_r = to_f(static_cast<const F*>(p.r)[bc + c]);
     in_k = to_f(static_cast<const F*>(p.k)[bc + c]);
@@ -493,13 +521,13 @@ __global__ void __launch_bounds__(GV_THREADS, LORA ? 4 : 0) gemv_kernel(int B, i
   if (LORA && blockIdx.y == 0) {  // the LoRA first factors, first: block x = (ks, tile, b), ks fastest
     const LoraDownArgs& l = a.lora;
     const int tiles = (l.col0[LORA_GROUPS] + LD_TILE - 1) / LD_TILE, x = blockIdx.x;
-    pdl_launch_dependents();
+    decode_start();
     if (x >= a.lora_ksplit * tiles * B) return;
     lora_down_block<F>(x % a.lora_ksplit, x / a.lora_ksplit % tiles, x / (a.lora_ksplit * tiles), B, cols,
                        (cols + a.lora_ksplit - 1) / a.lora_ksplit, l, a.partial);
     return;
   }
-  pdl_launch_dependents();
+  decode_start();
   const int m = blockIdx.y - LORA, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int row = blockIdx.x * (GV_WARPS / kw) + warp / kw, part = warp % kw;
   const bool active = row < rows;  // no early return: the kw warps of a row meet at a barrier
@@ -515,7 +543,7 @@ __global__ void __launch_bounds__(GV_THREADS, LORA ? 4 : 0) gemv_kernel(int B, i
     }
   };
   load_w(first);
-  pdl_wait();
+  decode_wait();
   float acc[MAXB];
 #pragma unroll
   for (int bb = 0; bb < MAXB; ++bb) acc[bb] = 0.f;
@@ -584,7 +612,7 @@ cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const vo
     // and each block's statistics would only be repeated more often.
     int cpb = 64;
     while (cpb < NM_THREADS * NM_PER && (long)((C + cpb - 1) / cpb) * B > 2 * dev.sms) cpb *= 2;
-    return launch(norm_mix_kernel<F>, dim3((C + cpb - 1) / cpb, B), NM_THREADS, 0, stream, B, C, cpb, eps,
+    return launch('n', norm_mix_kernel<F>, dim3((C + cpb - 1) / cpb, B), NM_THREADS, 0, stream, B, C, cpb, eps,
                   (const F*)x, (const F*)ln_w, (const F*)ln_b, (F*)prev, mix, (F*)out);
   })
   return cudaSuccess;
@@ -599,7 +627,7 @@ cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& a
     constexpr int VN = Vec<F>::n;
     for (int g = 0; g < LORA_GROUPS; ++g)
       if ((args.col0[g + 1] - args.col0[g]) % VN) return cudaErrorInvalidValue;
-    return launch(lora_down_kernel<F>, dim3(ksplit, (cols + LD_TILE - 1) / LD_TILE, B), LD_THREADS, 0, stream, B, C,
+    return launch('l', lora_down_kernel<F>, dim3(ksplit, (cols + LD_TILE - 1) / LD_TILE, B), LD_THREADS, 0, stream, B, C,
                   rows, args, partial);
   })
   return cudaSuccess;
@@ -629,7 +657,7 @@ cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, 
         if (e != cudaSuccess) return e;
         if (d >= 0 && d < 64) opted[d] = smem;
       }
-      return launch(kernel, dim3(H, B), 4 * N, smem, stream, B, H, staged, args);
+      return launch('t', kernel, dim3(H, B), 4 * N, smem, stream, B, H, staged, args);
     }
   }))
   return cudaSuccess;
@@ -662,10 +690,10 @@ cudaError_t gemv(int dtype, int B, int rows, int cols, const GemvArgs& args, cud
     auto go = [&](auto unroll) {
       constexpr int U = decltype(unroll)::value;
       if (args.lora.n)
-        return B == 1 ? launch(gemv_kernel<F, U, 1, true>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
-                      : launch(gemv_kernel<F, U, GEMV_MAX_B, true>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
-      return B == 1 ? launch(gemv_kernel<F, U, 1, false>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
-                    : launch(gemv_kernel<F, U, GEMV_MAX_B, false>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+        return B == 1 ? launch('L', gemv_kernel<F, U, 1, true>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
+                      : launch('L', gemv_kernel<F, U, GEMV_MAX_B, true>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+      return B == 1 ? launch('g', gemv_kernel<F, U, 1, false>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
+                    : launch('g', gemv_kernel<F, U, GEMV_MAX_B, false>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
     };
     if (per_warp <= 4) return go(std::integral_constant<int, 4>{});
     if (per_warp <= 8) return go(std::integral_constant<int, 8>{});
