@@ -156,7 +156,18 @@ struct Loader {
     }
   }
 
-  // raw: [NFULL][C][N] of F; vrows: the chunk's v as fp32, row stride ldv
+  // The same inputs at VT2 columns of v (0: none, for the two-kernel form's builds, which do
+  // not read v: a slot fewer per thread).
+  template <int VT2>
+  __device__ __forceinline__ Loader<F, N, VT2, NFULL, BCAST> with_columns() const {
+    Loader<F, N, VT2, NFULL, BCAST> l;
+#pragma unroll
+    for (int i = 0; i <= NFULL; ++i) l.ptr[i] = ptr[i];
+    l.base = base, l.tok_stride = tok_stride, l.col0 = col0, l.T = T, l.bcast_base = bcast_base;
+    return l;
+  }
+
+  // raw: [NFULL][C][N] of F; vrows: the chunk's v as fp32, row stride ldv (unused at VT = 0)
   __device__ __forceinline__ void stage(F* raw, float* vrows, int ldv, int ptid) const {
 #pragma unroll
     for (int q = 0; q < NSLOT; ++q) {
@@ -305,7 +316,7 @@ __device__ __forceinline__ void run_pipeline(const Op& op, typename Op::Smem& sm
 // pipeline above, whose state pass then sets the speed: measured in results/kernels/). The
 // sequence is cut into segments of n chunks; per segment
 //  1. the build kernel: every (head, chunk) of the segment built at once, over the whole GPU,
-//     one group of PT threads per block walking CPB consecutive chunks of one head: op.build
+//     one group of PT threads per block walking build_cpb() consecutive chunks of one head: op.build
 //     as in the pipeline, then op.finish (the op's extra products, state_tc.cuh) and the
 //     chunk's operands written to the workspace in fragment order (emit_chunk), chunk i of
 //     head bh at ws + (bh * n + i) * WsLayout::FLOATS floats;
@@ -324,13 +335,13 @@ __device__ __forceinline__ void build_to_workspace(const Op& op, BuildArea<Op>& 
                                                    int i_end) {
   static_assert(PT == 128, "emit_chunk: 128 threads");
   const Group grp{(int)threadIdx.x, 0};
-  auto ld = op.ld;
+  auto ld = op.ld.template with_columns<0>();  // the build does not read v
   auto& scr = area.scratch;
   ld.fetch((c0 + i_begin) * C, grp.ptid);
   for (int i = i_begin; i < i_end; ++i) {
     if (i > i_begin) grp.sync();  // the last chunk's emit is done with the area
     if (grp.ptid == 0) scr.unsafe = 0;
-    ld.stage(&scr.raw[0][0][0], &area.chunk.v[0][0], 16 + 4, grp.ptid);
+    ld.stage(&scr.raw[0][0][0], nullptr, 0, grp.ptid);
     if (i + 1 < i_end) ld.fetch((c0 + i + 1) * C, grp.ptid);
     grp.sync();
     op.build(scr, area.chunk, grp);
@@ -346,15 +357,24 @@ __device__ __forceinline__ void build_to_workspace(const Op& op, BuildArea<Op>& 
   if (blockIdx.x == gridDim.x - 1) pdl_wait();
 }
 
-// Chunks per build block, and the workspace budget that sets the segment length.
-constexpr int CPB = 8;
+// The workspace budget that sets the segment length.
 constexpr size_t WS_BUDGET = size_t(256) << 20;
+
+// Chunks a build block takes in one launch (the op's choice): `beside` where the build runs
+// beside a state pass, `alone` where nothing runs beside it (the only segment: launch_two_kernels
+// passes alone). ARCHBENCH_BUILD_CPB / ARCHBENCH_BUILD_CPB_ALONE (> 0, read at every call)
+// override them, for measuring. The chunks only change hands: any count gives the same bits.
+inline int build_cpb(bool alone, int beside, int alone_cpb) {
+  const char* e = std::getenv(alone ? "ARCHBENCH_BUILD_CPB_ALONE" : "ARCHBENCH_BUILD_CPB");
+  const int v = e ? std::atoi(e) : 0;
+  return v > 0 ? v : alone ? alone_cpb : beside;
+}
 
 // The segments of the two-kernel form: `seg` chunks each, in `bufs` workspace buffers (two
 // where there is more than one segment: the build of segment s + 1 runs on a second stream
 // beside the state pass of segment s). The length trades the build that nothing overlaps (the
 // first) and each state pass's start and end against the build's waves: a segment's build is
-// heads x seg / CPB blocks of ~50-110 us each, its state pass ~1.2 (WKV7) / 0.8 (WKV6) us a
+// heads x seg / (chunks a block) blocks of ~50-110 us each (8 chunks a block), its state pass ~1.2 (WKV7) / 0.8 (WKV6) us a
 // chunk. Measured on an H200 (bf16, results/kernels/overlap-20261128/), Mtok/s at segments
 // of 32 / 48 / 64 / 96 / 128 / 192 / 256 chunks:
 //   WKV7 1 x 16384, H = 40:  6.3 / 7.8 / 9.1 / 8.1 / 8.6 / 7.4-7.8 / 7.4-7.8 (serial 6.4);
@@ -603,8 +623,8 @@ cudaError_t dispatch(int dtype, long heads, int variant, long split_max_heads, G
 }
 
 // The two-kernel form over [B, T] (H heads of 64): per segment of chunks, the op's build
-// kernel, launched by build(c0, n, ws, blocks, stream, pdl) with `blocks` blocks of PT threads
-// (pdl: with programmatic dependent launch, launch_pipeline_pdl), then
+// kernel, launched by build(c0, n, ws, alone, stream, pdl) (alone: the only segment, nothing
+// beside it; pdl: with programmatic dependent launch, launch_pipeline_pdl), then
 // wkv_state_kernel at VT columns a block. ws holds ws_bytes (at least workspace_bytes()).
 // With several segments, before sm_90 (or with ARCHBENCH_TWO_KERNEL_PDL=0; on sm_90+ see below)
 // the builds run on a second stream, one segment ahead of the state passes, which stay on `stream` at the greatest priority (their blocks are placed first
@@ -654,7 +674,7 @@ cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F*
     return cudaLaunchKernelEx(&cfg, kernel, T, H, v, state, y, c0, n, buf);
   };
   if (sg.bufs == 1) {  // one segment: nothing to overlap
-    if ((err = build(0, nchunks, wsp, B * H * ((nchunks + CPB - 1) / CPB), stream, false)) != cudaSuccess) return err;
+    if ((err = build(0, nchunks, wsp, true, stream, false)) != cudaSuccess) return err;
     return state_pass(0, nchunks, wsp);
   }
   if (one_stream_pdl()) {  // see above
@@ -667,7 +687,7 @@ cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F*
           continue;
         }
       }
-      if ((err = build(c0, n, buf, B * H * ((n + CPB - 1) / CPB), stream, s > 0)) != cudaSuccess) return err;
+      if ((err = build(c0, n, buf, false, stream, s > 0)) != cudaSuccess) return err;
       if ((err = state_pass(c0, n, buf)) != cudaSuccess) return err;
     }
     return cudaSuccess;
@@ -688,7 +708,7 @@ cudaError_t launch_two_kernels(int B, int T, int H, const F* v, float* state, F*
       }
     }
     if (s >= 2 && (err = cudaStreamWaitEvent(side->stream, side->used[b], 0)) != cudaSuccess) return err;
-    if ((err = build(c0, n, buf, B * H * ((n + CPB - 1) / CPB), side->stream, false)) != cudaSuccess) return err;
+    if ((err = build(c0, n, buf, false, side->stream, false)) != cudaSuccess) return err;
     if ((err = cudaEventRecord(side->built[b], side->stream)) != cudaSuccess) return err;
     if ((err = cudaStreamWaitEvent(stream, side->built[b], 0)) != cudaSuccess) return err;
     if ((err = state_pass(c0, n, buf)) != cudaSuccess) return err;

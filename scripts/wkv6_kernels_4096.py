@@ -2,11 +2,12 @@
 torch.profiler (10 calls, ms a call), ours by shape and at other piece counts, fla's
 chunk_rwkv6 beside it, with eager and CUDA-graph replay times of each.
 
-    python scripts/wkv6_kernels_4096.py
+    python scripts/wkv6_kernels_4096.py [--heads 40 64] [--cases ours pieces-8 fla-chunk]
 
 Run on an H200 on 2026-11-28 (results/kernels/pieces-cpp-20261128/*/kernels4096.log; what they
 show: results/kernels/README.md, the section of 16:00-16:35).
 """
+import argparse
 from collections import defaultdict
 
 import torch
@@ -33,9 +34,13 @@ def kernels(fn, calls=10):
     return tot, cnt
 
 
+ap = argparse.ArgumentParser()
+ap.add_argument("--heads", type=int, nargs="+", default=[40, 64])
+ap.add_argument("--cases", nargs="+", default=None, help="ours, pieces-P (P in 1 2 4 8 16), fla-chunk; default all")
+args = ap.parse_args()
 spin_up()
 fla = get_op("wkv6", "fla")
-for H in (40, 64):
+for H in args.heads:
     T = 4096
     x = make_inputs("wkv6", 1, T, H, 64)
     s = state_for("wkv6", 1, H, 64)
@@ -44,6 +49,8 @@ for H in (40, 64):
         cases[f"pieces-{P}"] = lambda P=P: wkv6_cuda_chunked(**x, state=s, pieces=P)
     cases["fla-chunk"] = lambda: fla(**x, state=s, mode="chunk")
     for name, fn in cases.items():
+        if args.cases and name not in args.cases:
+            continue
         eager, graph = bench_ms(fn), bench_graphed_ms(fn)  # before any profiler runs
         tot, cnt = kernels(fn)
         print(f"\nH={H} 1x{T} {name}: eager {eager['ms']:.4f} ms ({eager['ms_p20']:.4f}-{eager['ms_p80']:.4f}), "

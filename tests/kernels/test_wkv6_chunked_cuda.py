@@ -119,6 +119,23 @@ def test_later_segments_at_64_heads_give_the_same_bits(monkeypatch):
 
 
 @gpu
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("B,T,H", [(1, 1000, 3), (2, 4097, 5), (1, 6400, 64)])
+def test_chunks_per_build_block_give_the_same_bits(B, T, H, dtype, monkeypatch):
+    """The build blocks' chunk counts (chunked_tc.cuh: build_cpb; a build alone takes the wide
+    instance at 16 bits, wkv6_chunked.cu) only share the chunks out: any count, alone (one
+    segment) or beside a state pass (T = 6400 at 64 heads: three segments), gives the same bits."""
+    x, u = inputs(B, T, H, 64)
+    x = {k: v.to(DTYPES[dtype]) for k, v in x.items()}
+    y0, s0 = wkv6_cuda_chunked(**x, u=u, state=state0(B, H, 64), form=2, pieces=1)
+    for cpb in ("1", "3", "8", "13"):
+        monkeypatch.setenv("ARCHBENCH_BUILD_CPB", cpb)
+        monkeypatch.setenv("ARCHBENCH_BUILD_CPB_ALONE", cpb)
+        y1, s1 = wkv6_cuda_chunked(**x, u=u, state=state0(B, H, 64), form=2, pieces=1)
+        assert torch.equal(y0, y1) and torch.equal(s0, s1), cpb
+
+
+@gpu
 def test_state_carried_over_calls():
     """Calls of odd lengths (one shorter than a chunk, one of a single token) with the state
     carried equal one call, and agree with the sequential kernel."""

@@ -101,6 +101,23 @@ def test_every_producer_group_count_agrees(variant, groups, form, T):
 
 
 @gpu
+@pytest.mark.parametrize("fused_first", ["1", "0"])
+@pytest.mark.parametrize("B,T,H", [(1, 1000, 3), (1, 4097, 5)])
+def test_chunks_per_build_block_give_the_same_bits(B, T, H, fused_first, monkeypatch):
+    """The build blocks' chunk counts (chunked_tc.cuh: build_cpb) only share the chunks out:
+    any count, alone (one segment) or beside a state pass (several), gives the same bits (bf16;
+    with and without the fused first segment)."""
+    monkeypatch.setenv("ARCHBENCH_FUSED_FIRST", fused_first)
+    x = {n: t.bfloat16() for n, t in inputs(B, T, H, 64, "mixed").items()}
+    y0, s0 = wkv7_cuda_chunked(**x, state=state0(B, H, 64), form=2)
+    for cpb in ("1", "3", "13"):
+        monkeypatch.setenv("ARCHBENCH_BUILD_CPB", cpb)
+        monkeypatch.setenv("ARCHBENCH_BUILD_CPB_ALONE", cpb)
+        y1, s1 = wkv7_cuda_chunked(**x, state=state0(B, H, 64), form=2)
+        assert torch.equal(y0, y1) and torch.equal(s0, s1), cpb
+
+
+@gpu
 def test_state_carried_over_calls():
     """Calls of odd lengths (one shorter than a chunk) with the state carried equal one call,
     and agree with the sequential kernel."""

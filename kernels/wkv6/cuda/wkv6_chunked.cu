@@ -236,21 +236,43 @@ wkv6_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
 }
 
 // The two-kernel form's build (chunked_tc.cuh, build_to_workspace): block (b * H + h) *
-// blocks_per_head + q builds chunks c0 + q CPB .. of head h of batch b.
-template <typename F, int N, int PASSES, bool W_PER_HEAD>
-__global__ void __launch_bounds__(PT, 4)
+// blocks_per_head + q builds chunks c0 + q cpb .. of head h of batch b. Two instances for
+// 16-bit inputs: one for a build beside a state pass (96 registers: 5 blocks an SM), with
+// BESIDE_CPB chunks a block, and one held to WIDE_BLOCKS or more blocks an SM (80 registers: 6)
+// for a build that runs alone (the only segment, as in the pieces' batch), ALONE_CPB chunks a
+// block. Measured on an H200 (bf16, graph replays, Mtok/s; results/kernels/build-20261128/):
+//  * before the builds stopped loading v (110 registers at 4 blocks an SM), H = 40 1 x 4096 /
+//    1 x 16384 (8 pieces: one segment each), blocks an SM x chunks a block: 4 x 8 18.34 / 21.43,
+//    5 x 8 18.68 / 21.57, 6 x 8 18.23 / 21.26, 5 x 4 19.21 / 22.25; alone at 5 blocks, 2 / 3 / 4
+//    / 6 chunks a block 19.29 / 19.29 / 19.30 / 18.80 at 1 x 4096. Beside state passes (H = 64,
+//    1 x 4096 / 1 x 16384) 5 blocks lost (11.92 / 14.38 against 13.57 / 14.91 with 4), and so
+//    did 6; 2 / 4 / 6 / 8 chunks a block 13.66 / 13.84 / 12.96 / 13.75 and 14.78 / 14.95 /
+//    14.90 / 14.97;
+//  * without v (these registers), occupancy capped by padding shared memory against none: alone
+//    at most 4 / 5 / 6 (none) blocks 19.25 / 20.03 / 20.57 at 1 x 4096 (22.01 / 22.00 / 22.01 at
+//    1 x 16384); beside at most 3 / 4 / 5 (none) 11.01 / 12.81 / 13.08 at H = 64 1 x 4096 and
+//    13.85 / 14.93 / 15.03 at 1 x 16384. So no cap. (H = 64 1 x 4096 was 13.64-13.75 with v
+//    loaded: the one shape that lost, by 4%.)
+// ARCHBENCH_WKV6_WIDE_BLOCKS (kernels/build.py: ARCHBENCH_CUDA_DEFINES) changes WIDE_BLOCKS, for measuring.
+#ifndef ARCHBENCH_WKV6_WIDE_BLOCKS
+#define ARCHBENCH_WKV6_WIDE_BLOCKS 5
+#endif
+constexpr int WIDE_BLOCKS = ARCHBENCH_WKV6_WIDE_BLOCKS, BESIDE_CPB = 8, ALONE_CPB = 4;
+template <typename F, int N, int PASSES, bool W_PER_HEAD, bool WIDE>
+__global__ void __launch_bounds__(PT, WIDE ? WIDE_BLOCKS : 4)
 wkv6_build_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ k, const F* __restrict__ v,
-                  const F* __restrict__ w, const float* __restrict__ u, int c0, int n, float* __restrict__ ws) {
+                  const F* __restrict__ w, const float* __restrict__ u, int c0, int n, int cpb,
+                  float* __restrict__ ws) {
   using O = Op<F, N, 16, 1, PASSES, W_PER_HEAD>;
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   auto& area = *reinterpret_cast<BuildArea<O>*>(smem_bytes);
-  const int per_head = (n + CPB - 1) / CPB, bh = blockIdx.x / per_head, q = blockIdx.x % per_head;
+  const int per_head = (n + cpb - 1) / cpb, bh = blockIdx.x / per_head, q = blockIdx.x % per_head;
   const int bi = bh / H, h = bh % H;
   for (int i = threadIdx.x; i < N; i += blockDim.x) area.scratch.u[i] = u[h * N + i];
   __syncthreads();
   const size_t tok_stride = (size_t)H * N, base = (size_t)bi * T * tok_stride + (size_t)h * N;
   const O op{{{}, {r, w, k, v}, base, tok_stride, 0, T, (size_t)h * N}, {nullptr, base, tok_stride, 0, T}};
-  const int i0 = q * CPB, i1 = i0 + CPB < n ? i0 + CPB : n;
+  const int i0 = q * cpb, i1 = i0 + cpb < n ? i0 + cpb : n;
   build_to_workspace(op, area, ws + (size_t)bh * n * WsLayout<false>::FLOATS, c0, i0, i1);
 }
 
@@ -270,10 +292,15 @@ cudaError_t launch_form(int B, int T, int H, const void* r, const void* k, const
   } else {
     return launch_two_kernels<F, PASSES, false, VT>(
         B, T, H, (const F*)v, state, (F*)y, ws, ws_bytes, stream,
-        [&](int c0, int n, float* wsp, int blocks, cudaStream_t on, bool pdl) {
-          return launch_pipeline_pdl(pdl, wkv6_build_kernel<F, N, PASSES, W_PER_HEAD>, blocks, PT,
+        [&](int c0, int n, float* wsp, bool alone, cudaStream_t on, bool pdl) {
+          auto kernel = wkv6_build_kernel<F, N, PASSES, W_PER_HEAD, false>;
+          if constexpr (sizeof(F) == 2) {
+            if (alone) kernel = wkv6_build_kernel<F, N, PASSES, W_PER_HEAD, true>;
+          }
+          const int cpb = build_cpb(alone, BESIDE_CPB, sizeof(F) == 2 ? ALONE_CPB : BESIDE_CPB);
+          return launch_pipeline_pdl(pdl, kernel, B * H * ((n + cpb - 1) / cpb), PT,
                                      sizeof(BuildArea<Op<F, N, 16, 1, PASSES, W_PER_HEAD>>), on, T, H, (const F*)r,
-                                     (const F*)k, (const F*)v, (const F*)w, u, c0, n, wsp);
+                                     (const F*)k, (const F*)v, (const F*)w, u, c0, n, cpb, wsp);
         });
   }
 }

@@ -26,6 +26,7 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "../../chunked_tc.cuh"
 
@@ -522,7 +523,8 @@ cudaError_t wkv6_pieces_forward(int dtype, int B, int P, int Ts, int H, int N, i
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   const int nt = (Ts + TT - 1) / TT;
   const long tiles = (long)nt * H * B * (P - 1);
-  const int tpb = (int)std::max(1L, std::min(16L, tiles / (8L * sms)));
+  int tpb = (int)std::max(1L, std::min(16L, tiles / (8L * sms)));
+  if (const char* e = std::getenv("ARCHBENCH_PIECES_TPB"); e && std::atoi(e) > 0) tpb = std::atoi(e);  // for measuring
   // heads fastest: the blocks running together read whole token rows (H x 64 entries) of r, w, y
   const dim3 grid(H, (nt + tpb - 1) / tpb, B * (P - 1));
   ARCHBENCH_DISPATCH_DTYPE(dtype, {

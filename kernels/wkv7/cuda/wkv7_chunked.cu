@@ -504,20 +504,27 @@ wkv7_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
 }
 
 // The two-kernel form's build (chunked_tc.cuh, build_to_workspace): block (b * H + h) *
-// blocks_per_head + q builds chunks c0 + q CPB .. of head h of batch b.
+// blocks_per_head + q builds chunks c0 + q cpb .. of head h of batch b, BESIDE_CPB chunks a
+// block beside a state pass. Measured on an H200 (bf16, H = 40, graph replays, Mtok/s at 1 x
+// 4096 / 1 x 16384; results/kernels/build-20261128/): 2 chunks a block 9.57 / 9.63, 3 9.01 /
+// 8.69, 4 9.54 / 9.50, 6 7.67 / 6.72, 8 (before) 9.25 / 9.01, 16 7.06 / 6.27; then, with the
+// builds no longer loading v (build_to_workspace: a load slot fewer, and the 8 bytes of
+// register spills of the 16-bit build gone), 10.33 / 10.99. Alone (the only segment: at most
+// 64 chunks at these head counts) 8, as before (not measured).
+constexpr int BESIDE_CPB = 2, ALONE_CPB = 8;
 template <typename F, int N, int PASSES>
 __global__ void __launch_bounds__(PT, 4)
 wkv7_build_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ w, const F* __restrict__ k,
-                  const F* __restrict__ v, const F* __restrict__ a, const F* __restrict__ b, int c0, int n,
+                  const F* __restrict__ v, const F* __restrict__ a, const F* __restrict__ b, int c0, int n, int cpb,
                   float* __restrict__ ws) {
   using O = Op<F, N, 16, 1, PASSES>;
   extern __shared__ __align__(128) unsigned char smem_bytes[];
   auto& area = *reinterpret_cast<BuildArea<O>*>(smem_bytes);
-  const int per_head = (n + CPB - 1) / CPB, bh = blockIdx.x / per_head, q = blockIdx.x % per_head;
+  const int per_head = (n + cpb - 1) / cpb, bh = blockIdx.x / per_head, q = blockIdx.x % per_head;
   const int bi = bh / H, h = bh % H;
   const size_t tok_stride = (size_t)H * N, base = (size_t)bi * T * tok_stride + (size_t)h * N;
   const O op{{{}, {r, w, k, a, b, v}, base, tok_stride, 0, T}, {nullptr, base, tok_stride, 0, T}};
-  const int i0 = q * CPB, i1 = i0 + CPB < n ? i0 + CPB : n;
+  const int i0 = q * cpb, i1 = i0 + cpb < n ? i0 + cpb : n;
   build_to_workspace(op, area, ws + (size_t)bh * n * WsLayout<true>::FLOATS, c0, i0, i1);
 }
 
@@ -537,10 +544,11 @@ cudaError_t launch(int B, int T, int H, const void* r, const void* w, const void
                              (const F*)b, state, (F*)y);
     }
   } else {
-    auto build = [&](int c0, int n, float* wsp, int blocks, cudaStream_t on, bool pdl) {
-      return launch_pipeline_pdl(pdl, wkv7_build_kernel<F, N, PASSES>, blocks, PT,
+    auto build = [&](int c0, int n, float* wsp, bool alone, cudaStream_t on, bool pdl) {
+      const int cpb = build_cpb(alone, BESIDE_CPB, ALONE_CPB);
+      return launch_pipeline_pdl(pdl, wkv7_build_kernel<F, N, PASSES>, B * H * ((n + cpb - 1) / cpb), PT,
                                  sizeof(BuildArea<Op<F, N, 16, 1, PASSES>>), on, T, H, (const F*)r, (const F*)w,
-                                 (const F*)k, (const F*)v, (const F*)a, (const F*)b, c0, n, wsp);
+                                 (const F*)k, (const F*)v, (const F*)a, (const F*)b, c0, n, cpb, wsp);
     };
     // The first segment by the fused kernel (ARCHBENCH_FUSED_FIRST=0: built like the rest, for measuring)
     const char* env = std::getenv("ARCHBENCH_FUSED_FIRST");
