@@ -318,8 +318,8 @@ __global__ void __launch_bounds__(LD_THREADS)
 }
 
 // ---------------------------------------------------------------------------------------
-// tmix7_decode. One block per (head, sequence), 4 N threads: thread (l, j) = (tid / N,
-// tid % N) holds rows l * N / 4 .. of state column j. The block's DRAM reads are its head's
+// tmix7_decode. One block per (head, sequence), G N threads (tmix_groups): thread (l, j) =
+// (tid / N, tid % N) holds rows l * N / G .. of state column j. The block's DRAM reads are its head's
 // columns of the four second factors (cols x N values: 74 KB at 2.9B) and its state (16 KB
 // at N = 64). Both are requested in the first instructions, before the wait for lora_down -
 // the second factors as asynchronous copies into shared memory, `staged` rows of them (all
@@ -328,9 +328,18 @@ __global__ void __launch_bounds__(LD_THREADS)
 // reduction of its partial sums instead of following them, and the multiply then reads
 // shared memory.
 constexpr int TM_STAGE_BYTES = 96 * 1024;
+// Row groups of the state: G N threads a block, thread (l, j) holding N / G rows of column j.
+// At batch 1 the kernel's 40 blocks (2.9B) are latency-bound on few warps (ncu, H200, 4
+// groups: 4.6 cycles a warp between instructions, 8 warps an SM); 8 groups where the
+// registers allow (N <= 64: 512 threads), else 4. Graphed 2.9B step on an H200: 2.100 ms
+// with 8 groups, 2.112-2.141 with 4, 2.147-2.151 with 16 (results/decode/rwkv7-tmix).
+#ifndef ARCHBENCH_TMIX_GROUPS
+#define ARCHBENCH_TMIX_GROUPS 8
+#endif
+__host__ __device__ constexpr int tmix_groups(int N) { return N <= 64 ? ARCHBENCH_TMIX_GROUPS : 4; }
 template <typename F, int N>
-__global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int staged, Tmix7Args p) {
-  constexpr int THREADS = 4 * N, ROWS = N / 4, WARPS = THREADS / 32;
+__global__ void __launch_bounds__(tmix_groups(N) * N) tmix7_decode_kernel(int B, int H, int staged, Tmix7Args p) {
+  constexpr int G = tmix_groups(N), THREADS = G * N, ROWS = N / G, WARPS = THREADS / 32;
   constexpr int VN = Vec<F>::n, NV = N / VN, RSTEP = THREADS / NV;
   static_assert(NV <= 32 && 32 % NV == 0, "a warp holds whole rows of the second factors");
   const int h = blockIdx.x, b = blockIdx.y, C = H * N;
@@ -342,7 +351,7 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int s
   __shared__ float hid[MAX_LORA_COLS];
   __shared__ float lred[WARPS][LORA_GROUPS][N];  // per-warp sums of the second-factor products
   __shared__ float s_r[N], s_d[N], s_k[N], s_a[N], s_b[N], s_v[N];
-  __shared__ float part[4][N], part_y[4][N];
+  __shared__ float part[G][N], part_y[G][N];
   __shared__ float hred[4][WARPS];  // head sums: key norm, bonus, mean, variance
 
   // 1. Loads that depend on no earlier kernel of the step, before the wait: the second
@@ -476,7 +485,9 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int s
   for (int q = 0; q < ROWS; ++q) sa = fmaf(s_a[l * ROWS + q], s[q], sa);
   part[l][j] = sa;
   __syncthreads();
-  sa = part[0][j] + part[1][j] + part[2][j] + part[3][j];
+  sa = 0.f;
+#pragma unroll
+  for (int q = 0; q < G; ++q) sa += part[q][j];
   const float vj = s_v[j];
   float y = 0.f;
 #pragma unroll
@@ -490,7 +501,11 @@ __global__ void __launch_bounds__(4 * N) tmix7_decode_kernel(int B, int H, int s
   __syncthreads();
 
   // 6. Group norm over the head (mean, then the variance around it), the bonus and the gate.
-  const float yj = tid < N ? part_y[0][j] + part_y[1][j] + part_y[2][j] + part_y[3][j] : 0.f;
+  float yj = 0.f;
+  if (tid < N) {
+#pragma unroll
+    for (int q = 0; q < G; ++q) yj += part_y[q][j];
+  }
   const float mean = block_sum<THREADS>(yj, hred[2]) / N;
   const float d = tid < N ? yj - mean : 0.f;
   const float var = block_sum<THREADS>(d * d, hred[3]) / N;
@@ -657,7 +672,7 @@ cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, 
         if (e != cudaSuccess) return e;
         if (d >= 0 && d < 64) opted[d] = smem;
       }
-      return launch('t', kernel, dim3(H, B), 4 * N, smem, stream, B, H, staged, args);
+      return launch('t', kernel, dim3(H, B), tmix_groups(N) * N, smem, stream, B, H, staged, args);
     }
   }))
   return cudaSuccess;
