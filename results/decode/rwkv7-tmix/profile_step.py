@@ -7,21 +7,9 @@ profiler to pick kernels from: run under ncu, e.g.
 """
 import torch
 
-from archbench.harness.registry import config_for, make
+from step_ab import model_2b9  # this folder's (the script's folder is first on sys.path)
 
-torch.manual_seed(0)
-fam, cfg = config_for("rwkv7-2b9")
-m = make(fam, cfg, impl="cuda", dtype="bfloat16", device="cuda")
-with torch.no_grad():
-    for n, p in m.named_parameters():
-        if p.dim() == 2 and "emb" not in n:
-            p.normal_(0, p.shape[1] ** -0.5)
-        elif "emb" in n:
-            p.normal_()
-        elif n.endswith(("ln0.weight", "ln1.weight", "ln2.weight", "ln_out.weight", "ln_x.weight")):
-            p.fill_(1)
-        else:
-            p.uniform_(-0.5, 0.5)
+m = model_2b9()
 tok = torch.ones(1, dtype=torch.long, device="cuda")
 st = m.init_state(1)
 for _ in range(4):
