@@ -509,9 +509,10 @@ wkv7_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
 // 4096 / 1 x 16384; results/kernels/build-20261128/): 2 chunks a block 9.57 / 9.63, 3 9.01 /
 // 8.69, 4 9.54 / 9.50, 6 7.67 / 6.72, 8 (before) 9.25 / 9.01, 16 7.06 / 6.27; then, with the
 // builds no longer loading v (build_to_workspace: a load slot fewer, and the 8 bytes of
-// register spills of the 16-bit build gone), 10.33 / 10.99. Alone (the only segment: at most
-// 64 chunks at these head counts) 8, as before (not measured).
-constexpr int BESIDE_CPB = 2, ALONE_CPB = 8;
+// register spills of the 16-bit build gone), 10.33 / 10.99. Alone (the only segment: short
+// prompts, e.g. 1 x 1024 at H = 40; results/kernels/alone-cpb-20261128/): 2 chunks a block
+// 7.04-7.07 Mtok/s, 4 6.69-6.73, 6 6.64-6.67, 8 (before) 6.39-6.40, 16 4.83-4.85.
+constexpr int BESIDE_CPB = 2, ALONE_CPB = 2;
 template <typename F, int N, int PASSES>
 __global__ void __launch_bounds__(PT, 4)
 wkv7_build_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ w, const F* __restrict__ k,
