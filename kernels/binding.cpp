@@ -246,7 +246,7 @@ static archbench::GemvArgs gemv_args(const std::vector<at::Tensor>& ws, const st
   const size_t n = ws.size();
   TORCH_CHECK(n >= 1 && n <= archbench::MAX_GEMV && xs.size() == n && ys.size() == n &&
                   (adds.empty() || adds.size() == n),
-              "gemv: 1 to 3 matrices, as many inputs and outputs, no adds or one per matrix");
+              "gemv: 1 to 4 matrices, as many inputs and outputs, no adds or one per matrix");
   TORCH_CHECK(!(relu_sq && !adds.empty()), "gemv: relu_sq and add do not combine");
   const int64_t rows = ws[0].size(0), cols = ws[0].size(1), B = xs[0].size(0);
   auto ok = [](const at::Tensor& t, std::initializer_list<int64_t> shape) {
@@ -294,6 +294,63 @@ void rwkv7_rkv_lora(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std:
   launch_gemv(a, ws, xs, "rwkv7_rkv_lora");
 }
 
+// RWKV-6's channel-mix value projection (decode7.cu: gemv): ys[0] = adds[0] + sigmoid(gate) * W x.
+void rwkv6_gemv_gated(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
+                      std::vector<at::Tensor> adds, at::Tensor gate) {
+  archbench::GemvArgs a = gemv_args(ws, xs, ys, adds, false);
+  TORCH_CHECK(gate.is_contiguous() && gate.sizes() == ys[0].sizes() && gate.scalar_type() == ys[0].scalar_type(),
+              "gemv_gated: gate must be shaped and typed as the output");
+  a.gate = gate.data_ptr();
+  launch_gemv(a, ws, xs, "rwkv6_gemv_gated");
+}
+
+// The fused RWKV-6 decode step (decode7.cu, mix6). xn, xp: [B, C] (the normed x, the old token
+// shift); partial: [ksplit, B, 5 D] fp32 from rwkv7_lora_down; w2: time_maa_w2 [5, D, C]; maa: the
+// five [C] interpolation weights (w, k, v, r, g); out: [5, B, C].
+void rwkv6_mix(at::Tensor xn, at::Tensor xp, at::Tensor partial, at::Tensor w2, std::vector<at::Tensor> maa,
+               at::Tensor out) {
+  const c10::cuda::CUDAGuard guard(xn.device());
+  TORCH_CHECK(maa.size() == 5 && w2.dim() == 3 && w2.size(0) == 5 && partial.dim() == 3 &&
+                  partial.size(2) == 5 * w2.size(1) && out.dim() == 3 && out.size(0) == 5,
+              "rwkv6_mix: bad shapes");
+  archbench::Mix6Args p{};
+  p.xn = xn.data_ptr(); p.xp = xp.data_ptr();
+  p.partial = partial.data_ptr<float>();
+  p.ksplit = partial.size(0);
+  p.D = w2.size(1);
+  p.w2 = w2.data_ptr();
+  for (int m = 0; m < 5; ++m) p.maa[m] = maa[m].data_ptr();
+  p.out = out.data_ptr();
+  check(archbench::mix6(dtype_code(xn), xn.size(0), xn.size(1), p, at::cuda::getCurrentCUDAStream()), "rwkv6_mix");
+}
+
+// (decode7.cu, tmix6) r, k, v, g, out: [B, C]; partial: [ksplit, B, D2] fp32; w2: time_decay_w2
+// [D2, C]; params: time_decay, time_faaaa, ln_x weight, ln_x bias (fp32, C values each); state
+// [B, H, N, N] fp32, updated in place.
+void rwkv6_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor g, at::Tensor partial, at::Tensor w2,
+                       std::vector<at::Tensor> params, double lnx_eps, at::Tensor state, at::Tensor out) {
+  const c10::cuda::CUDAGuard guard(state.device());
+  TORCH_CHECK(params.size() == 4 && partial.dim() == 3 && w2.dim() == 2 && partial.size(2) == w2.size(0),
+              "rwkv6_tmix_decode: bad arguments");
+  for (const auto& t : params)
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.numel() == r.size(1),
+                "rwkv6_tmix_decode: time_decay, time_faaaa and ln_x must be fp32 with C values");
+  archbench::Tmix6Args p{};
+  p.r = r.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr(); p.g = g.data_ptr();
+  p.partial = partial.data_ptr<float>();
+  p.ksplit = partial.size(0);
+  p.D2 = partial.size(2);
+  p.w2 = w2.data_ptr();
+  p.w0 = params[0].data_ptr<float>(); p.u = params[1].data_ptr<float>();
+  p.lnx_w = params[2].data_ptr<float>(); p.lnx_b = params[3].data_ptr<float>();
+  p.lnx_eps = (float)lnx_eps;
+  p.state = state.data_ptr<float>();
+  p.out = out.data_ptr();
+  check(archbench::tmix6_decode(dtype_code(r), state.size(0), state.size(1), state.size(2), p,
+                                at::cuda::getCurrentCUDAStream()),
+        "rwkv6_tmix_decode");
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("wkv4", &wkv4);
   m.def("wkv4_parallel", &wkv4_parallel);
@@ -308,6 +365,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rwkv7_norm_mix", &rwkv7_norm_mix);
   m.def("rwkv7_lora_down", &rwkv7_lora_down);
   m.def("rwkv7_tmix_decode", &rwkv7_tmix_decode);
+  m.def("rwkv6_mix", &rwkv6_mix);
+  m.def("rwkv6_tmix_decode", &rwkv6_tmix_decode);
+  m.def("rwkv6_gemv_gated", &rwkv6_gemv_gated);
   m.def("rwkv7_gemv", &rwkv7_gemv);
   m.def("rwkv7_rkv_lora", &rwkv7_rkv_lora);
 }

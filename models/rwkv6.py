@@ -76,3 +76,4 @@ class RWKV6(RWKVBase):
     time_mix_cls = TimeMix6
     channel_mix_cls = ChannelMix6
     wkv_op = "wkv6"
+    decode_kernels = "archbench.kernels.wkv6.decode"

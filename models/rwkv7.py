@@ -122,10 +122,4 @@ class RWKV7(RWKVBase):
     time_mix_cls = TimeMix7
     channel_mix_cls = ChannelMix7
     wkv_op = "wkv7"
-    fused_decode = True  # step() on the fused CUDA kernels where they apply (kernels/wkv7/decode.py)
-
-    def step(self, tokens: torch.Tensor, state):
-        from archbench.kernels.wkv7 import decode
-        if self.fused_decode and decode.can_fuse(self):
-            return decode.decode_step(self, tokens, state), state
-        return super().step(tokens, state)
+    decode_kernels = "archbench.kernels.wkv7.decode"

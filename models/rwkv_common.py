@@ -8,6 +8,7 @@ version file (rwkv4.py ... rwkv7.py) supplies its TimeMix and ChannelMix modules
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -196,9 +197,18 @@ class RWKVBase(nn.Module):
             x = x[:, -1:]
         return self.head(self.ln_out(x)).float(), state
 
+    # step() on fused CUDA kernels (the module `decode_kernels`: kernels/wkv6/decode.py,
+    # kernels/wkv7/decode.py) where they apply; False: the model's own ops on a (B, 1) input
+    fused_decode = True
+    decode_kernels: str | None = None
+
     def step(self, tokens: torch.Tensor, state: RWKVState) -> tuple[torch.Tensor, RWKVState]:
         """tokens (B,) -> logits (B, V): one decode step, the state updated in place (so a
         CUDA graph can capture it)."""
+        if self.fused_decode and self.decode_kernels:
+            fused = importlib.import_module(self.decode_kernels)
+            if fused.can_fuse(self):
+                return fused.decode_step(self, tokens, state), state
         logits, state = self.forward(tokens.view(-1, 1), state)
         return logits[:, 0], state
 

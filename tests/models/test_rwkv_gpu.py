@@ -82,16 +82,9 @@ def test_auto_impl_is_cuda_on_gpu():
     assert archbench.build("rwkv7-tiny", device="cpu", impl="auto").impl == "ref"
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize("head_size,layer0_v_lora,batch", [(64, False, 1), (64, True, 2), (32, True, 3),
-                                                           (16, False, 1), (128, False, 6)])
-def test_rwkv7_fused_decode_equals_unfused_step(dtype, head_size, layer0_v_lora, batch):
-    """kernels/wkv7/decode.py against the model's own step (the unfused ops), after a
-    prefill, over several tokens of a batch: logits and every part of the state. At batch 1
-    and 2 the projections run on our GEMV, at 3 and 6 (> GEMV_MAX_B) on cuBLAS; at N = 128 in fp32
-    the head kernel stages only part of the LoRA second factors in shared memory."""
-    cfg = RWKVConfig(version="7", vocab_size=1000, n_embd=256, n_layer=3, head_size=head_size, decay_lora=64,
-                     aaa_lora=64, mv_lora=32, gate_lora=128, layer0_v_lora=layer0_v_lora)
+def check_fused_decode(cfg, dtype, batch):
+    """The model's fused step (its `decode_kernels`) against its own step on the unfused ops,
+    after a prefill, over several tokens of a batch: logits and every part of the state."""
     model = family_class(cfg.family)(cfg, impl="cuda").init_random_(0).cuda().cast(dtype).eval()
     tokens = torch.randint(0, 1000, (batch, 40), device="cuda")
     _, state = model.forward(tokens[:, :30])
@@ -106,6 +99,52 @@ def test_rwkv7_fused_decode_equals_unfused_step(dtype, head_size, layer0_v_lora,
         unfused.append(model.step(tokens[:, t], state)[0].clone())
     tol = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 5e-3}[dtype]
     err = assert_close(torch.stack(fused), torch.stack(unfused), rms_rel=tol, what=f"fused decode {dtype} logits")
-    print(f"fused vs unfused decode, {dtype}, N={head_size}: logits rms_rel {err['rms_rel']:.2e}")
+    print(f"RWKV-{cfg.version} fused vs unfused decode, {dtype}, N={cfg.head_size}, B={batch}: "
+          f"logits rms_rel {err['rms_rel']:.2e}")
     for name in ("att_shift", "ffn_shift", "wkv"):
         assert_close(getattr(fused_state, name), getattr(state, name), rms_rel=2 * tol, what=f"{dtype} state.{name}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("head_size,layer0_v_lora,batch", [(64, False, 1), (64, True, 2), (32, True, 3),
+                                                           (16, False, 1), (128, False, 6)])
+def test_rwkv7_fused_decode_equals_unfused_step(dtype, head_size, layer0_v_lora, batch):
+    """kernels/wkv7/decode.py. At batch 1 and 2 the projections run on our GEMV, at 3 and 6
+    (> GEMV_MAX_B) on cuBLAS; at N = 128 in fp32 the head kernel stages only part of the
+    LoRA second factors in shared memory."""
+    check_fused_decode(RWKVConfig(version="7", vocab_size=1000, n_embd=256, n_layer=3, head_size=head_size,
+                                  decay_lora=64, aaa_lora=64, mv_lora=32, gate_lora=128,
+                                  layer0_v_lora=layer0_v_lora), dtype, batch)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("head_size,batch,loras", [(64, 1, (32, 64)), (64, 2, (64, 128)), (32, 3, (32, 64)),
+                                                   (16, 1, (8, 16)), (128, 6, (32, 64))])
+def test_rwkv6_fused_decode_equals_unfused_step(dtype, head_size, batch, loras):
+    """kernels/wkv6/decode.py (GEMV at batch 1 and 2, cuBLAS at 3 and 6; the LoRA ranks of the
+    3B shape, of the 7B shape (the largest the kernels take) and of the tiny preset)."""
+    from archbench.kernels.wkv6 import decode
+    mix, decay = loras
+    cfg = RWKVConfig(version="6", vocab_size=1000, n_embd=256, n_layer=3, head_size=head_size, mix_lora=mix,
+                     decay_lora=decay)
+    assert decode.can_fuse(family_class(cfg.family)(cfg, impl="cuda").cuda().cast(dtype))  # else this proves nothing
+    check_fused_decode(cfg, dtype, batch)
+
+
+def test_rwkv6_fused_decode_is_the_default_step():
+    """RWKV-6 on CUDA decodes on the fused kernels (kernels/wkv6/decode.py) unless told not to,
+    except in fp16, where the model rescales its activations every few layers (the fused
+    kernels do not)."""
+    from archbench.kernels.wkv6 import decode
+    cfg = RWKVConfig(version="6", vocab_size=1000, n_embd=256, n_layer=2, head_size=64, mix_lora=32, decay_lora=64)
+    model = family_class(cfg.family)(cfg, impl="cuda").init_random_(0).cuda()
+    assert not decode.can_fuse(model.cast("float16"))
+    model = model.cast("bfloat16").eval()
+    assert decode.can_fuse(model) and model.fused_decode
+    tokens = torch.randint(0, 1000, (1, 8), device="cuda")
+    _, state = model.forward(tokens)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        model.step(tokens[:, -1], state)
+        torch.cuda.synchronize()
+    names = " ".join(e.name for e in prof.events())
+    assert "tmix6_decode_kernel" in names and "mix6_kernel" in names

@@ -515,6 +515,183 @@ __global__ void __launch_bounds__(tmix_groups(N) * N) tmix7_decode_kernel(int B,
   }
 }
 
+
+// ---------------------------------------------------------------------------------------
+// RWKV-6's decode step reuses norm_mix (its three outputs: the normed x, the old token shift and
+// the LoRA input), lora_down and gemv, and adds:
+//
+//   mix6   the token shift's LoRA: tanh of lora_down's summed partials, time_maa_w2's products
+//          for the block's channels, and the five interpolations x + (x_prev - x)(maa_m + delta_m)
+//   tmix6  per (head, sequence): the decay LoRA's second factor and w = exp(-exp(.)), the WKV6
+//          state update y = r (S + u k v^T), S = diag(w) S + k v^T, the group norm, silu(g)
+//
+// mix6: grid (C / M6_CH, B), M6_GROUPS row groups of M6_CH channels. Thread (gr, c) holds rows
+// gr, gr + M6_GROUPS, ... of each of the five D-row blocks of time_maa_w2 for its channel,
+// loaded before the wait (no kernel of the step writes them).
+constexpr int M6_CH = 64, M6_GROUPS = 8, M6_THREADS = M6_CH * M6_GROUPS, M6_RPT = MIX6_MAX_LORA / M6_GROUPS;
+template <typename F>
+__global__ void __launch_bounds__(M6_THREADS) mix6_kernel(int B, int C, Mix6Args p) {
+  const int tid = threadIdx.x, gr = tid / M6_CH, b = blockIdx.y, D = p.D;
+  const int c = blockIdx.x * M6_CH + tid % M6_CH, cc = min(c, C - 1);
+  const size_t bc = (size_t)b * C;
+  __shared__ float hid[5 * MIX6_MAX_LORA];
+  __shared__ float red[M6_GROUPS][5][M6_CH];
+  decode_start();
+  const F* w2 = static_cast<const F*>(p.w2);
+  float wv[5][M6_RPT];
+#pragma unroll
+  for (int m = 0; m < 5; ++m)
+#pragma unroll
+    for (int i = 0; i < M6_RPT; ++i) {
+      const int j = gr + i * M6_GROUPS;
+      wv[m][i] = j < D ? to_f(w2[(size_t)(m * D + j) * C + cc]) : 0.f;
+    }
+  float maa[5] = {0.f, 0.f, 0.f, 0.f, 0.f};
+  if (gr == 0) {
+#pragma unroll
+    for (int m = 0; m < 5; ++m) maa[m] = to_f(static_cast<const F*>(p.maa[m])[cc]);
+  }
+  decode_wait();
+  float xn = 0.f, xp = 0.f;
+  if (gr == 0) {
+    xn = to_f(static_cast<const F*>(p.xn)[bc + cc]);
+    xp = to_f(static_cast<const F*>(p.xp)[bc + cc]);
+  }
+  const int cols = 5 * D;
+  const size_t stride = (size_t)B * cols;
+  for (int q = tid; q < cols; q += M6_THREADS) {
+    const float* pp = p.partial + (size_t)b * cols + q;
+    float pk[MAX_KSPLIT];
+#pragma unroll
+    for (int ks = 0; ks < MAX_KSPLIT; ++ks) pk[ks] = pp[min(ks, p.ksplit - 1) * stride];
+    float t = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < MAX_KSPLIT; ++ks)
+      if (ks < p.ksplit) t += pk[ks];
+    hid[q] = tanhf(t);
+  }
+  __syncthreads();
+#pragma unroll
+  for (int m = 0; m < 5; ++m) {
+    float acc = 0.f;
+#pragma unroll
+    for (int i = 0; i < M6_RPT; ++i) {
+      const int j = gr + i * M6_GROUPS;
+      if (j < D) acc = fmaf(hid[m * D + j], wv[m][i], acc);
+    }
+    red[gr][m][tid % M6_CH] = acc;
+  }
+  __syncthreads();
+  if (gr == 0 && c < C) {
+    const float dx = xp - xn;
+#pragma unroll
+    for (int m = 0; m < 5; ++m) {
+      float delta = 0.f;
+#pragma unroll
+      for (int q = 0; q < M6_GROUPS; ++q) delta += red[q][m][tid];
+      static_cast<F*>(p.out)[((size_t)m * B + b) * C + c] = from_f<F>(fmaf(dx, maa[m] + delta, xn));
+    }
+  }
+}
+
+// tmix6: one block per (head, sequence), TM6_G N threads; thread (l, j) holds rows
+// l ROWS .. of state column j and the decay LoRA's rows l, l + TM6_G, ... for channel j.
+constexpr int TM6_G = 4, TM6_RPT = TMIX6_MAX_LORA / TM6_G;
+template <typename F, int N>
+__global__ void __launch_bounds__(TM6_G * N) tmix6_decode_kernel(int B, int H, Tmix6Args p) {
+  constexpr int THREADS = TM6_G * N, ROWS = N / TM6_G, WARPS = THREADS / 32;
+  const int h = blockIdx.x, b = blockIdx.y, C = H * N;
+  const int tid = threadIdx.x, l = tid / N, j = tid % N;
+  const size_t bc = (size_t)b * C, c = (size_t)h * N + j;
+  __shared__ float hid[TMIX6_MAX_LORA];
+  __shared__ float part[TM6_G][N], part_y[TM6_G][N];
+  __shared__ float s_r[N], s_k[N], s_d[N], s_u[N], s_v[N];
+  __shared__ float hred[2][WARPS];
+  decode_start();
+  const F* w2 = static_cast<const F*>(p.w2);
+  float wv[TM6_RPT];
+#pragma unroll
+  for (int i = 0; i < TM6_RPT; ++i) {
+    const int q = l + i * TM6_G;
+    wv[i] = q < p.D2 ? to_f(w2[(size_t)q * C + c]) : 0.f;
+  }
+  float* st = p.state + ((size_t)b * H + h) * N * N;
+  float s[ROWS];
+#pragma unroll
+  for (int q = 0; q < ROWS; ++q) s[q] = st[(size_t)(l * ROWS + q) * N + j];
+  float in_w0 = 0.f, in_u = 0.f, in_lw = 0.f, in_lb = 0.f;
+  if (tid < N) {
+    in_w0 = p.w0[c];
+    in_u = p.u[c];
+    in_lw = p.lnx_w[c];
+    in_lb = p.lnx_b[c];
+  }
+  decode_wait();
+  float in_r = 0.f, in_k = 0.f, in_v = 0.f, in_g = 0.f;
+  if (tid < N) {
+    in_r = to_f(static_cast<const F*>(p.r)[bc + c]);
+    in_k = to_f(static_cast<const F*>(p.k)[bc + c]);
+    in_v = to_f(static_cast<const F*>(p.v)[bc + c]);
+    in_g = to_f(static_cast<const F*>(p.g)[bc + c]);
+  }
+  const size_t stride = (size_t)B * p.D2;
+  for (int q = tid; q < p.D2; q += THREADS) {
+    const float* pp = p.partial + (size_t)b * p.D2 + q;
+    float pk[MAX_KSPLIT];
+#pragma unroll
+    for (int ks = 0; ks < MAX_KSPLIT; ++ks) pk[ks] = pp[min(ks, p.ksplit - 1) * stride];
+    float t = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < MAX_KSPLIT; ++ks)
+      if (ks < p.ksplit) t += pk[ks];
+    hid[q] = tanhf(t);
+  }
+  __syncthreads();
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < TM6_RPT; ++i) {
+    const int q = l + i * TM6_G;
+    if (q < p.D2) acc = fmaf(hid[q], wv[i], acc);
+  }
+  part[l][j] = acc;
+  __syncthreads();
+  if (tid < N) {
+    float ww = in_w0;
+#pragma unroll
+    for (int q = 0; q < TM6_G; ++q) ww += part[q][j];
+    s_d[j] = __expf(-__expf(ww));  // the decay, exp(w) with w = -exp(time_decay + LoRA)
+    s_r[j] = in_r;
+    s_k[j] = in_k;
+    s_u[j] = in_u;
+    s_v[j] = in_v;
+  }
+  __syncthreads();
+  const float v = s_v[j];
+  float y = 0.f;
+#pragma unroll
+  for (int q = 0; q < ROWS; ++q) {
+    const int i = l * ROWS + q;
+    const float kv = s_k[i] * v;
+    y = fmaf(s_r[i], fmaf(s_u[i], kv, s[q]), y);
+    s[q] = fmaf(s_d[i], s[q], kv);
+    st[(size_t)i * N + j] = s[q];
+  }
+  part_y[l][j] = y;
+  __syncthreads();
+  float yj = 0.f;
+  if (tid < N) {
+#pragma unroll
+    for (int q = 0; q < TM6_G; ++q) yj += part_y[q][j];
+  }
+  const float mean = block_sum<THREADS>(yj, hred[0]) / N;
+  const float d = tid < N ? yj - mean : 0.f;
+  const float var = block_sum<THREADS>(d * d, hred[1]) / N;
+  if (tid < N) {
+    const float yn = d * rsqrtf(var + p.lnx_eps) * in_lw + in_lb;
+    static_cast<F*>(p.out)[bc + c] = from_f<F>(yn * in_g * sigmoidf_(in_g));
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // gemv: y = W x for W [rows, cols] row-major (an nn.Linear weight) at batch B <= 4, at the
 // copy rate of the weights. kw warps share a row (kw = 1 at 2560 columns in bf16, 4 at
@@ -607,8 +784,12 @@ __global__ void __launch_bounds__(GV_THREADS, LORA ? 4 : 0) gemv_kernel(int B, i
     if (lane == bb) {  // the B results are written by B different lanes
       const size_t o = (size_t)bb * rows + row;
       float t = acc[bb];
-      if (a.relu_sq) t = fmaxf(t, 0.f) * fmaxf(t, 0.f);
-      else if (add != nullptr) t += to_f(add[o]);  // add may be y: this lane reads o before writing it
+      if (a.relu_sq) {
+        t = fmaxf(t, 0.f) * fmaxf(t, 0.f);
+      } else {
+        if (a.gate != nullptr) t *= sigmoidf_(to_f(static_cast<const F*>(a.gate)[o]));
+        if (add != nullptr) t += to_f(add[o]);  // add may be y: this lane reads o before writing it
+      }
       y[o] = from_f<F>(t);
     }
   }
@@ -674,6 +855,23 @@ cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, 
       }
       return launch('t', kernel, dim3(H, B), tmix_groups(N) * N, smem, stream, B, H, staged, args);
     }
+  }))
+  return cudaSuccess;
+}
+
+cudaError_t mix6(int dtype, int B, int C, const Mix6Args& args, cudaStream_t stream) {
+  if (B < 1 || C < 1 || args.D < 1 || args.D > MIX6_MAX_LORA || args.D % 8 || args.ksplit < 1 || args.ksplit > MAX_KSPLIT)
+    return cudaErrorInvalidValue;
+  ARCHBENCH_DISPATCH_DTYPE(dtype, {
+    return launch('n', mix6_kernel<F>, dim3((C + M6_CH - 1) / M6_CH, B), M6_THREADS, 0, stream, B, C, args);
+  })
+  return cudaSuccess;
+}
+
+cudaError_t tmix6_decode(int dtype, int B, int H, int N, const Tmix6Args& args, cudaStream_t stream) {
+  if (args.D2 < 1 || args.D2 > TMIX6_MAX_LORA || args.ksplit < 1 || args.ksplit > MAX_KSPLIT) return cudaErrorInvalidValue;
+  ARCHBENCH_DISPATCH_DTYPE(dtype, ARCHBENCH_DISPATCH_HEAD(N, {
+    return launch('t', tmix6_decode_kernel<F, N>, dim3(H, B), TM6_G * N, 0, stream, B, H, args);
   }))
   return cudaSuccess;
 }

@@ -8,7 +8,7 @@ constexpr int MAX_MIX = 6;
 constexpr int LORA_GROUPS = 4;      // w, a, v, g
 constexpr int MAX_LORA_COLS = 1024;  // sum of the four LoRA widths (832 at 7B)
 constexpr int MAX_KSPLIT = 16;       // row blocks of lora_down (tmix7_decode unrolls over them)
-constexpr int MAX_GEMV = 3;          // matrices in one gemv launch (r, k, v)
+constexpr int MAX_GEMV = 4;          // matrices in one gemv launch (r, k, v; RWKV-6: and g)
 constexpr int GEMV_MAX_B = 4;        // sequences in one gemv launch (each weight load serves all)
 
 struct MixArgs {
@@ -40,12 +40,14 @@ struct Tmix7Args {
 };
 
 // y[m] = W[m] x[m] for m < n matrices of one shape [rows, cols] (row-major), x[m] [B, cols],
-// y[m] [B, rows]; then relu(.)^2 if relu_sq, or add[m] + . if add[m] is set (add may be y).
+// y[m] [B, rows]; then relu(.)^2 if relu_sq, or else sigmoid(gate) * . if gate is set ([B, rows],
+// RWKV-6's channel mix) and add[m] + . if add[m] is set (add may be y).
 struct GemvArgs {
   const void* w[MAX_GEMV];
   const void* x[MAX_GEMV];
   void* y[MAX_GEMV];
   const void* add[MAX_GEMV];
+  const void* gate;
   int n;
   bool relu_sq;
   LoraDownArgs lora;  // lora.n = 0: none; else lora_down of inputs [B, cols] into partial, first
@@ -53,6 +55,31 @@ struct GemvArgs {
   int lora_ksplit;
 };
 
+// RWKV-6 (decode7.cu, mix6 and tmix6): the token shift's LoRA second factors and the five
+// interpolations; the per-head kernel.
+constexpr int MIX6_MAX_LORA = 64;    // time_maa_w2's rank D (a multiple of 8)
+constexpr int TMIX6_MAX_LORA = 128;  // time_decay_w2's rank (a multiple of 4)
+struct Mix6Args {
+  const void *xn, *xp;     // [B, C] the normed x and the token shift before this token
+  const float* partial;    // [ksplit, B, 5 D] from lora_down (of xn + (xp - xn) maa_x)
+  int ksplit, D;
+  const void* w2;          // [5, D, C] time_maa_w2
+  const void* maa[5];      // [C] time_maa_w, _k, _v, _r, _g
+  void* out;               // [5, B, C]: x_w, x_k, x_v, x_r, x_g
+};
+struct Tmix6Args {
+  const void *r, *k, *v, *g;  // [B, C] projections (g before its silu)
+  const float* partial;       // [ksplit, B, D2] from lora_down (of x_w by time_decay_w1)
+  int ksplit, D2;
+  const void* w2;             // [D2, C] time_decay_w2
+  const float *w0, *u;        // [C] time_decay, time_faaaa, fp32
+  const float *lnx_w, *lnx_b;  // [C] fp32
+  float lnx_eps;
+  float* state;               // [B, H, N, N] fp32, [K, V], updated in place
+  void* out;                  // [B, C]
+};
+cudaError_t mix6(int dtype, int B, int C, const Mix6Args& args, cudaStream_t stream);
+cudaError_t tmix6_decode(int dtype, int B, int H, int N, const Tmix6Args& args, cudaStream_t stream);
 cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
                      const MixArgs& mix, void* out, cudaStream_t stream);
 cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& args, float* partial,
