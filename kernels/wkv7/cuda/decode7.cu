@@ -13,6 +13,10 @@
 //                 lora_down's blocks; the output and FFN projections with the residual or
 //                 relu^2 fused)
 //
+// RWKV-6's decode step (kernels/wkv6/decode.py) runs on norm_mix, lora_down and gemv too, with
+// two kernels of its own further down: mix6 (its token shift's LoRA and five interpolations) and
+// tmix6 (its per-head kernel).
+//
 // At batch 1 every one of them moves a few KB to a few MB, so latency, not bandwidth, sets
 // their time: each spreads its DRAM bytes over many blocks (one SM pulls only about 1/132 of
 // the GPU's bandwidth) and issues all of a thread's loads before it waits on the first.
