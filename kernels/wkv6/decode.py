@@ -27,8 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from archbench.kernels.build import extension
-from archbench.kernels.wkv7.decode import GEMV_MAX_B, GROUP_NORM_EPS, KSPLIT, LN_EPS, _empty, _linear
+from archbench.kernels.wkv7.decode import GROUP_NORM_EPS, KSPLIT, LN_EPS, _empty, _linear, step_logits, step_start
 
 MIX6_MAX_LORA = 64     # time_maa_w2's rank (decode7.h)
 TMIX6_MAX_LORA = 128   # time_decay_w2's rank
@@ -47,10 +46,8 @@ def _zeros_ones(model, x: torch.Tensor):
 @torch.no_grad()
 def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
     """tokens (B,) -> logits (B, V) fp32; state (RWKVState) advanced in place."""
-    ext = extension()
-    x = model.emb(tokens.view(-1))
+    ext, x, own = step_start(model, tokens)
     B, C = x.shape
-    own = B <= GEMV_MAX_B and C % 8 == 0 and model.config.dim_ffn % 8 == 0
     zeros, ones = _zeros_ones(model, x)
     mixed = x.new_empty(5, B, C)
     out = torch.empty_like(x)
@@ -92,7 +89,7 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
             x = y
         else:
             x = torch.addcmul(x, torch.sigmoid(rr), F.linear(h, ffn.value.weight))
-    return model.head(F.layer_norm(x, (C,), model.ln_out.weight, model.ln_out.bias, LN_EPS)).float()
+    return step_logits(model, x)
 
 
 def can_fuse(model) -> bool:

@@ -59,14 +59,25 @@ def _linear(ext, own: bool, x: torch.Tensor, w: torch.Tensor, add: torch.Tensor 
     return torch.relu_(y).square_() if relu_sq else y
 
 
+def step_start(model, tokens: torch.Tensor):
+    """The extension, the embedded tokens x [B, C], and whether the projections run on our
+    GEMV (at most GEMV_MAX_B sequences; it reads 16-byte vectors of every row: widths that
+    are multiples of 8 elements). Shared with kernels/wkv6/decode.py."""
+    x = model.emb(tokens.view(-1))
+    C = x.shape[1]
+    return extension(), x, x.shape[0] <= GEMV_MAX_B and C % 8 == 0 and model.config.dim_ffn % 8 == 0
+
+
+def step_logits(model, x: torch.Tensor) -> torch.Tensor:
+    """The final layer norm and the head, fp32 logits [B, V]."""
+    return model.head(F.layer_norm(x, (x.shape[1],), model.ln_out.weight, model.ln_out.bias, LN_EPS)).float()
+
+
 @torch.no_grad()
 def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
     """tokens (B,) -> logits (B, V) fp32; state (RWKVState) advanced in place."""
-    ext = extension()
-    x = model.emb(tokens.view(-1))
+    ext, x, own = step_start(model, tokens)
     B, C = x.shape
-    # our GEMV reads 16-byte vectors of every row: widths that are multiples of 8 elements
-    own = B <= GEMV_MAX_B and C % 8 == 0 and model.config.dim_ffn % 8 == 0
     mixed = x.new_empty(6, B, C)
     v_first = torch.empty_like(x)
     out = torch.empty_like(x)
@@ -98,7 +109,7 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
         ext.rwkv7_norm_mix(x, block.ln2.weight, block.ln2.bias, state.ffn_shift[i], [ffn.x_k], mixed[:1], LN_EPS)
         h = _linear(ext, own, mixed[0], ffn.key.weight, relu_sq=True)
         x = _linear(ext, own, h, ffn.value.weight, add=x)
-    return model.head(F.layer_norm(x, (C,), model.ln_out.weight, model.ln_out.bias, LN_EPS)).float()
+    return step_logits(model, x)
 
 
 def can_fuse(model) -> bool:

@@ -321,6 +321,38 @@ __global__ void __launch_bounds__(LD_THREADS)
   lora_down_block<F>(blockIdx.x, blockIdx.y, blockIdx.z, B, C, rows, args, partial);
 }
 
+// Column q of sequence b of lora_down's partial sums [ksplit, B, cols], summed; all ksplit loads
+// are issued at once (unconditional, clamped), before the first add.
+__device__ __forceinline__ float ksplit_sum(const float* partial, int ksplit, int B, int b, int cols, int q) {
+  const size_t stride = (size_t)B * cols;
+  const float* pp = partial + (size_t)b * cols + q;
+  float pk[MAX_KSPLIT];
+#pragma unroll
+  for (int ks = 0; ks < MAX_KSPLIT; ++ks) pk[ks] = pp[min(ks, ksplit - 1) * stride];
+  float t = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < MAX_KSPLIT; ++ks)
+    if (ks < ksplit) t += pk[ks];
+  return t;
+}
+
+// The group norm of a head's N outputs, held as partial sums part_y [G][N] over G row groups:
+// threads j < N get d = y_j - mean and return 1 / sqrt(var + eps) (two passes, as
+// F.group_norm); the other threads add zeros. Every thread of the block must call it.
+template <int THREADS, int G, int N>
+__device__ __forceinline__ float head_norm(const float (&part_y)[G][N], float* red_mean, float* red_var, float eps,
+                                           float& d) {
+  const int j = threadIdx.x;
+  float yj = 0.f;
+  if (j < N) {
+#pragma unroll
+    for (int q = 0; q < G; ++q) yj += part_y[q][j];
+  }
+  const float mean = block_sum<THREADS>(yj, red_mean) / N;
+  d = j < N ? yj - mean : 0.f;
+  return rsqrtf(block_sum<THREADS>(d * d, red_var) / N + eps);
+}
+
 // ---------------------------------------------------------------------------------------
 // tmix7_decode. One block per (head, sequence), G N threads (tmix_groups): thread (l, j) =
 // (tid / N, tid % N) holds rows l * N / G .. of state column j. The block's DRAM reads are its head's
@@ -393,21 +425,11 @@ __global__ void __launch_bounds__(tmix_groups(N) * N) tmix7_decode_kernel(int B,
 
   // 2. The partial sums of the first factors, reduced (all ksplit loads of a column in
   // flight at once); tanh for the decay, sigmoid for the gate.
-  {
-    const size_t stride = (size_t)B * p.cols;
-    for (int col = tid; col < p.cols; col += THREADS) {
-      const float* pp = p.partial + (size_t)b * p.cols + col;
-      float pk[MAX_KSPLIT];  // unconditional loads (clamped), so that all are issued at once
-#pragma unroll
-      for (int ks = 0; ks < MAX_KSPLIT; ++ks) pk[ks] = pp[min(ks, p.ksplit - 1) * stride];
-      float t = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < MAX_KSPLIT; ++ks)
-        if (ks < p.ksplit) t += pk[ks];
-      if (col < p.col0[1]) t = tanhf(t);
-      else if (col >= p.col0[3]) t = sigmoidf_(t);
-      hid[col] = t;
-    }
+  for (int col = tid; col < p.cols; col += THREADS) {
+    float t = ksplit_sum(p.partial, p.ksplit, B, b, p.cols, col);
+    if (col < p.col0[1]) t = tanhf(t);
+    else if (col >= p.col0[3]) t = sigmoidf_(t);
+    hid[col] = t;
   }
   cp_async_wait_all();
   __syncthreads();  // hid and the staged rows are in place
@@ -504,17 +526,11 @@ __global__ void __launch_bounds__(tmix_groups(N) * N) tmix7_decode_kernel(int B,
   part_y[l][j] = y;
   __syncthreads();
 
-  // 6. Group norm over the head (mean, then the variance around it), the bonus and the gate.
-  float yj = 0.f;
+  // 6. Group norm over the head, the bonus and the gate.
+  float d;
+  const float rstd = head_norm<THREADS, G, N>(part_y, hred[2], hred[3], p.lnx_eps, d);
   if (tid < N) {
-#pragma unroll
-    for (int q = 0; q < G; ++q) yj += part_y[q][j];
-  }
-  const float mean = block_sum<THREADS>(yj, hred[2]) / N;
-  const float d = tid < N ? yj - mean : 0.f;
-  const float var = block_sum<THREADS>(d * d, hred[3]) / N;
-  if (tid < N) {
-    const float yn = d * rsqrtf(var + p.lnx_eps) * in_lw + in_lb;
+    const float yn = d * rstd * in_lw + in_lb;
     static_cast<F*>(p.out)[bc + c] = from_f<F>((yn + bonus * vj) * gate);
   }
 }
@@ -561,19 +577,7 @@ __global__ void __launch_bounds__(M6_THREADS) mix6_kernel(int B, int C, Mix6Args
     xn = to_f(static_cast<const F*>(p.xn)[bc + cc]);
     xp = to_f(static_cast<const F*>(p.xp)[bc + cc]);
   }
-  const int cols = 5 * D;
-  const size_t stride = (size_t)B * cols;
-  for (int q = tid; q < cols; q += M6_THREADS) {
-    const float* pp = p.partial + (size_t)b * cols + q;
-    float pk[MAX_KSPLIT];
-#pragma unroll
-    for (int ks = 0; ks < MAX_KSPLIT; ++ks) pk[ks] = pp[min(ks, p.ksplit - 1) * stride];
-    float t = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < MAX_KSPLIT; ++ks)
-      if (ks < p.ksplit) t += pk[ks];
-    hid[q] = tanhf(t);
-  }
+  for (int q = tid; q < 5 * D; q += M6_THREADS) hid[q] = tanhf(ksplit_sum(p.partial, p.ksplit, B, b, 5 * D, q));
   __syncthreads();
 #pragma unroll
   for (int m = 0; m < 5; ++m) {
@@ -638,18 +642,7 @@ __global__ void __launch_bounds__(TM6_G * N) tmix6_decode_kernel(int B, int H, T
     in_v = to_f(static_cast<const F*>(p.v)[bc + c]);
     in_g = to_f(static_cast<const F*>(p.g)[bc + c]);
   }
-  const size_t stride = (size_t)B * p.D2;
-  for (int q = tid; q < p.D2; q += THREADS) {
-    const float* pp = p.partial + (size_t)b * p.D2 + q;
-    float pk[MAX_KSPLIT];
-#pragma unroll
-    for (int ks = 0; ks < MAX_KSPLIT; ++ks) pk[ks] = pp[min(ks, p.ksplit - 1) * stride];
-    float t = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < MAX_KSPLIT; ++ks)
-      if (ks < p.ksplit) t += pk[ks];
-    hid[q] = tanhf(t);
-  }
+  for (int q = tid; q < p.D2; q += THREADS) hid[q] = tanhf(ksplit_sum(p.partial, p.ksplit, B, b, p.D2, q));
   __syncthreads();
   float acc = 0.f;
 #pragma unroll
@@ -682,16 +675,10 @@ __global__ void __launch_bounds__(TM6_G * N) tmix6_decode_kernel(int B, int H, T
   }
   part_y[l][j] = y;
   __syncthreads();
-  float yj = 0.f;
+  float d;
+  const float rstd = head_norm<THREADS, TM6_G, N>(part_y, hred[0], hred[1], p.lnx_eps, d);
   if (tid < N) {
-#pragma unroll
-    for (int q = 0; q < TM6_G; ++q) yj += part_y[q][j];
-  }
-  const float mean = block_sum<THREADS>(yj, hred[0]) / N;
-  const float d = tid < N ? yj - mean : 0.f;
-  const float var = block_sum<THREADS>(d * d, hred[1]) / N;
-  if (tid < N) {
-    const float yn = d * rsqrtf(var + p.lnx_eps) * in_lw + in_lb;
+    const float yn = d * rstd * in_lw + in_lb;
     static_cast<F*>(p.out)[bc + c] = from_f<F>(yn * in_g * sigmoidf_(in_g));
   }
 }
