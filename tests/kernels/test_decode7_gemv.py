@@ -1,7 +1,7 @@
 """The decode step's matrix-vector kernel (kernels/wkv7/cuda/decode7.cu: gemv) and its LoRA
 first factors (lora_down) against fp32 PyTorch on awkward shapes: rows that do not fill the last block, vectors per lane at each
-unroll width (4 to 16), several warps a row, up to three matrices and four sequences, relu^2,
-the residual added, also in place. Skipped without a GPU."""
+unroll width (4 to 16), several warps a row, up to four matrices and four sequences, relu^2,
+the residual added, also in place, and RWKV-6's sigmoid gate with it. Skipped without a GPU."""
 import pytest
 import torch
 
@@ -23,6 +23,9 @@ TOL = {torch.float32: 1e-5, torch.bfloat16: 8e-3, torch.float16: 1e-3}
     (37, 4104, 2, 3, "add"),       # odd rows, two warps a row of 513 vectors (bf16), three sequences
     (300, 3000, 1, 2, ""),         # 375 vectors a row in bf16: 12 a lane
     (5, 8, 1, 4, "inplace"),       # tiny; the residual is the output itself
+    (2560, 2560, 4, 1, ""),        # RWKV-6's r / k / v / g at 3B, one launch
+    (2560, 8960, 1, 1, "gate"),    # RWKV-6's FFN value at 3B: residual + sigmoid(receptance) * W x, 4 warps a row
+    (37, 4104, 1, 2, "gate"),      # odd rows, two sequences
 ])
 def test_gemv_matches_torch(rows, cols, n, B, mode, dtype):
     from archbench.kernels.build import extension
@@ -30,14 +33,20 @@ def test_gemv_matches_torch(rows, cols, n, B, mode, dtype):
     ws = [(torch.randn(rows, cols, device="cuda", generator=g) * cols ** -0.5).to(dtype) for _ in range(n)]
     xs = [torch.randn(B, cols, device="cuda", generator=g).to(dtype) for _ in range(n)]
     adds = [torch.randn(B, rows, device="cuda", generator=g).to(dtype) for _ in range(n)] if mode else []
+    gate = torch.randn(B, rows, device="cuda", generator=g).to(dtype)
     ref = [x.float() @ w.float().t() for w, x in zip(ws, xs)]
     if mode == "relu":
         ref, adds = [r.relu().square() for r in ref], []
+    elif mode == "gate":
+        ref = [a.float() + torch.sigmoid(gate.float()) * r for r, a in zip(ref, adds)]
     elif mode:
         ref = [r + a.float() for r, a in zip(ref, adds)]
     ys = [a for a in adds] if mode == "inplace" else [torch.full((B, rows), float("nan"), device="cuda", dtype=dtype)
                                                       for _ in range(n)]
-    extension().rwkv7_gemv(ws, xs, ys, adds, mode == "relu")
+    if mode == "gate":
+        extension().rwkv6_gemv_gated(ws, xs, ys, adds, gate)
+    else:
+        extension().rwkv7_gemv(ws, xs, ys, adds, mode == "relu")
     for y, r in zip(ys, ref):
         assert torch.isfinite(y).all(), "rows left unwritten"
         assert_close(y.float(), r, rms_rel=TOL[dtype], what=f"gemv {rows}x{cols} {dtype}")
