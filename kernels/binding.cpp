@@ -163,14 +163,15 @@ int64_t wkv7_chunked_workspace(int64_t B, int64_t T, int64_t H, int64_t N, int64
 
 
 // The fused RWKV-7 decode step (decode7.cu). x: [B, C]; prev: [B, C] token shift (updated);
-// out: [len(maa), B, C]
+// out: [len(maa), B, C]; x_weighted: x_prev + (x - x_prev) maa (RWKV-5), else x + (x_prev - x) maa.
 void rwkv7_norm_mix(at::Tensor x, at::Tensor ln_w, at::Tensor ln_b, at::Tensor prev, std::vector<at::Tensor> maa,
-                    at::Tensor out, double eps) {
+                    at::Tensor out, double eps, bool x_weighted) {
   const c10::cuda::CUDAGuard guard(x.device());
   TORCH_CHECK(maa.size() >= 1 && maa.size() <= archbench::MAX_MIX, "norm_mix: 1 to 6 interpolations");
   archbench::MixArgs mix{};
   for (size_t i = 0; i < maa.size(); ++i) mix.maa[i] = maa[i].data_ptr();
   mix.n = (int)maa.size();
+  mix.x_weighted = x_weighted;
   check(archbench::norm_mix(dtype_code(x), x.size(0), x.size(1), (float)eps, x.data_ptr(), ln_w.data_ptr(),
                             ln_b.data_ptr(), prev.data_ptr(), mix, out.data_ptr(), at::cuda::getCurrentCUDAStream()),
         "rwkv7_norm_mix");

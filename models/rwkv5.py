@@ -87,3 +87,4 @@ class RWKV5(RWKVBase):
     time_mix_cls = TimeMix5
     channel_mix_cls = ChannelMix
     wkv_op = "wkv5"
+    decode_kernels = "archbench.kernels.wkv5.decode"

@@ -43,6 +43,31 @@ def _zeros_ones(model, x: torch.Tensor):
     return c
 
 
+def head_and_channel_mix(ext, own: bool, block, i: int, state, x, rkvg, dpart, decay_w2, mixed,
+                         x_weighted: bool) -> torch.Tensor:
+    """The rest of an RWKV-5.2 / RWKV-6 layer from its r, k, v, g projections: the per-head
+    kernel (with the decay LoRA's second factor decay_w2, [0, C] for none), the output
+    projection + residual, and the channel mix (norm + shift with two interpolations, key with
+    relu^2, receptance, value with sigmoid(receptance) and the residual). Returns the new x."""
+    att, ffn = block.att, block.ffn
+    B, C = x.shape
+    r, k, v, g = rkvg
+    out = torch.empty_like(x)
+    params = [att.time_decay.view(-1), att.time_faaaa.view(-1), att.ln_x.weight, att.ln_x.bias]
+    ext.rwkv6_tmix_decode(r, k, v, g, dpart, decay_w2, params, GROUP_NORM_EPS, state.wkv[i], out)
+    x = _linear(ext, own, out, att.output.weight, add=x)
+    mk, mr = (ffn.time_mix_k, ffn.time_mix_r) if x_weighted else (ffn.time_maa_k, ffn.time_maa_r)
+    two = mixed[:2]
+    ext.rwkv7_norm_mix(x, block.ln2.weight, block.ln2.bias, state.ffn_shift[i], [mk, mr], two, LN_EPS, x_weighted)
+    h = _linear(ext, own, two[0], ffn.key.weight, relu_sq=True)
+    rr = _linear(ext, own, two[1], ffn.receptance.weight)
+    if not own:
+        return torch.addcmul(x, torch.sigmoid(rr), F.linear(h, ffn.value.weight))
+    y = torch.empty_like(x)
+    ext.rwkv6_gemv_gated([ffn.value.weight], [h], [y], [x], rr)
+    return y
+
+
 @torch.no_grad()
 def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
     """tokens (B,) -> logits (B, V) fp32; state (RWKVState) advanced in place."""
@@ -50,14 +75,13 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
     B, C = x.shape
     zeros, ones = _zeros_ones(model, x)
     mixed = x.new_empty(5, B, C)
-    out = torch.empty_like(x)
     for i, block in enumerate(model.blocks):
-        att, ffn = block.att, block.ffn
+        att = block.att
         if i == 0:
             x = F.layer_norm(x, (C,), block.ln0.weight, block.ln0.bias, LN_EPS)
         xn, xp, xxx = three = x.new_empty(3, B, C)
         ext.rwkv7_norm_mix(x, block.ln1.weight, block.ln1.bias, state.att_shift[i], [zeros, ones, att.time_maa_x],
-                           three, LN_EPS)
+                           three, LN_EPS, False)
         D5 = att.time_maa_w1.shape[1]
         partial = torch.empty(KSPLIT, B, D5, dtype=torch.float32, device=x.device)
         none = _empty(x)
@@ -75,20 +99,7 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
             r, k, v, g = (F.linear(xr, att.receptance.weight), F.linear(xk, att.key.weight),
                           F.linear(xv, att.value.weight), F.linear(xg, att.gate.weight))
             ext.rwkv7_lora_down([xw, xw, xw, xw], [att.time_decay_w1, none, none, none], dpart)
-        params = [att.time_decay.view(-1), att.time_faaaa.view(-1), att.ln_x.weight, att.ln_x.bias]
-        ext.rwkv6_tmix_decode(r, k, v, g, dpart, att.time_decay_w2, params, GROUP_NORM_EPS, state.wkv[i], out)
-        x = _linear(ext, own, out, att.output.weight, add=x)
-        two = mixed[:2]
-        ext.rwkv7_norm_mix(x, block.ln2.weight, block.ln2.bias, state.ffn_shift[i], [ffn.time_maa_k, ffn.time_maa_r],
-                           two, LN_EPS)
-        h = _linear(ext, own, two[0], ffn.key.weight, relu_sq=True)
-        rr = _linear(ext, own, two[1], ffn.receptance.weight)
-        if own:
-            y = torch.empty_like(x)
-            ext.rwkv6_gemv_gated([ffn.value.weight], [h], [y], [x], rr)
-            x = y
-        else:
-            x = torch.addcmul(x, torch.sigmoid(rr), F.linear(h, ffn.value.weight))
+        x = head_and_channel_mix(ext, own, block, i, state, x, (r, k, v, g), dpart, att.time_decay_w2, mixed, False)
     return step_logits(model, x)
 
 

@@ -86,7 +86,7 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
         if i == 0:
             x = F.layer_norm(x, (C,), block.ln0.weight, block.ln0.bias, LN_EPS)
         ext.rwkv7_norm_mix(x, block.ln1.weight, block.ln1.bias, state.att_shift[i],
-                           [att.x_r, att.x_k, att.x_v, att.x_w, att.x_a, att.x_g], mixed, LN_EPS)
+                           [att.x_r, att.x_k, att.x_v, att.x_w, att.x_a, att.x_g], mixed, LN_EPS, False)
         xr, xk, xv, xw, xa, xg = mixed
         first = i == 0
         v1 = _empty(x) if first else att.v1
@@ -106,7 +106,8 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
         ext.rwkv7_tmix_decode(r, k, v, partial, [att.w2, att.a2, v2, att.g2], params, GROUP_NORM_EPS,
                               v_first, first, state.wkv[i], out)
         x = _linear(ext, own, out, att.output.weight, add=x)
-        ext.rwkv7_norm_mix(x, block.ln2.weight, block.ln2.bias, state.ffn_shift[i], [ffn.x_k], mixed[:1], LN_EPS)
+        ext.rwkv7_norm_mix(x, block.ln2.weight, block.ln2.bias, state.ffn_shift[i], [ffn.x_k], mixed[:1], LN_EPS,
+                           False)
         h = _linear(ext, own, mixed[0], ffn.key.weight, relu_sq=True)
         x = _linear(ext, own, h, ffn.value.weight, add=x)
     return step_logits(model, x)

@@ -148,3 +148,32 @@ def test_rwkv6_fused_decode_is_the_default_step():
         torch.cuda.synchronize()
     names = " ".join(e.name for e in prof.events())
     assert "tmix6_decode_kernel" in names and "mix6_kernel" in names
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("head_size,batch", [(64, 1), (64, 2), (32, 3), (16, 1), (128, 6)])
+def test_rwkv5_fused_decode_equals_unfused_step(dtype, head_size, batch):
+    """kernels/wkv5/decode.py (RWKV-5.2; GEMV at batch 1 and 2, cuBLAS at 3 and 6)."""
+    from archbench.kernels.wkv5 import decode
+    cfg = RWKVConfig(version="5.2", vocab_size=1000, n_embd=256, n_layer=3, head_size=head_size)
+    assert decode.can_fuse(family_class(cfg.family)(cfg, impl="cuda").cuda().cast(dtype))  # else this proves nothing
+    check_fused_decode(cfg, dtype, batch)
+
+
+def test_rwkv5_fused_decode_covers_5_2_only():
+    """RWKV-5.2 decodes on the fused kernels by default; 5.0 and 5.1 (a decay per head) and fp16
+    keep the model's own ops."""
+    from archbench.kernels.wkv5 import decode
+    make = lambda v: family_class("rwkv5")(RWKVConfig(version=v, vocab_size=1000, n_embd=128, n_layer=1,  # noqa: E731
+                                                      head_size=32), impl="cuda").init_random_(0).cuda()
+    assert not decode.can_fuse(make("5.0").cast("bfloat16")) and not decode.can_fuse(make("5.1").cast("bfloat16"))
+    model = make("5.2")
+    assert not decode.can_fuse(model.cast("float16"))
+    model = model.cast("bfloat16").eval()
+    assert decode.can_fuse(model)
+    tokens = torch.randint(0, 1000, (1, 8), device="cuda")
+    _, state = model.forward(tokens)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        model.step(tokens[:, -1], state)
+        torch.cuda.synchronize()
+    assert "tmix6_decode_kernel" in " ".join(e.name for e in prof.events())

@@ -2,7 +2,8 @@
 // matrix-vector products:
 //
 //   norm_mix      layer norm of x, the token shift and up to six interpolations
-//                 x + (x_prev - x) * maa, in one pass (the time mix's six, the channel mix's one)
+//                 x + (x_prev - x) * maa, in one pass (the time mix's six, the channel mix's one;
+//                 RWKV-5's x_prev + (x - x_prev) * time_mix)
 //   lora_down     the first factor of the w, a, v and g LoRAs, four inputs in one launch: the
 //                 rows (C) are split over ksplit row blocks that each write partial sums
 //   tmix7_decode  per (sequence, head): the partial sums reduced, tanh / sigmoid, the second
@@ -236,7 +237,8 @@ __global__ void __launch_bounds__(NM_THREADS)
     const float xf = to_f(xn), dx = pv[e] - xf;
 #pragma unroll
     for (int m = 0; m < MAX_MIX; ++m)
-      if (m < mix.n) out[((size_t)m * B + b) * C + c] = from_f<F>(fmaf(dx, mv[m][e], xf));
+      if (m < mix.n)
+        out[((size_t)m * B + b) * C + c] = from_f<F>(mix.x_weighted ? fmaf(-dx, mv[m][e], pv[e]) : fmaf(dx, mv[m][e], xf));
     prev[(size_t)b * C + c] = xn;  // the shift for the next token
   }
 }
@@ -543,7 +545,8 @@ __global__ void __launch_bounds__(tmix_groups(N) * N) tmix7_decode_kernel(int B,
 //   mix6   the token shift's LoRA: tanh of lora_down's summed partials, time_maa_w2's products
 //          for the block's channels, and the five interpolations x + (x_prev - x)(maa_m + delta_m)
 //   tmix6  per (head, sequence): the decay LoRA's second factor and w = exp(-exp(.)), the WKV6
-//          state update y = r (S + u k v^T), S = diag(w) S + k v^T, the group norm, silu(g)
+//          state update y = r (S + u k v^T), S = diag(w) S + k v^T, the group norm, silu(g);
+//          without the LoRA (D2 = 0) RWKV-5.2's (kernels/wkv5/decode.py)
 //
 // mix6: grid (C / M6_CH, B), M6_GROUPS row groups of M6_CH channels. Thread (gr, c) holds rows
 // gr, gr + M6_GROUPS, ... of each of the five D-row blocks of time_maa_w2 for its channel,
@@ -860,7 +863,7 @@ cudaError_t mix6(int dtype, int B, int C, const Mix6Args& args, cudaStream_t str
 }
 
 cudaError_t tmix6_decode(int dtype, int B, int H, int N, const Tmix6Args& args, cudaStream_t stream) {
-  if (args.D2 < 1 || args.D2 > TMIX6_MAX_LORA || args.ksplit < 1 || args.ksplit > MAX_KSPLIT) return cudaErrorInvalidValue;
+  if (args.D2 < 0 || args.D2 > TMIX6_MAX_LORA || args.ksplit < 1 || args.ksplit > MAX_KSPLIT) return cudaErrorInvalidValue;
   ARCHBENCH_DISPATCH_DTYPE(dtype, ARCHBENCH_DISPATCH_HEAD(N, {
     return launch('t', tmix6_decode_kernel<F, N>, dim3(H, B), TM6_G * N, 0, stream, B, H, args);
   }))

@@ -14,6 +14,7 @@ constexpr int GEMV_MAX_B = 4;        // sequences in one gemv launch (each weigh
 struct MixArgs {
   const void* maa[MAX_MIX];
   int n;
+  bool x_weighted;  // out = x_prev + (x - x_prev) maa (RWKV-4/5's time_mix), else x + (x_prev - x) maa
 };
 
 struct LoraDownArgs {
@@ -70,7 +71,7 @@ struct Mix6Args {
 struct Tmix6Args {
   const void *r, *k, *v, *g;  // [B, C] projections (g before its silu)
   const float* partial;       // [ksplit, B, D2] from lora_down (of x_w by time_decay_w1)
-  int ksplit, D2;
+  int ksplit, D2;             // D2 = 0: no decay LoRA (RWKV-5.2)
   const void* w2;             // [D2, C] time_decay_w2
   const float *w0, *u;        // [C] time_decay, time_faaaa, fp32
   const float *lnx_w, *lnx_b;  // [C] fp32
