@@ -237,10 +237,10 @@ void rwkv7_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor part
   check(archbench::tmix7_decode(dtype_code(r), B, H, N, p, at::cuda::getCurrentCUDAStream()), "rwkv7_tmix_decode");
 }
 
-// The decode step's projections at small batch (decode7.cu: gemv). ws[m]: [rows, cols], one
-// shape for all; xs[m]: [B, cols]; ys[m]: [B, rows], written; adds: empty, or one [B, rows]
-// per matrix (may be ys[m] itself): y = add + W x; relu_sq: y = relu(W x)^2. Every tensor
-// contiguous and 16-byte aligned (the kernel reads 16-byte vectors).
+// The decode step's projections at small batch (decode7.cu: gemv). ws[m]: [rows_m, cols], one
+// column count for all (rows may differ); xs[m]: [B, cols]; ys[m]: [B, rows_m], written; adds:
+// empty, or one [B, rows_m] per matrix (may be ys[m] itself): y = add + W x; relu_sq: y =
+// relu(W x)^2. Every tensor contiguous and 16-byte aligned (the kernel reads 16-byte vectors).
 static archbench::GemvArgs gemv_args(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>& xs,
                                      const std::vector<at::Tensor>& ys, const std::vector<at::Tensor>& adds,
                                      bool relu_sq) {
@@ -249,17 +249,24 @@ static archbench::GemvArgs gemv_args(const std::vector<at::Tensor>& ws, const st
                   (adds.empty() || adds.size() == n),
               "gemv: 1 to 4 matrices, as many inputs and outputs, no adds or one per matrix");
   TORCH_CHECK(!(relu_sq && !adds.empty()), "gemv: relu_sq and add do not combine");
-  const int64_t rows = ws[0].size(0), cols = ws[0].size(1), B = xs[0].size(0);
+  const int64_t cols = ws[0].size(1), B = xs[0].size(0);
   auto ok = [](const at::Tensor& t, std::initializer_list<int64_t> shape) {
     return t.is_contiguous() && t.sizes() == at::IntArrayRef(shape) && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
   };
   archbench::GemvArgs a{};
   a.n = (int)n;
-  a.relu_sq = relu_sq;
+  a.relu_mask = relu_sq ? (1u << n) - 1 : 0u;
+  a.relu_scale = a.post = 1.f;
   for (size_t m = 0; m < n; ++m) {
-    TORCH_CHECK(ok(ws[m], {rows, cols}) && ok(xs[m], {B, cols}) && ok(ys[m], {B, rows}) &&
-                    (adds.empty() || ok(adds[m], {B, rows})),
+    const int64_t rows = ws[m].size(0);
+    const auto dt = ws[0].scalar_type();
+    TORCH_CHECK(ws[m].scalar_type() == dt && xs[m].scalar_type() == dt && ys[m].scalar_type() == dt &&
+                    (adds.empty() || adds[m].scalar_type() == dt),
+                "gemv: every tensor must have the weights' dtype");
+    TORCH_CHECK(ws[m].dim() == 2 && ok(ws[m], {rows, cols}) &&
+                    ok(xs[m], {B, cols}) && ok(ys[m], {B, rows}) && (adds.empty() || ok(adds[m], {B, rows})),
                 "gemv: shapes must agree and every tensor be contiguous and 16-byte aligned");
+    a.rows[m] = (int)rows;
     a.w[m] = ws[m].data_ptr();
     a.x[m] = xs[m].data_ptr();
     a.y[m] = ys[m].data_ptr();
@@ -271,8 +278,8 @@ static archbench::GemvArgs gemv_args(const std::vector<at::Tensor>& ws, const st
 static void launch_gemv(const archbench::GemvArgs& a, const std::vector<at::Tensor>& ws,
                         const std::vector<at::Tensor>& xs, const char* what) {
   const c10::cuda::CUDAGuard guard(ws[0].device());
-  check(archbench::gemv(dtype_code(ws[0]), (int)xs[0].size(0), (int)ws[0].size(0), (int)ws[0].size(1), a,
-                        at::cuda::getCurrentCUDAStream()), what);
+  check(archbench::gemv(dtype_code(ws[0]), (int)xs[0].size(0), (int)ws[0].size(1), a, at::cuda::getCurrentCUDAStream()),
+        what);
 }
 
 void rwkv7_gemv(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
@@ -287,22 +294,59 @@ void rwkv7_rkv_lora(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std:
                     std::vector<at::Tensor> lora_xs, std::vector<at::Tensor> lora_ws, at::Tensor partial) {
   archbench::GemvArgs a = gemv_args(ws, xs, ys, {}, false);
   a.lora = lora_args(lora_xs, lora_ws, partial);
-  TORCH_CHECK(ws[0].size(0) == ws[0].size(1) && lora_xs[0].sizes() == xs[0].sizes() &&
+  for (const auto& w : ws) TORCH_CHECK(w.size(0) == w.size(1), "rkv_lora: square matrices");
+  TORCH_CHECK(lora_xs[0].sizes() == xs[0].sizes() &&
                   lora_xs[0].scalar_type() == ws[0].scalar_type(),
-              "rkv_lora: square matrices, LoRA inputs shaped and typed as the projections' inputs");
+              "rkv_lora: LoRA inputs shaped and typed as the projections' inputs");
   a.partial = partial.data_ptr<float>();
   a.lora_ksplit = (int)partial.size(0);
   launch_gemv(a, ws, xs, "rwkv7_rkv_lora");
 }
 
-// RWKV-6's channel-mix value projection (decode7.cu: gemv): ys[0] = adds[0] + sigmoid(gate) * W x.
+// RWKV-4/5/6's channel-mix value projection (decode7.cu: gemv): ys[0] = (adds[0] + sigmoid(gate) * W x) post
+// (post: 0.5 where the model halves its residual in fp16, else 1).
 void rwkv6_gemv_gated(std::vector<at::Tensor> ws, std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
-                      std::vector<at::Tensor> adds, at::Tensor gate) {
+                      std::vector<at::Tensor> adds, at::Tensor gate, double post) {
   archbench::GemvArgs a = gemv_args(ws, xs, ys, adds, false);
-  TORCH_CHECK(gate.is_contiguous() && gate.sizes() == ys[0].sizes() && gate.scalar_type() == ys[0].scalar_type(),
-              "gemv_gated: gate must be shaped and typed as the output");
+  TORCH_CHECK(ws.size() == 1 && gate.is_contiguous() && gate.sizes() == ys[0].sizes() &&
+                  gate.scalar_type() == ys[0].scalar_type(),
+              "gemv_gated: one matrix, the gate shaped and typed as the output");
   a.gate = gate.data_ptr();
+  a.post = (float)post;
   launch_gemv(a, ws, xs, "rwkv6_gemv_gated");
+}
+
+// RWKV-4/5/6's channel-mix key and receptance projections in one launch (decode7.cu: gemv):
+// h = relu(W_k x_k)^2 scale (scale: the model's fp16 rescaling, else 1), rr = W_r x_r.
+void rwkv6_key_receptance(at::Tensor w_k, at::Tensor w_r, at::Tensor x_k, at::Tensor x_r, at::Tensor h, at::Tensor rr,
+                          double scale) {
+  archbench::GemvArgs a = gemv_args({w_k, w_r}, {x_k, x_r}, {h, rr}, {}, false);
+  a.relu_mask = 1u;
+  a.relu_scale = (float)scale;
+  launch_gemv(a, {w_k, w_r}, {x_k, x_r}, "rwkv6_key_receptance");
+}
+
+// The fused RWKV-4 decode step (decode7.cu, tmix4). r, k, v, out: [B, C]; decay, first: time_decay and
+// time_first, fp32 [C]; state: [B, 3, C] fp32, updated in place; out = sigmoid(r) wkv scale.
+void rwkv4_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor decay, at::Tensor first, at::Tensor state,
+                       at::Tensor out, double scale) {
+  const c10::cuda::CUDAGuard guard(state.device());
+  const int64_t B = r.size(0), C = r.size(1);
+  for (const auto& t : {r, k, v, out})
+    TORCH_CHECK(t.is_contiguous() && t.sizes() == r.sizes() && t.scalar_type() == r.scalar_type(),
+                "rwkv4_tmix_decode: r, k, v and out must be contiguous [B, C] of one dtype");
+  for (const auto& t : {decay, first})
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.numel() == C,
+                "rwkv4_tmix_decode: time_decay and time_first must be fp32 with C values");
+  TORCH_CHECK(state.scalar_type() == at::kFloat && state.is_contiguous() && state.sizes() == at::IntArrayRef({B, 3, C}),
+              "rwkv4_tmix_decode: state must be fp32 [B, 3, C]");
+  archbench::Tmix4Args p{};
+  p.r = r.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr();
+  p.decay = decay.data_ptr<float>(); p.first = first.data_ptr<float>();
+  p.state = state.data_ptr<float>();
+  p.out = out.data_ptr();
+  p.scale = (float)scale;
+  check(archbench::tmix4_decode(dtype_code(r), (int)B, (int)C, p, at::cuda::getCurrentCUDAStream()), "rwkv4_tmix_decode");
 }
 
 // The fused RWKV-6 decode step (decode7.cu, mix6). xn, xp: [B, C] (the normed x, the old token
@@ -327,9 +371,9 @@ void rwkv6_mix(at::Tensor xn, at::Tensor xp, at::Tensor partial, at::Tensor w2, 
 
 // (decode7.cu, tmix6) r, k, v, g, out: [B, C]; partial: [ksplit, B, D2] fp32; w2: time_decay_w2
 // [D2, C]; params: time_decay, time_faaaa, ln_x weight, ln_x bias (fp32, C values each); state
-// [B, H, N, N] fp32, updated in place.
+// [B, H, N, N] fp32, updated in place; out times scale (the model's fp16 rescaling, else 1).
 void rwkv6_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor g, at::Tensor partial, at::Tensor w2,
-                       std::vector<at::Tensor> params, double lnx_eps, at::Tensor state, at::Tensor out) {
+                       std::vector<at::Tensor> params, double lnx_eps, at::Tensor state, at::Tensor out, double scale) {
   const c10::cuda::CUDAGuard guard(state.device());
   TORCH_CHECK(params.size() == 4 && partial.dim() == 3 && w2.dim() == 2 && partial.size(2) == w2.size(0),
               "rwkv6_tmix_decode: bad arguments");
@@ -347,6 +391,7 @@ void rwkv6_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor g, a
   p.lnx_eps = (float)lnx_eps;
   p.state = state.data_ptr<float>();
   p.out = out.data_ptr();
+  p.scale = (float)scale;
   check(archbench::tmix6_decode(dtype_code(r), state.size(0), state.size(1), state.size(2), p,
                                 at::cuda::getCurrentCUDAStream()),
         "rwkv6_tmix_decode");
@@ -369,6 +414,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rwkv6_mix", &rwkv6_mix);
   m.def("rwkv6_tmix_decode", &rwkv6_tmix_decode);
   m.def("rwkv6_gemv_gated", &rwkv6_gemv_gated);
+  m.def("rwkv6_key_receptance", &rwkv6_key_receptance);
+  m.def("rwkv4_tmix_decode", &rwkv4_tmix_decode);
   m.def("rwkv7_gemv", &rwkv7_gemv);
   m.def("rwkv7_rkv_lora", &rwkv7_rkv_lora);
 }

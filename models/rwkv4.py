@@ -49,6 +49,7 @@ class RWKV4(RWKVBase):
     time_mix_cls = TimeMix4
     channel_mix_cls = ChannelMix
     wkv_op = "wkv4"
+    decode_kernels = "archbench.kernels.wkv4.decode"
 
     def _wkv_state_shape(self, batch_size: int) -> tuple[int, ...]:
         return (batch_size, 3, self.config.dim_att)

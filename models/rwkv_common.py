@@ -197,7 +197,7 @@ class RWKVBase(nn.Module):
             x = x[:, -1:]
         return self.head(self.ln_out(x)).float(), state
 
-    # step() on fused CUDA kernels (the module `decode_kernels`: kernels/wkv6/decode.py,
+    # step() on fused CUDA kernels (the module `decode_kernels`: kernels/wkv4/decode.py ...
     # kernels/wkv7/decode.py) where they apply; False: the model's own ops on a (B, 1) input
     fused_decode = True
     decode_kernels: str | None = None

@@ -93,7 +93,7 @@ def bench_model(name: str, prompt: int, new: int, repeats: int, dtype: str, seed
     graph_t = _cuda_times(decode_graphed, 2, repeats, before=again)
     eager_t = _cuda_times(decode_eager, 1, max(1, repeats // 2), before=again)
     unfused_t = None
-    if getattr(model, "decode_kernels", None) and model.fused_decode:  # RWKV-5.2 / 6 / 7: unfused too
+    if getattr(model, "decode_kernels", None) and model.fused_decode:  # RWKV-4 / 5.2 / 6 / 7: unfused too
         model.fused_decode = False
         state.restore(after_prefill)
         unfused_logits, _ = model.step(first, state)

@@ -1,4 +1,4 @@
-"""The RWKV-5.2 decode step (one token per sequence) on fused CUDA kernels: eight launches a
+"""The RWKV-5.2 decode step (one token per sequence) on fused CUDA kernels: seven launches a
 layer at batch 1 instead of the model's ops on a (B, 1) input (about 40 a layer).
 
 The kernels are RWKV-6's (kernels/wkv6/decode.py, kernels/wkv7/cuda/decode7.cu) without the
@@ -6,17 +6,16 @@ LoRAs: norm_mix with RWKV-5's interpolations x_prev + (x - x_prev) time_mix (fou
 g), the r / k / v / g projections in one launch, the per-head kernel with the fixed decay
 (time_decay, per channel in 5.2) and bonus (time_faaaa), then the output projection and the
 channel mix as RWKV-6's. RWKV-5.0 and 5.1 (one decay and bonus per head, 5.0 without the
-gate) keep the model's own ops, as does fp16 (the model rescales its activations there).
+gate) keep the model's own ops. In fp16 the kernels apply the model's rescaling as RWKV-6's.
 
     logits = decode_step(model, tokens, state)   # tokens (B,), state updated in place
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from archbench.kernels.wkv6.decode import head_and_channel_mix
-from archbench.kernels.wkv7.decode import KSPLIT, LN_EPS, step_logits, step_start
+from archbench.kernels.wkv6.decode import head_and_channel_mix, mixed_projections
+from archbench.kernels.wkv7.decode import KSPLIT, step_logits, step_start
 
 
 @torch.no_grad()
@@ -27,26 +26,15 @@ def decode_step(model, tokens: torch.Tensor, state) -> torch.Tensor:
     mixed = x.new_empty(4, B, C)
     no_lora = torch.empty(KSPLIT, B, 0, dtype=torch.float32, device=x.device)
     no_w2 = x.new_empty(0, C)
-    for i, block in enumerate(model.blocks):
-        att = block.att
-        if i == 0:
-            x = F.layer_norm(x, (C,), block.ln0.weight, block.ln0.bias, LN_EPS)
-        ext.rwkv7_norm_mix(x, block.ln1.weight, block.ln1.bias, state.att_shift[i],
-                           [att.time_mix_r, att.time_mix_k, att.time_mix_v, att.time_mix_g], mixed, LN_EPS, True)
-        ws = [att.receptance.weight, att.key.weight, att.value.weight, att.gate.weight]
-        if own:
-            rkvg = x.new_empty(4, B, C)
-            ext.rwkv7_gemv(ws, list(mixed), list(rkvg), [], False)
-        else:
-            rkvg = [F.linear(xm, w) for xm, w in zip(mixed, ws)]
-        x = head_and_channel_mix(ext, own, block, i, state, x, tuple(rkvg), no_lora, no_w2, mixed, True)
+    for i in range(len(model.blocks)):
+        x, rkvg = mixed_projections(ext, own, model, i, state, x, "rkvg", mixed)
+        x = head_and_channel_mix(ext, own, model, i, state, x, tuple(rkvg), no_lora, no_w2, mixed, True)
     return step_logits(model, x)
 
 
 def can_fuse(model) -> bool:
     """RWKV-5.2 on our CUDA kernels: head sizes 16-128, square r / k / v / g (dim_att = n_embd)
-    of width at most 4096; not in fp16 (the model's rescaling)."""
+    of width at most 4096."""
     cfg = model.config
     return (model.impl == "cuda" and model.device.type == "cuda" and cfg.version == "5.2"
-            and cfg.head_size in (16, 32, 64, 128) and cfg.dim_att == cfg.n_embd and cfg.n_embd <= 4096
-            and not (model.fp16_rescale_every and model.dtype == torch.float16))
+            and cfg.head_size in (16, 32, 64, 128) and cfg.dim_att == cfg.n_embd and cfg.n_embd <= 4096)

@@ -18,8 +18,15 @@ from archbench.suites.throughput import measure, measure_peer
 
 pytestmark = pytest.mark.gpu
 LORA = {"6": dict(mix_lora=32, decay_lora=64), "7": dict(decay_lora=64, aaa_lora=64, mv_lora=32, gate_lora=128)}
+# (config, impl[, dtype]): bf16 unless given; the fp16 RWKV models have layers enough for their
+# rescaling to act (kernels/wkv6/decode.py: fp16_scales)
 CONFIGS = {
+    "rwkv4": (RWKVConfig(version="4", vocab_size=1000, n_embd=256, n_layer=3), "cuda"),
+    "rwkv4-fp16": (RWKVConfig(version="4", vocab_size=1000, n_embd=256, n_layer=7), "cuda", "float16"),
+    "rwkv5": (RWKVConfig(version="5.2", vocab_size=1000, n_embd=256, n_layer=3, head_size=64), "cuda"),
     "rwkv6": (RWKVConfig(version="6", vocab_size=1000, n_embd=256, n_layer=3, head_size=64, **LORA["6"]), "cuda"),
+    "rwkv6-fp16": (RWKVConfig(version="6", vocab_size=1000, n_embd=256, n_layer=7, head_size=64, **LORA["6"]), "cuda",
+                   "float16"),
     "rwkv7": (RWKVConfig(version="7", vocab_size=1000, n_embd=256, n_layer=3, head_size=64, **LORA["7"]), "cuda"),
     "transformer": (tf.TransformerConfig(arch="gpt_neox", vocab_size=1000, n_embd=256, n_layer=3, n_head=4), "sdpa"),
     "mamba1": (mb.MambaConfig(version=1, vocab_size=1000, n_embd=256, n_layer=3), "mamba_ssm"),
@@ -29,10 +36,10 @@ CONFIGS = {
 
 
 def model_for(name):
-    cfg, impl = CONFIGS[name]
+    cfg, impl, *dtype = CONFIGS[name]
     if impl == "mamba_ssm" and mb.mamba_ssm_import_error() is not None:
         pytest.skip(f"mamba_ssm cannot be imported ({mb.mamba_ssm_import_error()})")
-    return make(cfg.family, cfg, impl=impl, dtype="bfloat16", device="cuda").init_random_(0)
+    return make(cfg.family, cfg, impl=impl, dtype=dtype[0] if dtype else "bfloat16", device="cuda").init_random_(0)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

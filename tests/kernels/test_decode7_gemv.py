@@ -1,7 +1,9 @@
 """The decode step's matrix-vector kernel (kernels/wkv7/cuda/decode7.cu: gemv) and its LoRA
 first factors (lora_down) against fp32 PyTorch on awkward shapes: rows that do not fill the last block, vectors per lane at each
 unroll width (4 to 16), several warps a row, up to four matrices and four sequences, relu^2,
-the residual added, also in place, and RWKV-6's sigmoid gate with it. Skipped without a GPU."""
+the residual added, also in place, and RWKV-6's sigmoid gate with it; matrices of different
+row counts in one launch (the channel mix's key and receptance). Also RWKV-4's per-channel
+time-mix kernel (tmix4) against kernels/wkv4/ref.py. Skipped without a GPU."""
 import pytest
 import torch
 
@@ -26,6 +28,7 @@ TOL = {torch.float32: 1e-5, torch.bfloat16: 8e-3, torch.float16: 1e-3}
     (2560, 2560, 4, 1, ""),        # RWKV-6's r / k / v / g at 3B, one launch
     (2560, 8960, 1, 1, "gate"),    # RWKV-6's FFN value at 3B: residual + sigmoid(receptance) * W x, 4 warps a row
     (37, 4104, 1, 2, "gate"),      # odd rows, two sequences
+    (2560, 2560, 1, 1, "gate/2"),  # the residual halved after (fp16 rescaling)
 ])
 def test_gemv_matches_torch(rows, cols, n, B, mode, dtype):
     from archbench.kernels.build import extension
@@ -37,14 +40,15 @@ def test_gemv_matches_torch(rows, cols, n, B, mode, dtype):
     ref = [x.float() @ w.float().t() for w, x in zip(ws, xs)]
     if mode == "relu":
         ref, adds = [r.relu().square() for r in ref], []
-    elif mode == "gate":
-        ref = [a.float() + torch.sigmoid(gate.float()) * r for r, a in zip(ref, adds)]
+    elif mode.startswith("gate"):
+        post = 0.5 if mode == "gate/2" else 1.0
+        ref = [(a.float() + torch.sigmoid(gate.float()) * r) * post for r, a in zip(ref, adds)]
     elif mode:
         ref = [r + a.float() for r, a in zip(ref, adds)]
     ys = [a for a in adds] if mode == "inplace" else [torch.full((B, rows), float("nan"), device="cuda", dtype=dtype)
                                                       for _ in range(n)]
-    if mode == "gate":
-        extension().rwkv6_gemv_gated(ws, xs, ys, adds, gate)
+    if mode.startswith("gate"):
+        extension().rwkv6_gemv_gated(ws, xs, ys, adds, gate, post)
     else:
         extension().rwkv7_gemv(ws, xs, ys, adds, mode == "relu")
     for y, r in zip(ys, ref):
@@ -93,3 +97,53 @@ def test_rkv_with_lora_equals_the_two_launches(C, ranks, B, dtype):
     for a, b in zip(ys[0], ys[1]):
         assert torch.equal(a, b)
     assert torch.equal(partial[0], partial[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("C,F_,B,scale", [(2560, 10240, 1, 1.0), (2560, 8960, 2, 0.25), (72, 1000, 3, 0.5),
+                                          (4104, 96, 1, 1.0)])
+def test_key_receptance_in_one_launch(C, F_, B, scale, dtype):
+    """rwkv6_key_receptance: relu(W_k x_k)^2 scale and W_r x_r in one grid of two matrices with
+    different row counts (the receptance's blocks past its C rows leave; at 4104 x 96 the key
+    is the shorter one)."""
+    from archbench.kernels.build import extension
+    g = torch.Generator(device="cuda").manual_seed(C + F_ + B)
+    rnd = lambda *s: torch.randn(*s, device="cuda", generator=g).to(dtype)  # noqa: E731
+    wk, wr = rnd(F_, C) * C ** -0.5, rnd(C, C) * C ** -0.5
+    xk, xr = rnd(B, C), rnd(B, C)
+    h = torch.full((B, F_), float("nan"), device="cuda", dtype=dtype)
+    rr = torch.full((B, C), float("nan"), device="cuda", dtype=dtype)
+    extension().rwkv6_key_receptance(wk, wr, xk, xr, h, rr, scale)
+    assert_close(h.float(), (xk.float() @ wk.float().t()).relu().square() * scale, rms_rel=TOL[dtype], what="key")
+    assert_close(rr.float(), xr.float() @ wr.float().t(), rms_rel=TOL[dtype], what="receptance")
+
+
+def test_gemv_rejects_mismatched_dtypes():
+    from archbench.kernels.build import extension
+    w = torch.randn(16, 16, device="cuda", dtype=torch.bfloat16)
+    x, y = torch.randn(1, 16, device="cuda"), torch.empty(1, 16, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="dtype"):
+        extension().rwkv7_gemv([w], [x], [y], [], False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("C,B,scale", [(2560, 1, 1.0), (1000, 3, 0.5), (72, 16, 1.0)])
+def test_tmix4_matches_the_wkv4_reference(C, B, scale, dtype):
+    """rwkv4_tmix_decode, eight steps with the state carried (from "no history": pp = -1e38),
+    against wkv4_ref: sigmoid(r) wkv scale, and the state (aa, bb, pp) in place. Keys up to
+    about +-8 so the running maximum changes hands."""
+    from archbench.kernels.build import extension
+    from archbench.kernels.wkv4.ref import wkv4_init_state, wkv4_ref
+    g = torch.Generator(device="cuda").manual_seed(C + B)
+    rnd = lambda *s: torch.randn(*s, device="cuda", generator=g)  # noqa: E731
+    decay = torch.linspace(-5, 1, C, device="cuda") + 0.3 * rnd(C)
+    first = 0.3 + 0.7 * torch.rand(C, device="cuda", generator=g)
+    state, ref_state = wkv4_init_state(B, C, "cuda"), wkv4_init_state(B, C, "cuda")
+    for step in range(8):
+        r, k, v = rnd(B, C).to(dtype), (3 * rnd(B, C)).to(dtype), rnd(B, C).to(dtype)
+        out = torch.full((B, C), float("nan"), device="cuda", dtype=dtype)
+        extension().rwkv4_tmix_decode(r, k, v, decay, first, state, out, scale)
+        y, ref_state = wkv4_ref(-torch.exp(decay), first, k[:, None], v[:, None], ref_state)
+        ref = torch.sigmoid(r.float()) * y[:, 0] * scale
+        assert_close(out.float(), ref, rms_rel=TOL[dtype], what=f"tmix4 step {step}")
+        assert_close(state, ref_state, rms_rel=3e-5, what=f"state after step {step}")

@@ -16,7 +16,8 @@
 //
 // RWKV-6's decode step (kernels/wkv6/decode.py) runs on norm_mix, lora_down and gemv too, with
 // two kernels of its own further down: mix6 (its token shift's LoRA and five interpolations) and
-// tmix6 (its per-head kernel).
+// tmix6 (its per-head kernel). RWKV-5.2's (kernels/wkv5/decode.py) is RWKV-6's without the
+// LoRAs; RWKV-4's (kernels/wkv4/decode.py) has tmix4, per channel, as its time mix.
 //
 // At batch 1 every one of them moves a few KB to a few MB, so latency, not bandwidth, sets
 // their time: each spreads its DRAM bytes over many blocks (one SM pulls only about 1/132 of
@@ -120,6 +121,14 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 }
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
+
+// tanh for the LoRAs' hidden values. tanhf under --use_fast_math is tanh.approx.f32, whose
+// relative error (up to 2^-11) is an fp16 rounding's worth and reaches the decay through
+// exp(-exp(.)): RWKV-6's fp16 fused step came out 3-4x further from fp32 than the unfused
+// one (results/decode/fused-v4-fp16). 1 - 2 / (e^2|x| + 1) is within about 1e-7 absolute.
+__device__ __forceinline__ float tanh_(float x) {
+  return copysignf(1.f - 2.f / (__expf(2.f * fabsf(x)) + 1.f), x);
+}
 
 // Widen the Vec<F>::n elements of a 16-byte vector held in registers.
 template <typename F>
@@ -429,7 +438,7 @@ __global__ void __launch_bounds__(tmix_groups(N) * N) tmix7_decode_kernel(int B,
   // flight at once); tanh for the decay, sigmoid for the gate.
   for (int col = tid; col < p.cols; col += THREADS) {
     float t = ksplit_sum(p.partial, p.ksplit, B, b, p.cols, col);
-    if (col < p.col0[1]) t = tanhf(t);
+    if (col < p.col0[1]) t = tanh_(t);
     else if (col >= p.col0[3]) t = sigmoidf_(t);
     hid[col] = t;
   }
@@ -580,7 +589,7 @@ __global__ void __launch_bounds__(M6_THREADS) mix6_kernel(int B, int C, Mix6Args
     xn = to_f(static_cast<const F*>(p.xn)[bc + cc]);
     xp = to_f(static_cast<const F*>(p.xp)[bc + cc]);
   }
-  for (int q = tid; q < 5 * D; q += M6_THREADS) hid[q] = tanhf(ksplit_sum(p.partial, p.ksplit, B, b, 5 * D, q));
+  for (int q = tid; q < 5 * D; q += M6_THREADS) hid[q] = tanh_(ksplit_sum(p.partial, p.ksplit, B, b, 5 * D, q));
   __syncthreads();
 #pragma unroll
   for (int m = 0; m < 5; ++m) {
@@ -645,7 +654,7 @@ __global__ void __launch_bounds__(TM6_G * N) tmix6_decode_kernel(int B, int H, T
     in_v = to_f(static_cast<const F*>(p.v)[bc + c]);
     in_g = to_f(static_cast<const F*>(p.g)[bc + c]);
   }
-  for (int q = tid; q < p.D2; q += THREADS) hid[q] = tanhf(ksplit_sum(p.partial, p.ksplit, B, b, p.D2, q));
+  for (int q = tid; q < p.D2; q += THREADS) hid[q] = tanh_(ksplit_sum(p.partial, p.ksplit, B, b, p.D2, q));
   __syncthreads();
   float acc = 0.f;
 #pragma unroll
@@ -682,8 +691,38 @@ __global__ void __launch_bounds__(TM6_G * N) tmix6_decode_kernel(int B, int H, T
   const float rstd = head_norm<THREADS, TM6_G, N>(part_y, hred[0], hred[1], p.lnx_eps, d);
   if (tid < N) {
     const float yn = d * rstd * in_lw + in_lb;
-    static_cast<F*>(p.out)[bc + c] = from_f<F>(yn * in_g * sigmoidf_(in_g));
+    static_cast<F*>(p.out)[bc + c] = from_f<F>(yn * in_g * sigmoidf_(in_g) * p.scale);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// tmix4: RWKV-4's time mix between the r / k / v projections and the output projection, per
+// channel: the WKV4 step of kernels/wkv4/ref.py on the state (aa, bb, pp: numerator,
+// denominator, the log of their common scale) in place, and out = sigmoid(r) wkv scale.
+// Grid (C / TM4_THREADS, B); the state and the parameters are loaded before the wait.
+constexpr int TM4_THREADS = 128;
+template <typename F>
+__global__ void __launch_bounds__(TM4_THREADS) tmix4_decode_kernel(int B, int C, Tmix4Args p) {
+  const int c = blockIdx.x * TM4_THREADS + threadIdx.x, b = blockIdx.y;
+  decode_start();
+  if (c >= C) return;
+  float* st = p.state + (size_t)b * 3 * C + c;
+  const float aa = st[0], bb = st[C], pp = st[2 * C];
+  const float w = -expf(p.decay[c]), u = p.first[c];
+  decode_wait();
+  const size_t o = (size_t)b * C + c;
+  const float r = to_f(static_cast<const F*>(p.r)[o]), k = to_f(static_cast<const F*>(p.k)[o]);
+  const float v = to_f(static_cast<const F*>(p.v)[o]);
+  float ww = u + k, q = fmaxf(pp, ww), e1 = expf(pp - q), e2 = expf(ww - q);
+  const float y = (e1 * aa + e2 * v) / (e1 * bb + e2);
+  ww = w + pp;
+  q = fmaxf(ww, k);
+  e1 = expf(ww - q);
+  e2 = expf(k - q);
+  st[0] = e1 * aa + e2 * v;
+  st[C] = e1 * bb + e2;
+  st[2 * C] = q;
+  static_cast<F*>(p.out)[o] = from_f<F>(sigmoidf_(r) * y * p.scale);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -693,15 +732,18 @@ __global__ void __launch_bounds__(TM6_G * N) tmix6_decode_kernel(int B, int H, T
 // warp-wide load is 512 contiguous bytes, and all of a warp's loads are issued at once,
 // before the wait for the previous kernel (the weights do not depend on it). Each weight
 // vector is widened once and serves all B sequences. The 32 lanes meet by shuffles, the kw
-// warps of a row in shared memory. 8 / kw rows a block, the rows of all (up to three)
-// matrices in one grid: r, k and v at 2.9B are one launch of 960 blocks. fp32
+// warps of a row in shared memory. 8 / kw rows a block, the rows of all (up to four)
+// matrices in one grid, whose row counts may differ (the channel mix's key and receptance):
+// r, k and v at 2.9B are one launch of 960 blocks. fp32
 // accumulation, one rounding; the weights are loaded with the streaming hint (read once per
 // step, they should not push the activations out of L2).
 constexpr int GV_THREADS = 256, GV_WARPS = GV_THREADS / 32;
 // LORA: the instance with lora_down's blocks in its first grid row (held to 64 registers,
-// the plain one's count at one sequence, so that both keep four blocks an SM).
-template <typename F, int UNROLL, int MAXB, bool LORA>
-__global__ void __launch_bounds__(GV_THREADS, LORA ? 4 : 0) gemv_kernel(int B, int rows, int cols, int kw, GemvArgs a) {
+// the plain one's count at one sequence, so that both keep four blocks an SM). RAGGED: the
+// instance for matrices of different row counts (a few more instructions before the first
+// load, 0.4% of RWKV-7's step when every launch had them: results/decode/fused-v4-fp16).
+template <typename F, int UNROLL, int MAXB, bool LORA, bool RAGGED>
+__global__ void __launch_bounds__(GV_THREADS, LORA ? 4 : 0) gemv_kernel(int B, int cols, int kw, GemvArgs a) {
   constexpr int VN = Vec<F>::n;
   __shared__ float red[GV_WARPS][MAXB];
   if (LORA && blockIdx.y == 0) {  // the LoRA first factors, first: block x = (ks, tile, b), ks fastest
@@ -715,7 +757,9 @@ __global__ void __launch_bounds__(GV_THREADS, LORA ? 4 : 0) gemv_kernel(int B, i
   }
   decode_start();
   const int m = blockIdx.y - LORA, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int row = blockIdx.x * (GV_WARPS / kw) + warp / kw, part = warp % kw;
+  const int rows = RAGGED ? select(a.rows, m) : a.rows[0], row0 = blockIdx.x * (GV_WARPS / kw);
+  if (RAGGED && row0 >= rows) return;  // past a shorter matrix's rows: the whole block
+  const int row = row0 + warp / kw, part = warp % kw;
   const bool active = row < rows;  // no early return: the kw warps of a row meet at a barrier
   const F* w = pick<F>(a.w, m) + (size_t)min(row, rows - 1) * cols;
   const F* x = pick<F>(a.x, m);
@@ -778,11 +822,12 @@ __global__ void __launch_bounds__(GV_THREADS, LORA ? 4 : 0) gemv_kernel(int B, i
     if (lane == bb) {  // the B results are written by B different lanes
       const size_t o = (size_t)bb * rows + row;
       float t = acc[bb];
-      if (a.relu_sq) {
-        t = fmaxf(t, 0.f) * fmaxf(t, 0.f);
+      if (a.relu_mask >> m & 1u) {
+        t = fmaxf(t, 0.f) * fmaxf(t, 0.f) * a.relu_scale;
       } else {
         if (a.gate != nullptr) t *= sigmoidf_(to_f(static_cast<const F*>(a.gate)[o]));
         if (add != nullptr) t += to_f(add[o]);  // add may be y: this lane reads o before writing it
+        t *= a.post;
       }
       y[o] = from_f<F>(t);
     }
@@ -870,8 +915,25 @@ cudaError_t tmix6_decode(int dtype, int B, int H, int N, const Tmix6Args& args, 
   return cudaSuccess;
 }
 
-cudaError_t gemv(int dtype, int B, int rows, int cols, const GemvArgs& args, cudaStream_t stream) {
-  if (B < 1 || B > GEMV_MAX_B || args.n < 1 || args.n > MAX_GEMV || rows < 1 || cols < 1) return cudaErrorInvalidValue;
+cudaError_t tmix4_decode(int dtype, int B, int C, const Tmix4Args& args, cudaStream_t stream) {
+  if (B < 1 || C < 1) return cudaErrorInvalidValue;
+  ARCHBENCH_DISPATCH_DTYPE(dtype, {
+    return launch('t', tmix4_decode_kernel<F>, dim3((C + TM4_THREADS - 1) / TM4_THREADS, B), TM4_THREADS, 0, stream,
+                  B, C, args);
+  })
+  return cudaSuccess;
+}
+
+cudaError_t gemv(int dtype, int B, int cols, const GemvArgs& args, cudaStream_t stream) {
+  if (B < 1 || B > GEMV_MAX_B || args.n < 1 || args.n > MAX_GEMV || cols < 1) return cudaErrorInvalidValue;
+  int rows = 0;  // the grid covers the longest matrix
+  bool ragged = false;
+  for (int m = 0; m < args.n; ++m) {
+    if (args.rows[m] < 1) return cudaErrorInvalidValue;
+    rows = max(rows, args.rows[m]);
+    ragged |= args.rows[m] != args.rows[0];
+  }
+  if (ragged && args.lora.n) return cudaErrorInvalidValue;
   ARCHBENCH_DISPATCH_DTYPE(dtype, {
     constexpr int VN = Vec<F>::n;
     if (cols % VN) return cudaErrorInvalidValue;
@@ -897,10 +959,16 @@ cudaError_t gemv(int dtype, int B, int rows, int cols, const GemvArgs& args, cud
     auto go = [&](auto unroll) {
       constexpr int U = decltype(unroll)::value;
       if (args.lora.n)
-        return B == 1 ? launch('L', gemv_kernel<F, U, 1, true>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
-                      : launch('L', gemv_kernel<F, U, GEMV_MAX_B, true>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
-      return B == 1 ? launch('g', gemv_kernel<F, U, 1, false>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args)
-                    : launch('g', gemv_kernel<F, U, GEMV_MAX_B, false>, grid, GV_THREADS, 0, stream, B, rows, cols, kw, args);
+        return B == 1 ? launch('L', gemv_kernel<F, U, 1, true, false>, grid, GV_THREADS, 0, stream, B, cols, kw, args)
+                      : launch('L', gemv_kernel<F, U, GEMV_MAX_B, true, false>, grid, GV_THREADS, 0, stream, B, cols, kw,
+                               args);
+      if (ragged)
+        return B == 1 ? launch('g', gemv_kernel<F, U, 1, false, true>, grid, GV_THREADS, 0, stream, B, cols, kw, args)
+                      : launch('g', gemv_kernel<F, U, GEMV_MAX_B, false, true>, grid, GV_THREADS, 0, stream, B, cols, kw,
+                               args);
+      return B == 1 ? launch('g', gemv_kernel<F, U, 1, false, false>, grid, GV_THREADS, 0, stream, B, cols, kw, args)
+                    : launch('g', gemv_kernel<F, U, GEMV_MAX_B, false, false>, grid, GV_THREADS, 0, stream, B, cols, kw,
+                             args);
     };
     if (per_warp <= 4) return go(std::integral_constant<int, 4>{});
     if (per_warp <= 8) return go(std::integral_constant<int, 8>{});

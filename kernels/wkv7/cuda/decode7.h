@@ -40,17 +40,21 @@ struct Tmix7Args {
   void* out;                             // [B, C]
 };
 
-// y[m] = W[m] x[m] for m < n matrices of one shape [rows, cols] (row-major), x[m] [B, cols],
-// y[m] [B, rows]; then relu(.)^2 if relu_sq, or else sigmoid(gate) * . if gate is set ([B, rows],
-// RWKV-6's channel mix) and add[m] + . if add[m] is set (add may be y).
+// y[m] = W[m] x[m] for m < n matrices [rows[m], cols] (row-major, one column count for all),
+// x[m] [B, cols], y[m] [B, rows[m]]; then, for the matrices of relu_mask (bit m),
+// relu(.)^2 relu_scale; for the others sigmoid(gate) * . if gate is set ([B, rows], RWKV-6's
+// channel mix), add[m] + . if add[m] is set (add may be y), and the sum times post (RWKV-4-6's
+// halving of the residual every few layers in fp16; 1 elsewhere).
 struct GemvArgs {
   const void* w[MAX_GEMV];
   const void* x[MAX_GEMV];
   void* y[MAX_GEMV];
   const void* add[MAX_GEMV];
   const void* gate;
+  int rows[MAX_GEMV];
   int n;
-  bool relu_sq;
+  unsigned relu_mask;
+  float relu_scale, post;
   LoraDownArgs lora;  // lora.n = 0: none; else lora_down of inputs [B, cols] into partial, first
   float* partial;     // [lora_ksplit, B, lora cols]
   int lora_ksplit;
@@ -77,8 +81,18 @@ struct Tmix6Args {
   const float *lnx_w, *lnx_b;  // [C] fp32
   float lnx_eps;
   float* state;               // [B, H, N, N] fp32, [K, V], updated in place
-  void* out;                  // [B, C]
+  void* out;                  // [B, C], times scale (RWKV-5/6's fp16 rescaling; 1 elsewhere)
+  float scale;
 };
+// RWKV-4 (decode7.cu, tmix4): the WKV4 step per channel and out = sigmoid(r) wkv scale.
+struct Tmix4Args {
+  const void *r, *k, *v;          // [B, C] projections (r before its sigmoid)
+  const float *decay, *first;     // [C] time_decay (w = -exp(time_decay)), time_first, fp32
+  float* state;                   // [B, 3, C] fp32 (aa, bb, pp), updated in place
+  void* out;                      // [B, C]
+  float scale;
+};
+cudaError_t tmix4_decode(int dtype, int B, int C, const Tmix4Args& args, cudaStream_t stream);
 cudaError_t mix6(int dtype, int B, int C, const Mix6Args& args, cudaStream_t stream);
 cudaError_t tmix6_decode(int dtype, int B, int H, int N, const Tmix6Args& args, cudaStream_t stream);
 cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const void* ln_w, const void* ln_b, void* prev,
@@ -86,6 +100,6 @@ cudaError_t norm_mix(int dtype, int B, int C, float eps, const void* x, const vo
 cudaError_t lora_down(int dtype, int B, int C, int ksplit, const LoraDownArgs& args, float* partial,
                       cudaStream_t stream);
 cudaError_t tmix7_decode(int dtype, int B, int H, int N, const Tmix7Args& args, cudaStream_t stream);
-cudaError_t gemv(int dtype, int B, int rows, int cols, const GemvArgs& args, cudaStream_t stream);
+cudaError_t gemv(int dtype, int B, int cols, const GemvArgs& args, cudaStream_t stream);
 
 }  // namespace archbench

@@ -1,10 +1,11 @@
-"""RWKV-6 3B decode step (or another preset's: RWKV-5 3B, RWKV-7 2.9B; bf16, random weights of
-the harness's `build`, graphed): the fused step (kernels/wkv6/decode.py, ../wkv5, ../wkv7)
+"""RWKV-6 3B decode step (or another preset's: RWKV-4 3B, RWKV-5 3B, RWKV-7 2.9B; bf16 or the
+dtype given, random weights of the harness's `build`, graphed): the fused step
+(kernels/wkv6/decode.py, ../wkv4, ../wkv5, ../wkv7)
 against the model's own ops on a (B, 1) input, in one process,
 forms alternated over rounds of 7 x 50 replays at batch 1 (one round at batch 2); the first
 step's logits of the two; the floor from the copy rate measured in the same run.
 
-    python results/decode/rwkv6-fused/step_bench.py [PRESET]
+    python results/decode/rwkv6-fused/step_bench.py [PRESET [DTYPE]]
 """
 import statistics
 import sys
@@ -39,10 +40,10 @@ def step_times(m, B, reps=7, n=50):
     return ts
 
 
-def main(name):
+def main(name, dtype="bfloat16"):
     t0 = time.time()
-    m = build(name, impl="cuda", dtype="bfloat16", device="cuda")
-    print(f"built {name} in {time.time() - t0:.0f} s", flush=True)
+    m = build(name, impl="cuda", dtype=dtype, device="cuda")
+    print(f"built {name} ({dtype}) in {time.time() - t0:.0f} s", flush=True)
     read = decode_read_nbytes(m)
     bw = copy_bandwidth()
     floor = bw / read
@@ -78,4 +79,4 @@ def main(name):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "rwkv6-3b")
+    main(*(sys.argv[1:] or ["rwkv6-3b"]))

@@ -1,0 +1,137 @@
+"""The fused decode steps' Python side (kernels/wkv4/decode.py, wkv5, wkv6: which kernel gets
+which tensors, the fp16 rescaling factors, the GEMV and cuBLAS branches) on the CPU, with
+PyTorch stand-ins for the CUDA kernels written from their documented contracts (binding.cpp,
+decode7.h). The kernels themselves are held to those contracts by the GPU tests
+(tests/kernels/test_decode7_gemv.py, tests/models/test_rwkv_gpu.py); here the step built on
+the stand-ins must equal the model's own step, so CI checks the wiring without a GPU."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from archbench.harness.registry import family_class
+from archbench.harness.testing import assert_close
+from archbench.kernels.wkv4.ref import wkv4_ref
+from archbench.kernels.wkv6.ref import wkv6_ref
+from archbench.models.rwkv_common import RWKVConfig
+
+
+def _put(out, value):
+    out.copy_(value.to(out.dtype))
+
+
+class StandIns:
+    """The extension's decode ops in fp32 PyTorch, one rounding on the way out."""
+
+    @staticmethod
+    def rwkv7_norm_mix(x, ln_w, ln_b, prev, maa, out, eps, x_weighted):
+        xn = F.layer_norm(x.float(), (x.shape[1],), ln_w.float(), ln_b.float(), eps).to(x.dtype)
+        xf, p = xn.float(), prev.float()
+        for m, mix in enumerate(maa):
+            mix = mix.float().view(-1)
+            _put(out[m], p + (xf - p) * mix if x_weighted else xf + (p - xf) * mix)
+        prev.copy_(xn)
+
+    @staticmethod
+    def rwkv7_gemv(ws, xs, ys, adds, relu_sq):
+        for m, (w, x, y) in enumerate(zip(ws, xs, ys)):
+            t = x.float() @ w.float().t()
+            t = t.relu().square() if relu_sq else t + (adds[m].float() if adds else 0)
+            _put(y, t)
+
+    @staticmethod
+    def rwkv6_key_receptance(w_k, w_r, x_k, x_r, h, rr, scale):
+        _put(h, (x_k.float() @ w_k.float().t()).relu().square() * scale)
+        _put(rr, x_r.float() @ w_r.float().t())
+
+    @staticmethod
+    def rwkv6_gemv_gated(ws, xs, ys, adds, gate, post):
+        _put(ys[0], (adds[0].float() + torch.sigmoid(gate.float()) * (xs[0].float() @ ws[0].float().t())) * post)
+
+    @staticmethod
+    def rwkv7_lora_down(xs, ws, partial):
+        partial.zero_()
+        partial[0] = torch.cat([x.float() @ w.float() for x, w in zip(xs, ws) if w.numel()], -1)
+
+    @classmethod
+    def rwkv7_rkv_lora(cls, ws, xs, ys, lora_xs, lora_ws, partial):
+        cls.rwkv7_lora_down(lora_xs, lora_ws, partial)
+        cls.rwkv7_gemv(ws, xs, ys, [], False)
+
+    @staticmethod
+    def rwkv6_mix(xn, xp, partial, w2, maa, out):
+        hid, D = torch.tanh(partial.sum(0)), w2.shape[1]
+        xf, dx = xn.float(), xp.float() - xn.float()
+        for m in range(5):
+            _put(out[m], xf + dx * (maa[m].float().view(-1) + hid[:, m * D:(m + 1) * D] @ w2[m].float()))
+
+    @staticmethod
+    def rwkv4_tmix_decode(r, k, v, decay, first, state, out, scale):
+        y, new = wkv4_ref(-torch.exp(decay.float()), first.float(), k[:, None], v[:, None], state)
+        state.copy_(new)
+        _put(out, torch.sigmoid(r.float()) * y[:, 0] * scale)
+
+    @staticmethod
+    def rwkv6_tmix_decode(r, k, v, g, partial, w2, params, eps, state, out, scale):
+        time_decay, u, lnx_w, lnx_b = params
+        B, H, N, _ = state.shape
+        ww = time_decay.float() + (torch.tanh(partial.sum(0)) @ w2.float() if w2.numel() else 0)
+        heads = lambda t: t.float().view(B, 1, H, N)  # noqa: E731
+        y, new = wkv6_ref(heads(r), heads(k), heads(v), heads(-torch.exp(ww).expand(B, -1)), u.float().view(H, N), state)
+        state.copy_(new)
+        y = F.group_norm(y.view(B, H * N), H, lnx_w.float(), lnx_b.float(), eps)
+        _put(out, y * F.silu(g.float()) * scale)
+
+
+CONFIGS = {
+    "4": dict(version="4"),
+    "5.2": dict(version="5.2", head_size=32),
+    "6": dict(version="6", head_size=32, mix_lora=16, decay_lora=32),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("version", CONFIGS)
+def test_fused_step_on_stand_ins_equals_the_model_step(version, batch, dtype, monkeypatch):
+    """Batch 1 takes our GEMV's branch, 3 cuBLAS's; fp16 has 7 layers, so the residual is halved
+    after layer 5 and layer 6's projections are scaled (fp16_scales)."""
+    import importlib
+
+    from archbench.kernels.wkv7 import decode as decode7
+    monkeypatch.setattr(decode7, "extension", lambda: StandIns)
+    cfg = RWKVConfig(vocab_size=300, n_embd=128, n_layer=7 if dtype == "float16" else 2, **CONFIGS[version])
+    model = family_class(cfg.family)(cfg, impl="ref").init_random_(0).cast(dtype).eval()
+    fused = importlib.import_module(model.decode_kernels)
+    tokens = torch.randint(0, 300, (batch, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        _, state = model.forward(tokens[:, :8])
+        saved = state.checkpoint()
+        want = [model.step(tokens[:, t], state)[0] for t in range(8, 12)]
+        want_state = state.checkpoint()
+        state.restore(saved)
+        got = [fused.decode_step(model, tokens[:, t], state) for t in range(8, 12)]
+    tol = {"float32": 1e-4, "float16": 5e-3}[dtype]
+    assert_close(torch.stack(got), torch.stack(want), rms_rel=tol, what=f"RWKV-{version} {dtype} logits")
+    for name in ("att_shift", "ffn_shift", "wkv"):
+        assert_close(getattr(state, name).float(), getattr(want_state, name).float(), rms_rel=2 * tol,
+                     what=f"RWKV-{version} {dtype} state.{name}")
+
+
+def test_the_rescaling_factors_must_agree(monkeypatch):
+    """The rescaling is exact in powers of two and the final layer norm removes it, so the fp16
+    check above tests that the factors are applied consistently: with the residual's halving
+    left out (post = 1) and the projections still scaled, the 7-layer fp16 RWKV-4 step departs
+    from the model's."""
+    from archbench.kernels.wkv4 import decode as decode4
+    from archbench.kernels.wkv7 import decode as decode7
+    monkeypatch.setattr(decode7, "extension", lambda: StandIns)
+    cfg = RWKVConfig(version="4", vocab_size=300, n_embd=128, n_layer=7)
+    model = family_class(cfg.family)(cfg, impl="ref").init_random_(0).cast("float16").eval()
+    tokens = torch.randint(0, 300, (1, 4), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model.step(tokens[:, 0], model.init_state(1))[0]
+        real = decode4.fp16_scales
+        monkeypatch.setattr(decode4, "fp16_scales", lambda m, i: (real(m, i)[0], 1.0))
+        got = decode4.decode_step(model, tokens[:, 0], model.init_state(1))
+    with pytest.raises(AssertionError):
+        assert_close(got, want, rms_rel=5e-3)
