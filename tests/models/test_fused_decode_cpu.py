@@ -1,4 +1,4 @@
-"""The fused decode steps' Python side (kernels/wkv4/decode.py, wkv5, wkv6: which kernel gets
+"""The fused decode steps' Python side (kernels/wkv4/decode.py ... wkv7: which kernel gets
 which tensors, the fp16 rescaling factors, the GEMV and cuBLAS branches) on the CPU, with
 PyTorch stand-ins for the CUDA kernels written from their documented contracts (binding.cpp,
 decode7.h). The kernels themselves are held to those contracts by the GPU tests
@@ -12,6 +12,8 @@ from archbench.harness.registry import family_class
 from archbench.harness.testing import assert_close
 from archbench.kernels.wkv4.ref import wkv4_ref
 from archbench.kernels.wkv6.ref import wkv6_ref
+from archbench.kernels.wkv7.ref import wkv7_ref
+from archbench.models.rwkv7 import DECAY_SCALE
 from archbench.models.rwkv_common import RWKVConfig
 
 
@@ -81,11 +83,38 @@ class StandIns:
         y = F.group_norm(y.view(B, H * N), H, lnx_w.float(), lnx_b.float(), eps)
         _put(out, y * F.silu(g.float()) * scale)
 
+    @staticmethod
+    def rwkv7_tmix_decode(r, k, v, partial, w2s, params, eps, v_first, first_layer, state, out):
+        w0, a0, v0, k_k, k_a, r_k, lnx_w, lnx_b = (t.float() for t in params)
+        B, H, N, _ = state.shape
+        hid = partial.sum(0).split([w2.shape[0] if w2.numel() else 0 for w2 in w2s], -1)
+        w2, a2, v2, g2 = (t.float() for t in w2s)
+        r, k, v = r.float(), k.float(), v.float()
+        w = torch.tanh(hid[0]) @ w2
+        a = torch.sigmoid(a0.view(-1) + hid[1] @ a2)
+        g = torch.sigmoid(hid[3]) @ g2
+        heads = lambda t: t.view(B, 1, H, N)  # noqa: E731
+        kk = F.normalize(heads(k * k_k.view(-1)), dim=-1)
+        k = k * (1 + (a - 1) * k_a.view(-1))
+        if first_layer:
+            _put(v_first, v)
+        else:
+            v = v + (v_first.float() - v) * torch.sigmoid(v0.view(-1) + hid[2] @ v2)
+        log_w = -DECAY_SCALE * torch.sigmoid(w0.view(-1) + w)
+        y, new = wkv7_ref(heads(r), heads(log_w), heads(k), heads(v), -kk, kk * heads(a), state)
+        state.copy_(new)
+        y = F.group_norm(y.view(B, H * N), H, lnx_w, lnx_b, eps)
+        bonus = (heads(r) * heads(k) * r_k).sum(-1, keepdim=True) * heads(v)
+        _put(out, (y + bonus.view(B, H * N)) * g)
+
 
 CONFIGS = {
     "4": dict(version="4"),
     "5.2": dict(version="5.2", head_size=32),
     "6": dict(version="6", head_size=32, mix_lora=16, decay_lora=32),
+    "7": dict(version="7", head_size=32, decay_lora=16, aaa_lora=16, mv_lora=8, gate_lora=32),
+    "7-layer0-v-lora": dict(version="7", head_size=32, decay_lora=16, aaa_lora=16, mv_lora=8, gate_lora=32,
+                            layer0_v_lora=True),
 }
 
 
@@ -93,8 +122,8 @@ CONFIGS = {
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("version", CONFIGS)
 def test_fused_step_on_stand_ins_equals_the_model_step(version, batch, dtype, monkeypatch):
-    """Batch 1 takes our GEMV's branch, 3 cuBLAS's; fp16 has 7 layers, so the residual is halved
-    after layer 5 and layer 6's projections are scaled (fp16_scales)."""
+    """Batch 1 takes our GEMV's branch, 3 cuBLAS's; fp16 has 7 layers, so RWKV-4-6 halve the
+    residual after layer 5 and scale layer 6's projections (fp16_scales)."""
     import importlib
 
     from archbench.kernels.wkv7 import decode as decode7
