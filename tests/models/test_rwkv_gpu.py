@@ -189,8 +189,8 @@ def test_fused_fp16_step_is_as_close_to_fp32_as_the_unfused(version):
     """In fp16 the fused step (fp32 inside, the model's rescaling folded in) is no further from
     the fp32 model than the model's own fp16 ops are: after 4 steps of a 7-layer model (the
     rescaling acting from layer 5). Until the decode kernels took their own tanh
-    (decode7.cu: tanh_), RWKV-6's fused fp16 logits were 3-4x further than the unfused at the
-    3B width (results/decode/fused-v4-fp16)."""
+    (decode7.cu: tanh_), RWKV-6's fused fp16 logits were 3.4x further than the unfused at the
+    3B width with 4 layers (results/decode/fused-v4-fp16)."""
     from archbench.harness.testing import errors
     cfg = RWKVConfig(version=version, vocab_size=1000, n_embd=512, n_layer=7, head_size=64, mix_lora=32,
                      decay_lora=64)

@@ -124,8 +124,9 @@ __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf
 
 // tanh for the LoRAs' hidden values. tanhf under --use_fast_math is tanh.approx.f32, whose
 // relative error (up to 2^-11) is an fp16 rounding's worth and reaches the decay through
-// exp(-exp(.)): RWKV-6's fp16 fused step came out 3-4x further from fp32 than the unfused
-// one (results/decode/fused-v4-fp16). 1 - 2 / (e^2|x| + 1) is within about 1e-7 absolute.
+// exp(-exp(.)): RWKV-6's fp16 fused step came out 3.4x further from fp32 than the unfused
+// one (4 layers at the 3B width, results/decode/fused-v4-fp16); 0.8x with this one.
+// 1 - 2 / (e^2|x| + 1) is within about 1e-7 absolute.
 __device__ __forceinline__ float tanh_(float x) {
   return copysignf(1.f - 2.f / (__expf(2.f * fabsf(x)) + 1.f), x);
 }
