@@ -164,3 +164,34 @@ def test_the_rescaling_factors_must_agree(monkeypatch):
         got = decode4.decode_step(model, tokens[:, 0], model.init_state(1))
     with pytest.raises(AssertionError):
         assert_close(got, want, rms_rel=5e-3)
+
+
+@pytest.mark.parametrize("version", ["4", "5.2", "6"])
+def test_fused_fp16_step_rescales_where_fp16_would_overflow(version, monkeypatch):
+    """tests/models/test_rwkv_modes.py's 13-layer models whose residual reaches 1.5x the fp16
+    maximum, stepped token by token: the fused fp16 step stays finite and as close to the fp32
+    step as the model's own fp16 step (logits around their mean); without the rescaling it
+    overflows."""
+    import importlib
+
+    from archbench.harness.testing import errors
+    from archbench.kernels.wkv7 import decode as decode7
+    from test_rwkv_modes import overflowing_model
+    monkeypatch.setattr(decode7, "extension", lambda: StandIns)
+    model, tokens = overflowing_model(version)
+    fused = importlib.import_module(model.decode_kernels)
+
+    def steps(step):
+        state = model.init_state(1)
+        with torch.no_grad():
+            out = torch.stack([step(tokens[:, t], state) for t in range(tokens.shape[1])])
+        return out - out.mean(-1, keepdim=True)
+
+    ref = steps(lambda tok, st: model.step(tok, st)[0])
+    model.cast(torch.float16)
+    own = errors(steps(lambda tok, st: model.step(tok, st)[0]).float(), ref)["rms_rel"]
+    got = steps(lambda tok, st: fused.decode_step(model, tok, st)).float()
+    err = assert_close(got, ref, rms_rel=max(1.5 * own, 0.02), what=f"RWKV-{version} fused fp16 step")
+    print(f"RWKV-{version} fp16 steps against fp32, logits around their mean: the model's {own:.2e}, fused {err['rms_rel']:.2e}")
+    model.fp16_rescale_every = 0
+    assert not torch.isfinite(steps(lambda tok, st: fused.decode_step(model, tok, st))).all()

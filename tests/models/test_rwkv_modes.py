@@ -83,6 +83,22 @@ def residual_max(model, tokens) -> float:
     return seen[0]
 
 
+def overflowing_model(version: str):
+    """A 13-layer fp32 model whose residual stream reaches 1.5x the fp16 maximum over its 12
+    tokens (the residual grows with depth, as in trained models); (model, tokens)."""
+    model = deep_model(version)
+    tokens = tokens_for(model, b=1, t=12)
+    for i, block in enumerate(model.blocks):
+        block.ffn.value.weight.data *= 2 ** (i // 6)
+        block.att.output.weight.data *= 2 ** (i // 6)
+    gain = 1.5 * torch.finfo(torch.float16).max / residual_max(model, tokens)
+    for block in model.blocks:
+        block.ffn.value.weight.data *= gain
+        block.att.output.weight.data *= gain
+    assert residual_max(model, tokens) > torch.finfo(torch.float16).max
+    return model, tokens
+
+
 def test_fp16_rescale_prevents_overflow_like_the_reference(tmp_path):
     """13-layer models whose residual stream reaches 1.5x the fp16 maximum: our fp16 with the
     reference's rescaling stays finite and about as close to fp32 as the reference's own
@@ -90,16 +106,7 @@ def test_fp16_rescale_prevents_overflow_like_the_reference(tmp_path):
     pytest.importorskip("rwkv")
     cases = {}
     for version in ("4", "5.2", "6"):
-        model = deep_model(version)
-        tokens = tokens_for(model, b=1, t=12)
-        for i, block in enumerate(model.blocks):  # the residual grows with depth, as in trained models
-            block.ffn.value.weight.data *= 2 ** (i // 6)
-            block.att.output.weight.data *= 2 ** (i // 6)
-        gain = 1.5 * torch.finfo(torch.float16).max / residual_max(model, tokens)
-        for block in model.blocks:
-            block.ffn.value.weight.data *= gain
-            block.att.output.weight.data *= gain
-        assert residual_max(model, tokens) > torch.finfo(torch.float16).max
+        model, tokens = overflowing_model(version)
         torch.save(model.state_dict(), tmp_path / f"v{version}.pth")
         cases[version] = (model, tokens)
     run_rwkv_oracle([dict(ckpt=str(tmp_path / f"v{v}.pth"), tokens=t[0].tolist(), out=str(tmp_path / f"v{v}.pt"),
