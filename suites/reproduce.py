@@ -84,6 +84,15 @@ def _gpu(record) -> str:
     return record.get("env", {}).get("gpu") or record.get("device") or "?"
 
 
+def _code(record: dict) -> str:
+    """The code a record was measured with: its git commit, short ("+dirty" for uncommitted
+    changes); "-" for records without one. Kernels change between runs: a table that mixes
+    runs says which code each row is from."""
+    env = record.get("env", {})
+    sha = env.get("git_sha") or ""
+    return (sha[:7] + ("+dirty" if env.get("git_dirty") else "")) if sha and sha != "unknown" else "-"
+
+
 def on_main_hardware(records: list[dict]) -> tuple[list[dict], list[dict]]:
     """The records of the machine most of them come from, and the others: one report never
     mixes machines (a cell, a slope or a spread over two GPUs would mean nothing)."""
@@ -126,36 +135,38 @@ def _cell(records, model, context, among=None):
 
 
 def speed_section(records: list[dict]) -> str:
-    rows = ["| model | context | article decode tok/s | ours decode tok/s | ours / article | ours: hardware |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| model | context | article decode tok/s | ours decode tok/s | ours / article | ours: hardware | "
+            "ours: code |", "|---|---|---|---|---|---|---|"]
     for model, figures in ARTICLE_DECODE_TOKENS_PER_S.items():
         for ctx, theirs in figures.items():
             r = _cell(records, model, ctx, figures)
             if r is None:
-                ours, ratio, hw = f"not measured: `archbench sweep --preset seed-speed` ({model})", "-", "-"
+                ours, ratio = f"not measured: `archbench sweep --preset seed-speed` ({model})", "-"
             elif r["status"] != "ok":
-                ours, ratio, hw = r["status"], "-", r.get("env", {}).get("gpu", r.get("device"))
+                ours, ratio = r["status"], "-"
             else:
                 ours = r["decode_tokens_per_s"]
                 ratio = _fmt(ours / theirs) if isinstance(theirs, (int, float)) else "-"
-                hw = r.get("env", {}).get("gpu") or r.get("device")
                 ours = _fmt(ours, 1)
-            rows.append(f"| {model} | {ctx:,} | {theirs} | {ours} | {ratio} | {hw} |")
+            hw, code = (_gpu(r), _code(r)) if r is not None else ("-", "-")
+            rows.append(f"| {model} | {ctx:,} | {theirs} | {ours} | {ratio} | {hw} | {code} |")
     return "\n".join(rows)
 
 
 def memory_section(records: list[dict]) -> str:
-    rows = ["| model | context | article GB | ours peak GiB | ours state/KV GiB | ours: hardware |", "|---|---|---|---|---|---|"]
+    rows = ["| model | context | article GB | ours peak GiB | ours state/KV GiB | ours: hardware | ours: code |",
+            "|---|---|---|---|---|---|---|"]
     for model, figures in ARTICLE_MEMORY_GB.items():
         for ctx, theirs in figures.items():
             r = _cell(records, model, ctx, figures)
             if r is None:
-                rows.append(f"| {model} | {ctx:,} | {theirs} | not measured: `archbench sweep --preset seed-memory` | - | - |")
+                rows.append(f"| {model} | {ctx:,} | {theirs} | not measured: `archbench sweep --preset seed-memory` | - | - "
+                            "| - |")
                 continue
             peak = r.get("peak_allocated_bytes")
             rows.append(f"| {model} | {ctx:,} | {theirs} | {_fmt(peak / 2**30) if peak else r['status']} | "
-                        f"{_fmt(r['state_nbytes'] / 2**30, 3) if r.get('state_nbytes') else '-'} | "
-                        f"{r.get('env', {}).get('gpu') or r.get('device')} |")
+                        f"{_fmt(r['state_nbytes'] / 2**30, 3) if r.get('state_nbytes') else '-'} | {_gpu(r)} | "
+                        f"{_code(r)} |")
     return "\n".join(rows)
 
 
@@ -352,7 +363,8 @@ def build_report(records: list[dict], checkpoints: dict[str, str] | None = None,
         machines = ", ".join(sorted({_gpu(r) for r in others}))
         left_out = f" {len(others)} records of other machines ({machines}) are left out: one report, one machine."
     parts = ["# The article's tables, measured", "",
-             f"Article figures: {ARTICLE_HARDWARE}. Ours: the hardware named in each row, from recorded results."
+             f"Article figures: {ARTICLE_HARDWARE}. Ours: the hardware and the code (git commit) named in each row, "
+             "from recorded results."
              + left_out, ""]
     plots = plots or []
     if "speed" in only:

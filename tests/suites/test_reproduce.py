@@ -52,6 +52,19 @@ def test_report_has_every_article_row_and_says_what_is_missing():
     assert "not measured: `archbench sweep --preset seed-speed` (mamba2-2.7b)" in report
 
 
+def test_each_row_names_the_code_it_was_measured_with():
+    """Rows from runs at different commits (kernels change between them) say which: the short
+    git commit, +dirty for uncommitted changes, - for records without one."""
+    records = synthetic("rwkv6-3b", "rwkv6", 1, 0, 0, contexts=(512, 2048))
+    records[0]["env"] = {"gpu": "Test GPU", "git_sha": "0123456789abcdef", "git_dirty": False}
+    records[1]["env"] = {"gpu": "Test GPU", "git_sha": "fedcba9876543210", "git_dirty": True}
+    report = build_report(records, only={"speed"})
+    assert "| rwkv6-3b | 512 | 2400 | 1,000.0 | 0.42 | Test GPU | 0123456 |" in report
+    assert "| Test GPU | fedcba9+dirty |" in report
+    assert "| rwkv6-3b | 8,192 | 2300 | not measured: `archbench sweep --preset seed-speed` (rwkv6-3b) | - | - | - |" \
+        in report
+
+
 def test_decode_floor_counts_the_bytes_a_step_reads():
     """The weight-read floor of the claims: records before param_nbytes counted every
     parameter in weight_nbytes, so a preset's model is counted again without its input
