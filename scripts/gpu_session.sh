@@ -21,6 +21,9 @@
 #   mamba-chunked  the memory preset for Mamba-1 and Mamba-2 with the prompt in pieces (flat to 1M)
 #   niah     passkey grid 1K-512K for rwkv7-2b9, mamba-2.8b, pythia-2.8b (or $NIAH_MODELS)
 #   evalbench  lm-eval state reuse on and off, 4-choice task, 2.9B shape (needs lm-eval wheels)
+#   steps    the fused decode step against the unfused one at 3B, graphed, batch 1 and 2
+#            (results/decode/rwkv6-fused/step_bench.py): $STEP_MODELS (default RWKV-4/5/6 3B and
+#            RWKV-7 2.9B) in bf16, then RWKV-4 and RWKV-6 in fp16; logs to $OUT/steps-*.log
 #   kernels  the WKV kernel benchmark against fla (and the PyTorch chunked WKV7): $KERNEL_OPS,
 #            $KERNEL_SHAPES (2b9, 7b or all), $KERNEL_SKIP
 # --until S: stop starting new work S seconds after the start (a call lasts at most 600 s).
@@ -67,6 +70,13 @@ for stage in "${STAGES[@]}"; do
           done ;;
     evalbench) timeout "$(left)" python3 -m archbench.suites.lm_eval_reuse_bench --model rwkv7-2b9 --device cuda \
                  --dtype bfloat16 --out results/eval 2>&1 | tail -16 ;;
+    steps) for md in ${STEP_MODELS:-rwkv4-3b:bfloat16 rwkv5-3b:bfloat16 rwkv6-3b:bfloat16 rwkv7-2b9:bfloat16 \
+                                     rwkv4-3b:float16 rwkv6-3b:float16}; do
+             (( $(left) > 60 )) || { echo "no time left for $md"; break; }
+             timeout "$(left)" python3 results/decode/rwkv6-fused/step_bench.py ${md%%:*} ${md##*:} \
+               > "$OUT/steps-${md%%:*}-${md##*:}.log" 2>&1
+             grep -E "built|SUMMARY|batch 2" "$OUT/steps-${md%%:*}-${md##*:}.log"
+           done ;;
     kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --ops ${KERNEL_OPS:-wkv7 wkv6} --shapes ${KERNEL_SHAPES:-2b9} \
                --skip ${KERNEL_SKIP:-blinkdl-layout fla-recurrent torch-chunked} --out results/kernels 2>&1 | tee "$OUT/kernels.log" | tail -30 ;;
     *) echo "unknown stage $stage" ;;
