@@ -270,6 +270,30 @@ def _norm_rows(blink: str, other: str, C: int) -> list[tuple[str, str, str, tupl
     ]
 
 
+def _layered_table(L: int, V: int, C: int, with_ln0: bool, emb: str, layer: str, norms: tuple[str, str, str],
+                   ln_out: str, head: str, body) -> list[tuple[str, str, str, tuple[int, ...]]]:
+    """A rename table's rows in BlinkDL's parameter order: the embedding (emb), per layer i the
+    norms (ln0 on layer 0 if with_ln0, ln1, ln2 -> `layer.format(i)` + norms[0..2]) and
+    body(i, blink layer prefix, other layer prefix), then the final norm and the head."""
+    rows = [("emb.weight", emb, _ID, (V, C))]
+    for i in range(L):
+        b, o = f"blocks.{i}.", layer.format(i)
+        if i == 0 and with_ln0:
+            rows += _norm_rows(b + "ln0", o + norms[0], C)
+        rows += _norm_rows(b + "ln1", o + norms[1], C)
+        rows += _norm_rows(b + "ln2", o + norms[2], C)
+        rows += body(i, b, o)
+    rows += _norm_rows("ln_out", ln_out, C)
+    rows.append(("head.weight", head, _ID, (V, C)))
+    return rows
+
+
+def _fla_table(L: int, V: int, C: int, with_ln0: bool, fp: str, body):
+    """_layered_table with fla's names (RWKV6ForCausalLM, RWKV7ForCausalLM)."""
+    return _layered_table(L, V, C, with_ln0, f"{fp}embeddings.weight", fp + "layers.{}.",
+                          ("pre_norm", "attn_norm", "ffn_norm"), f"{fp}norm", "lm_head.weight", body)
+
+
 def _add_zero_norm_biases(src: _Source, norm_names: list[str]) -> None:
     """fla with ``norm_bias=False`` has bias-free LayerNorms; BlinkDL's always have a bias."""
     for name in norm_names:
@@ -284,15 +308,9 @@ def _add_zero_norm_biases(src: _Source, norm_names: list[str]) -> None:
 # --------------------------------------------------------------------------------------
 
 def _rwkv4_table(L: int, V: int, C: int, A: int, F: int, hp: str, with_ln0: bool):
-    rows = [("emb.weight", f"{hp}embeddings.weight", _ID, (V, C))]
-    for i in range(L):
-        b, h = f"blocks.{i}.", f"{hp}blocks.{i}."
-        if i == 0 and with_ln0:
-            rows += _norm_rows(b + "ln0", h + "pre_ln", C)
-        rows += _norm_rows(b + "ln1", h + "ln1", C)
-        rows += _norm_rows(b + "ln2", h + "ln2", C)
+    def body(i, b, h):
         ba, ha = b + "att.", h + "attention."
-        rows += [
+        return [
             (ba + "time_decay", ha + "time_decay", _ID, (A,)),
             (ba + "time_first", ha + "time_first", _ID, (A,)),
             (ba + "time_mix_k", ha + "time_mix_key", _ID, (1, 1, C)),
@@ -302,18 +320,14 @@ def _rwkv4_table(L: int, V: int, C: int, A: int, F: int, hp: str, with_ln0: bool
             (ba + "value.weight", ha + "value.weight", _ID, (A, C)),
             (ba + "receptance.weight", ha + "receptance.weight", _ID, (A, C)),
             (ba + "output.weight", ha + "output.weight", _ID, (C, A)),
+            (b + "ffn.time_mix_k", h + "feed_forward.time_mix_key", _ID, (1, 1, C)),
+            (b + "ffn.time_mix_r", h + "feed_forward.time_mix_receptance", _ID, (1, 1, C)),
+            (b + "ffn.key.weight", h + "feed_forward.key.weight", _ID, (F, C)),
+            (b + "ffn.receptance.weight", h + "feed_forward.receptance.weight", _ID, (C, C)),
+            (b + "ffn.value.weight", h + "feed_forward.value.weight", _ID, (C, F)),
         ]
-        bf, hf = b + "ffn.", h + "feed_forward."
-        rows += [
-            (bf + "time_mix_k", hf + "time_mix_key", _ID, (1, 1, C)),
-            (bf + "time_mix_r", hf + "time_mix_receptance", _ID, (1, 1, C)),
-            (bf + "key.weight", hf + "key.weight", _ID, (F, C)),
-            (bf + "receptance.weight", hf + "receptance.weight", _ID, (C, C)),
-            (bf + "value.weight", hf + "value.weight", _ID, (C, F)),
-        ]
-    rows += _norm_rows("ln_out", f"{hp}ln_out", C)
-    rows.append(("head.weight", "head.weight", _ID, (V, C)))
-    return rows
+    return _layered_table(L, V, C, with_ln0, f"{hp}embeddings.weight", hp + "blocks.{}.", ("pre_ln", "ln1", "ln2"),
+                          f"{hp}ln_out", "head.weight", body)
 
 
 def hf_rwkv4_to_blink(
@@ -422,15 +436,10 @@ _V7_LORAS = ("w", "a", "v", "g")
 
 def _rwkv7_table(L, V, C, H, N, F, dims, with_ln0, fp):
     """dims: low-rank widths {'w': Dw, 'a': Da, 'v': Dv, 'g': Dg}."""
-    rows = [("emb.weight", f"{fp}embeddings.weight", _ID, (V, C))]
-    for i in range(L):
-        b, f = f"blocks.{i}.", f"{fp}layers.{i}."
-        if i == 0 and with_ln0:
-            rows += _norm_rows(b + "ln0", f + "pre_norm", C)
-        rows += _norm_rows(b + "ln1", f + "attn_norm", C)
-        rows += _norm_rows(b + "ln2", f + "ffn_norm", C)
+    def body(i, b, f):
         ba, fa = b + "att.", f + "attn."
         # rows follow the parameter order of BlinkDL's RWKV_Tmix_x070
+        rows = []
         for x in ("r", "w", "k", "v", "a", "g"):
             rows.append((ba + f"x_{x}", fa + f"x_{x}", _ID, (1, 1, C)))
         for lo in _V7_LORAS:
@@ -455,15 +464,12 @@ def _rwkv7_table(L, V, C, H, N, F, dims, with_ln0, fp):
             (ba + "output.weight", fa + "o_proj.weight", _ID, (C, C)),
         ]
         rows += _norm_rows(ba + "ln_x", fa + "g_norm", C)
-        bf, ff = b + "ffn.", f + "ffn."
-        rows += [
-            (bf + "x_k", ff + "x_k", _FLAT, (1, 1, C)),
-            (bf + "key.weight", ff + "key.weight", _ID, (F, C)),
-            (bf + "value.weight", ff + "value.weight", _ID, (C, F)),
+        return rows + [
+            (b + "ffn.x_k", f + "ffn.x_k", _FLAT, (1, 1, C)),
+            (b + "ffn.key.weight", f + "ffn.key.weight", _ID, (F, C)),
+            (b + "ffn.value.weight", f + "ffn.value.weight", _ID, (C, F)),
         ]
-    rows += _norm_rows("ln_out", f"{fp}norm", C)
-    rows.append(("head.weight", "lm_head.weight", _ID, (V, C)))
-    return rows
+    return _fla_table(L, V, C, with_ln0, fp, body)
 
 
 def _check_fla_common(cfg: dict[str, Any], what: str, model_type: str) -> None:
@@ -675,17 +681,11 @@ _V6_BLINK_FROM_FLA = [_V6_FLA_ORDER.index(x) for x in _V6_BLINK_ORDER]  # [1, 2,
 
 def _rwkv6_table(L, V, C, A, H, N, F, D, D2, with_ln0, fp):
     """Rows that are plain renames; the five-way x_proj/x_bias tensors are handled apart."""
-    rows = [("emb.weight", f"{fp}embeddings.weight", _ID, (V, C))]
-    for i in range(L):
-        b, f = f"blocks.{i}.", f"{fp}layers.{i}."
-        if i == 0 and with_ln0:
-            rows += _norm_rows(b + "ln0", f + "pre_norm", C)
-        rows += _norm_rows(b + "ln1", f + "attn_norm", C)
-        rows += _norm_rows(b + "ln2", f + "ffn_norm", C)
+    def body(i, b, f):
         ba, fa = b + "att.", f + "attn."
         # rows follow the parameter order of BlinkDL's RWKV_Tmix_x060 (the five-way
         # time_maa_{w,k,v,r,g}/w1/w2 tensors are inserted after time_maa_x by _v6_merge)
-        rows += [
+        rows = [
             (ba + "time_maa_x", fa + "x_proj.0.mu", _FLAT, (1, 1, C)),
             # decay: time_decay + tanh(xw @ w1) @ w2 == fla's LoRA with bias; w = -exp(.) in both
             (ba + "time_decay", fa + "w_proj.linear.lora.2.bias", _FLAT, (1, 1, A)),
@@ -700,16 +700,14 @@ def _rwkv6_table(L, V, C, A, H, N, F, D, D2, with_ln0, fp):
         ]
         rows += _norm_rows(ba + "ln_x", fa + "g_norm", A)
         bf, ff = b + "ffn.", f + "ffn."
-        rows += [
+        return rows + [
             (bf + "time_maa_k", ff + "key.mu", _FLAT, (1, 1, C)),
             (bf + "time_maa_r", ff + "receptance.mu", _FLAT, (1, 1, C)),
             (bf + "key.weight", ff + "key.linear.weight", _ID, (F, C)),
             (bf + "receptance.weight", ff + "receptance.linear.weight", _ID, (C, C)),
             (bf + "value.weight", ff + "value.weight", _ID, (C, F)),
         ]
-    rows += _norm_rows("ln_out", f"{fp}norm", C)
-    rows.append(("head.weight", "lm_head.weight", _ID, (V, C)))
-    return rows
+    return _fla_table(L, V, C, with_ln0, fp, body)
 
 
 def _v6_mix_to_fla(src: _Source, i: int, C: int, D: int, fp: str) -> StateDict:
