@@ -472,6 +472,19 @@ def _rwkv7_table(L, V, C, H, N, F, dims, with_ln0, fp):
     return _fla_table(L, V, C, with_ln0, fp, body)
 
 
+def _fla_norms_and_head(src: _Source, cfg: dict[str, Any], fp: str, L: int, what: str) -> bool:
+    """fla's side before the table: zero biases for bias-free norms, the head from the
+    embedding where they are tied; whether layer 0 has a pre-norm (BlinkDL's ln0)."""
+    norms = [f"{fp}layers.{i}.{n}" for i in range(L) for n in ("pre_norm", "attn_norm", "ffn_norm")]
+    _add_zero_norm_biases(src, norms + [f"{fp}norm"])
+    if "lm_head.weight" not in src:
+        if not cfg.get("tie_word_embeddings", False):
+            raise KeyError(f"{what}: missing key 'lm_head.weight' and tie_word_embeddings is not set")
+        src.sd["lm_head.weight"] = src.sd[f"{fp}embeddings.weight"]
+        src.left.add("lm_head.weight")
+    return f"{fp}layers.0.pre_norm.weight" in src
+
+
 def _check_fla_common(cfg: dict[str, Any], what: str, model_type: str) -> None:
     if cfg.get("model_type", model_type) != model_type:
         raise ValueError(f"{what}: config model_type is {cfg.get('model_type')!r}, expected {model_type!r}")
@@ -562,14 +575,7 @@ def fla_rwkv7_to_blink(
             dims[lo] = int(cfg.get("v_low_rank_dim") or 32)
     F = src.sd[f"{fp}layers.0.ffn.key.weight"].shape[0]
 
-    norms = [f"{fp}layers.{i}.{n}" for i in range(L) for n in ("pre_norm", "attn_norm", "ffn_norm")]
-    _add_zero_norm_biases(src, norms + [f"{fp}norm"])
-    with_ln0 = f"{fp}layers.0.pre_norm.weight" in src
-    if "lm_head.weight" not in src:
-        if not cfg.get("tie_word_embeddings", False):
-            raise KeyError(f"{what}: missing key 'lm_head.weight' and tie_word_embeddings is not set")
-        src.sd["lm_head.weight"] = src.sd[f"{fp}embeddings.weight"]
-        src.left.add("lm_head.weight")
+    with_ln0 = _fla_norms_and_head(src, cfg, fp, L, what)
 
     out = _run_table(src, _rwkv7_table(L, V, C, H, N, F, dims, with_ln0, fp), to_blink=True)
     src.finish()
@@ -824,14 +830,7 @@ def fla_rwkv6_to_blink(
     D2 = src.sd[a0 + "w_proj.linear.lora.0.weight"].shape[0]
     F = src.sd[f"{fp}layers.0.ffn.key.linear.weight"].shape[0]
 
-    norms = [f"{fp}layers.{i}.{n}" for i in range(L) for n in ("pre_norm", "attn_norm", "ffn_norm")]
-    _add_zero_norm_biases(src, norms + [f"{fp}norm"])
-    with_ln0 = f"{fp}layers.0.pre_norm.weight" in src
-    if "lm_head.weight" not in src:
-        if not cfg.get("tie_word_embeddings", False):
-            raise KeyError(f"{what}: missing key 'lm_head.weight' and tie_word_embeddings is not set")
-        src.sd["lm_head.weight"] = src.sd[f"{fp}embeddings.weight"]
-        src.left.add("lm_head.weight")
+    with_ln0 = _fla_norms_and_head(src, cfg, fp, L, what)
 
     mixes = {i: _v6_mix_to_blink(src, i, C, D, fp) for i in range(L)}
     plain = _run_table(src, _rwkv6_table(L, V, C, A, H, N, F, D, D2, with_ln0, fp), to_blink=True)
