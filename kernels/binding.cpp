@@ -369,19 +369,28 @@ void rwkv6_mix(at::Tensor xn, at::Tensor xp, at::Tensor partial, at::Tensor w2, 
   check(archbench::mix6(dtype_code(xn), xn.size(0), xn.size(1), p, at::cuda::getCurrentCUDAStream()), "rwkv6_mix");
 }
 
-// (decode7.cu, tmix6) r, k, v, g, out: [B, C]; partial: [ksplit, B, D2] fp32; w2: time_decay_w2
-// [D2, C]; params: time_decay, time_faaaa, ln_x weight, ln_x bias (fp32, C values each); state
-// [B, H, N, N] fp32, updated in place; out times scale (the model's fp16 rescaling, else 1).
+// (decode7.cu, tmix6) r, k, v, g, out: [B, C] (g empty: no gate, RWKV-5.0); partial: [ksplit, B,
+// D2] fp32; w2: time_decay_w2 [D2, C]; params: time_decay, time_faaaa (C values each, or H
+// values each: time_decay and time_first of RWKV-5.0 / 5.1), ln_x weight, ln_x bias (C values),
+// all fp32; state [B, H, N, N] fp32, updated in place; out times scale (the model's fp16
+// rescaling, else 1).
 void rwkv6_tmix_decode(at::Tensor r, at::Tensor k, at::Tensor v, at::Tensor g, at::Tensor partial, at::Tensor w2,
                        std::vector<at::Tensor> params, double lnx_eps, at::Tensor state, at::Tensor out, double scale) {
   const c10::cuda::CUDAGuard guard(state.device());
-  TORCH_CHECK(params.size() == 4 && partial.dim() == 3 && w2.dim() == 2 && partial.size(2) == w2.size(0),
+  TORCH_CHECK(params.size() == 4 && partial.dim() == 3 && w2.dim() == 2 && partial.size(2) == w2.size(0) &&
+                  state.dim() == 4 && r.dim() == 2 && r.size(1) == state.size(1) * state.size(2),
               "rwkv6_tmix_decode: bad arguments");
-  for (const auto& t : params)
-    TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.numel() == r.size(1),
-                "rwkv6_tmix_decode: time_decay, time_faaaa and ln_x must be fp32 with C values");
+  const int64_t C = r.size(1), H = state.size(1);
+  const bool per_head = params[0].numel() == H;
+  for (size_t i = 0; i < params.size(); ++i)
+    TORCH_CHECK(params[i].scalar_type() == at::kFloat && params[i].is_contiguous() &&
+                    params[i].numel() == (i < 2 && per_head ? H : C),
+                "rwkv6_tmix_decode: time_decay and time_faaaa (C values) or time_decay and time_first (H values), "
+                "and ln_x (C values), must be fp32");
+  TORCH_CHECK(g.numel() == 0 || g.sizes() == r.sizes(), "rwkv6_tmix_decode: g must be empty or as r");
   archbench::Tmix6Args p{};
-  p.r = r.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr(); p.g = g.data_ptr();
+  p.r = r.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr(); p.g = g.numel() ? g.data_ptr() : nullptr;
+  p.per_head = per_head;
   p.partial = partial.data_ptr<float>();
   p.ksplit = partial.size(0);
   p.D2 = partial.size(2);

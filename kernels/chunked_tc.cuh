@@ -117,10 +117,8 @@ __device__ __forceinline__ void store8(F* dst, const float* src) {
 // T: padding tokens change nothing) and staged into shared memory: NFULL inputs of N
 // entries per token as they are (type F), and this block's VT columns of v as fp32. ptr[0 ..
 // NFULL-1] are the full inputs, ptr[NFULL] is v. The pointer is picked by an unrolled
-// compare chain: an indexed pointer array would live in local memory. Input BCAST (if >= 0)
-// is one row per head, the same for every token (WKV5's decay): its row is at bcast_base.
-// A compile-time choice, so that kernels without such an input are not changed by it.
-template <typename F, int N, int VT, int NFULL, int BCAST = -1>
+// compare chain: an indexed pointer array would live in local memory.
+template <typename F, int N, int VT, int NFULL>
 struct Loader {
   static constexpr int VN = Vec<F>::n;
   static constexpr int FULL = N / VN, PART = VT / VN, PER_TOKEN = NFULL * FULL + PART;
@@ -130,7 +128,6 @@ struct Loader {
   const F* ptr[NFULL + 1];
   size_t base, tok_stride;  // token t's row starts at base + t * tok_stride
   int col0, T;
-  size_t bcast_base = 0;
 
   __device__ __forceinline__ void fetch(int t0, int ptid) {
 #pragma unroll
@@ -145,12 +142,7 @@ struct Loader {
 #pragma unroll
           for (int i = 0; i < NFULL; ++i) src = which == i ? ptr[i] : src;
           const int e0 = which < NFULL ? (rem % FULL) * VN : col0 + (rem - NFULL * FULL) * VN;
-          if constexpr (BCAST >= 0) {
-            const size_t row = which == BCAST ? bcast_base : base + (size_t)(t0 + tt) * tok_stride;
-            buf[q] = *reinterpret_cast<const uint4*>(src + row + e0);
-          } else {
-            buf[q] = *reinterpret_cast<const uint4*>(src + base + (size_t)(t0 + tt) * tok_stride + e0);
-          }
+          buf[q] = *reinterpret_cast<const uint4*>(src + base + (size_t)(t0 + tt) * tok_stride + e0);
         }
       }
     }
@@ -159,11 +151,11 @@ struct Loader {
   // The same inputs at VT2 columns of v (0: none, for the two-kernel form's builds, which do
   // not read v: a slot fewer per thread).
   template <int VT2>
-  __device__ __forceinline__ Loader<F, N, VT2, NFULL, BCAST> with_columns() const {
-    Loader<F, N, VT2, NFULL, BCAST> l;
+  __device__ __forceinline__ Loader<F, N, VT2, NFULL> with_columns() const {
+    Loader<F, N, VT2, NFULL> l;
 #pragma unroll
     for (int i = 0; i <= NFULL; ++i) l.ptr[i] = ptr[i];
-    l.base = base, l.tok_stride = tok_stride, l.col0 = col0, l.T = T, l.bcast_base = bcast_base;
+    l.base = base, l.tok_stride = tok_stride, l.col0 = col0, l.T = T;
     return l;
   }
 
@@ -217,21 +209,31 @@ struct YWriter {
 
 // A build's first step: the cumulative log decay Λ_t = w_0 + .. + w_t per column (in lam,
 // threads 0..N-1), the chunk total Λ_C (lamc), and `unsafe` set where a column decays past
-// e^{-SAFE_SPAN} within the chunk.
-template <typename F, int N>
+// e^{-SAFE_SPAN} within the chunk. ONE_ROW: w[0] is the decay of each of the chunk's ntok real
+// tokens (WKV5's, one row per head, read from global memory instead of staged per token), 0
+// past them, as the loader's zeros give the staged decays of tokens past T.
+template <typename F, int N, bool ONE_ROW = false>
 __device__ __forceinline__ void cumulative_decay(const F (*w)[N], float (*lam)[N], float* lamc, int& unsafe,
-                                                 int ptid) {
+                                                 int ptid, int ntok = C) {
   if (ptid < N) {
     float acc = 0.f;
+    const float w0 = ONE_ROW ? to_f(w[0][ptid]) : 0.f;
 #pragma unroll
     for (int t = 0; t < C; ++t) {
-      acc += to_f(w[t][ptid]);
+      acc += ONE_ROW ? (t < ntok ? w0 : 0.f) : to_f(w[t][ptid]);
       lam[t][ptid] = acc;
     }
     lamc[ptid] = acc;
     if (acc < -SAFE_SPAN) unsafe = 1;  // benign race: every writer writes 1
   }
 }
+
+// Whether an op's build needs the count of real tokens in its chunk (Op::COUNTS_TOKENS: the
+// pipeline then sets Scratch::ntok, C but in a last, partial chunk).
+template <class O, class = void>
+struct CountsTokens : std::false_type {};
+template <class O>
+struct CountsTokens<O, std::void_t<decltype(O::COUNTS_TOKENS)>> : std::bool_constant<O::COUNTS_TOKENS> {};
 
 // Whether an op's state warps keep the state in registers (Op::REG_STATE, the fused form of
 // WKV7) rather than in shared memory.
@@ -270,7 +272,10 @@ __device__ __forceinline__ void run_pipeline(const Op& op, typename Op::Smem& sm
       const int s = c % P::NB;
       if (c >= P::NB) bar_sync(P::EMPTY0 + s, P::PAIR);  // the state warps are done with chunk c - NB
       if (c > g) grp.sync();                              // this group's last build is done with scratch
-      if (grp.ptid == 0) scr.unsafe = 0;
+      if (grp.ptid == 0) {
+        scr.unsafe = 0;
+        if constexpr (CountsTokens<Op>::value) scr.ntok = min(C, ld.T - c * C);
+      }
       ld.stage(&scr.raw[0][0][0], &sm.chunk[s].v[0][0], LDV, grp.ptid);
       if (c + G < nchunks) ld.fetch((c + G) * C, grp.ptid);  // in flight during the build
       grp.sync();
@@ -340,7 +345,10 @@ __device__ __forceinline__ void build_to_workspace(const Op& op, BuildArea<Op>& 
   ld.fetch((c0 + i_begin) * C, grp.ptid);
   for (int i = i_begin; i < i_end; ++i) {
     if (i > i_begin) grp.sync();  // the last chunk's emit is done with the area
-    if (grp.ptid == 0) scr.unsafe = 0;
+    if (grp.ptid == 0) {
+      scr.unsafe = 0;
+      if constexpr (CountsTokens<Op>::value) scr.ntok = min(C, ld.T - (c0 + i) * C);
+    }
     ld.stage(&scr.raw[0][0][0], nullptr, 0, grp.ptid);
     if (i + 1 < i_end) ld.fetch((c0 + i + 1) * C, grp.ptid);
     grp.sync();

@@ -82,7 +82,7 @@ def channel_mix(ext, own: bool, block, i: int, state, x, mixed, x_weighted: bool
 
 
 def mixed_projections(ext, own: bool, model, i: int, state, x, names: str, mixed) -> tuple[torch.Tensor, list]:
-    """RWKV-4 / 5.2's time mix up to its projections: (layer 0: ln0), ln1 + token shift + the
+    """RWKV-4 / 5's time mix up to its projections: (layer 0: ln0), ln1 + token shift + the
     interpolations x_prev + (x - x_prev) time_mix_<n> into mixed, and the projections (n in
     names: r receptance, k key, v value, g gate) in one launch. Returns x and the projections."""
     block = model.blocks[i]
@@ -103,16 +103,19 @@ def mixed_projections(ext, own: bool, model, i: int, state, x, names: str, mixed
 
 def head_and_channel_mix(ext, own: bool, model, i: int, state, x, rkvg, dpart, decay_w2, mixed,
                          x_weighted: bool) -> torch.Tensor:
-    """The rest of an RWKV-5.2 / RWKV-6 layer from its r, k, v, g projections: the per-head
-    kernel (with the decay LoRA's second factor decay_w2, [0, C] for none), the output
-    projection + residual, and the channel mix. Returns the new x."""
+    """The rest of an RWKV-5 / RWKV-6 layer from its r, k, v, g projections (g None: RWKV-5.0,
+    no gate): the per-head kernel (with the decay LoRA's second factor decay_w2, [0, C] for
+    none; RWKV-5.0 / 5.1's decay and bonus per head), the output projection + residual, and
+    the channel mix. Returns the new x."""
     block = model.blocks[i]
     att = block.att
     r, k, v, g = rkvg
     scale, post = fp16_scales(model, i)
     out = torch.empty_like(x)
-    params = [att.time_decay.view(-1), att.time_faaaa.view(-1), att.ln_x.weight, att.ln_x.bias]
-    ext.rwkv6_tmix_decode(r, k, v, g, dpart, decay_w2, params, GROUP_NORM_EPS, state.wkv[i], out, scale)
+    bonus = att.time_faaaa.view(-1) if hasattr(att, "time_faaaa") else att.time_first  # 5.0 / 5.1: per head
+    params = [att.time_decay.view(-1), bonus, att.ln_x.weight, att.ln_x.bias]
+    ext.rwkv6_tmix_decode(r, k, v, _empty(x) if g is None else g, dpart, decay_w2, params, GROUP_NORM_EPS,
+                          state.wkv[i], out, scale)
     x = _linear(ext, own, out, att.output.weight, add=x)
     return channel_mix(ext, own, block, i, state, x, mixed, x_weighted, scale, post)
 

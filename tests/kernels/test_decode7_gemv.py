@@ -147,3 +147,25 @@ def test_tmix4_matches_the_wkv4_reference(C, B, scale, dtype):
         ref = torch.sigmoid(r.float()) * y[:, 0] * scale
         assert_close(out.float(), ref, rms_rel=TOL[dtype], what=f"tmix4 step {step}")
         assert_close(state, ref_state, rms_rel=3e-5, what=f"state after step {step}")
+
+
+def test_tmix6_rejects_decay_of_neither_width():
+    """rwkv6_tmix_decode takes time_decay / time_faaaa per channel (C values, RWKV-5.2 / 6) or
+    time_decay / time_first per head (H values, RWKV-5.0 / 5.1); anything else is an error, as is
+    a gate that is neither empty nor r's shape."""
+    from archbench.kernels.build import extension
+    B, H, N = 1, 2, 16
+    C = H * N
+    x = torch.zeros(B, C, device="cuda")
+    f32 = lambda n: torch.zeros(n, device="cuda")  # noqa: E731
+    state, out = torch.zeros(B, H, N, N, device="cuda"), torch.empty(B, C, device="cuda")
+    no_lora, no_w2 = torch.zeros(1, B, 0, device="cuda"), torch.zeros(0, C, device="cuda")
+    ext = extension()
+    for per in (C, H):  # both widths are taken
+        ext.rwkv6_tmix_decode(x, x, x, x, no_lora, no_w2, [f32(per), f32(per), f32(C), f32(C)], 1e-5, state, out, 1.0)
+    with pytest.raises(RuntimeError, match="time_decay"):
+        ext.rwkv6_tmix_decode(x, x, x, x, no_lora, no_w2, [f32(H + 1), f32(H + 1), f32(C), f32(C)], 1e-5, state,
+                              out, 1.0)
+    with pytest.raises(RuntimeError, match="g must be"):
+        ext.rwkv6_tmix_decode(x, x, x, x[:, :N], no_lora, no_w2, [f32(C), f32(C), f32(C), f32(C)], 1e-5, state,
+                              out, 1.0)

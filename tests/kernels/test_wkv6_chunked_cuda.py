@@ -284,9 +284,26 @@ def test_wkv5_cuda_takes_the_chunked_wkv6_kernel_for_long_prompts(monkeypatch, T
     assert calls == want
     y_ref, s_ref = wkv5_ref(**{n: t.float() for n, t in x.items()}, w=w, u=u, state=s)
     assert errors(y.float(), y_ref)["rms_rel"] < tol and errors(s1, s_ref)["rms_rel"] < tol
-    if want[0] == "wkv6_chunked":
+    if "wkv6_pieces" in want:
         y_rep, s_rep = op6.wkv6_cuda_chunked(**x, w=w.to(dtype).expand(x["r"].shape), u=u, state=s)
         assert errors(y.float(), y_rep.float())["rms_rel"] < 1e-4 and errors(s1, s_rep)["rms_rel"] < 1e-5
-        y1, s1 = op6.wkv6_cuda_chunked(**x, w=w.to(device="cuda", dtype=dtype), u=u, state=s, pieces=1)
-        y_rep, s_rep = op6.wkv6_cuda_chunked(**x, w=w.to(dtype).expand(x["r"].shape), u=u, state=s, pieces=1)
-        assert torch.equal(y1, y_rep) and torch.equal(s1, s_rep)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("decay", ["rwkv", "mixed"])
+@pytest.mark.parametrize("form,variant,groups", [(1, 1, 1), (1, 2, 2), (1, 3, 3), (1, 2, 3), (2, 1, 0), (2, 3, 0)])
+def test_a_decay_per_head_is_the_decay_repeated_over_the_tokens(form, variant, groups, decay, dtype):
+    """WKV5's decay, one row per head (read by the chunk builds from that row instead of staged
+    per token), gives what the same kernel gives with the row repeated over the tokens, bit for
+    bit: every form (one kernel at each block width and group count, two kernels), every dtype,
+    decays that take the slow path for some columns ("mixed"); 2 x 3 heads, 1000 tokens, an
+    initial state."""
+    x, u = inputs(2, 1000, 3, 64, decay)
+    w = x.pop("w")[0, 0]
+    x = {n: t.to(DTYPES[dtype]) for n, t in x.items()}
+    s = state0(2, 3, 64)
+    kw = dict(u=u, state=s, variant=variant, groups=groups, form=form, pieces=1)
+    y1, s1 = wkv6_cuda_chunked(**x, w=w.to(DTYPES[dtype]), **kw)
+    y_rep, s_rep = wkv6_cuda_chunked(**x, w=w.to(DTYPES[dtype]).expand(x["r"].shape).contiguous(), **kw)
+    assert torch.equal(y1, y_rep) and torch.equal(s1, s_rep)

@@ -76,12 +76,14 @@ class StandIns:
     def rwkv6_tmix_decode(r, k, v, g, partial, w2, params, eps, state, out, scale):
         time_decay, u, lnx_w, lnx_b = params
         B, H, N, _ = state.shape
+        if time_decay.numel() == H:  # RWKV-5.0 / 5.1: time_decay and time_first per head
+            time_decay, u = time_decay.repeat_interleave(N), torch.exp(u).repeat_interleave(N)
         ww = time_decay.float() + (torch.tanh(partial.sum(0)) @ w2.float() if w2.numel() else 0)
         heads = lambda t: t.float().view(B, 1, H, N)  # noqa: E731
         y, new = wkv6_ref(heads(r), heads(k), heads(v), heads(-torch.exp(ww).expand(B, -1)), u.float().view(H, N), state)
         state.copy_(new)
         y = F.group_norm(y.view(B, H * N), H, lnx_w.float(), lnx_b.float(), eps)
-        _put(out, y * F.silu(g.float()) * scale)
+        _put(out, y * (F.silu(g.float()) if g.numel() else 1) * scale)
 
     @staticmethod
     def rwkv7_tmix_decode(r, k, v, partial, w2s, params, eps, v_first, first_layer, state, out):
@@ -110,6 +112,8 @@ class StandIns:
 
 CONFIGS = {
     "4": dict(version="4"),
+    "5.0": dict(version="5.0", head_size=32),
+    "5.1": dict(version="5.1", head_size=32),
     "5.2": dict(version="5.2", head_size=32),
     "6": dict(version="6", head_size=32, mix_lora=16, decay_lora=32),
     "7": dict(version="7", head_size=32, decay_lora=16, aaa_lora=16, mv_lora=8, gate_lora=32),
@@ -166,7 +170,7 @@ def test_the_rescaling_factors_must_agree(monkeypatch):
         assert_close(got, want, rms_rel=5e-3)
 
 
-@pytest.mark.parametrize("version", ["4", "5.2", "6"])
+@pytest.mark.parametrize("version", ["4", "5.0", "5.1", "5.2", "6"])
 def test_fused_fp16_step_rescales_where_fp16_would_overflow(version, monkeypatch):
     """tests/models/test_rwkv_modes.py's 13-layer models whose residual reaches 1.5x the fp16
     maximum, stepped token by token: the fused fp16 step stays finite and as close to the fp32

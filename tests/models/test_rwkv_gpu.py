@@ -63,11 +63,12 @@ def test_cuda_impl_matches_ref_impl(name, dtype):
     assert_close(torch.stack(steps, 1), b[:, :5], rms_rel={"float32": 1e-4, "bfloat16": 2e-2, "float16": 5e-3}[dtype])
 
 
-@pytest.mark.parametrize("version", ["4", "5.2", "6", "7"])
+@pytest.mark.parametrize("version", ["4", "5.0", "5.1", "5.2", "6", "7"])
 def test_cuda_impl_on_a_long_prompt_matches_ref_impl(version):
     """A prompt past 1024 tokens at head size 64, where the CUDA ops switch kernels (RWKV-4
-    time-parallel, RWKV-5 to 7 chunked on tensor cores): whole-model logits and state
-    against impl='ref' on the same weights."""
+    time-parallel, RWKV-5 to 7 chunked on tensor cores; RWKV-5.0 / 5.1 with one decay row per
+    head; 1100 tokens end in a part-filled chunk): whole-model logits and state against
+    impl='ref' on the same weights."""
     extra = {"6": dict(mix_lora=32, decay_lora=64), "7": dict(decay_lora=64, aaa_lora=64, mv_lora=32, gate_lora=128)}
     cfg = RWKVConfig(version=version, vocab_size=1000, n_embd=256, n_layer=2, head_size=64, **extra.get(version, {}))
     ref, fast = (family_class(cfg.family)(cfg, impl=impl).init_random_(0).cuda().cast("bfloat16").eval()
@@ -140,11 +141,14 @@ def test_rwkv6_fused_decode_equals_unfused_step(dtype, head_size, batch, loras):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize("head_size,batch", [(64, 1), (64, 2), (32, 3), (16, 1), (128, 6)])
-def test_rwkv5_fused_decode_equals_unfused_step(dtype, head_size, batch):
-    """kernels/wkv5/decode.py (RWKV-5.2; GEMV at batch 1 and 2, cuBLAS at 3 and 6)."""
+@pytest.mark.parametrize("version,head_size,batch", [("5.2", 64, 1), ("5.2", 64, 2), ("5.2", 32, 3), ("5.2", 16, 1),
+                                                     ("5.2", 128, 6), ("5.1", 64, 1), ("5.1", 32, 3),
+                                                     ("5.0", 64, 2), ("5.0", 128, 6)])
+def test_rwkv5_fused_decode_equals_unfused_step(dtype, version, head_size, batch):
+    """kernels/wkv5/decode.py (GEMV at batch 1 and 2, cuBLAS at 3 and 6; 5.0 / 5.1: decay and
+    bonus per head, 5.0 without the gate)."""
     from archbench.kernels.wkv5 import decode
-    cfg = RWKVConfig(version="5.2", vocab_size=1000, n_embd=256, n_layer=rescaled_layers(dtype), head_size=head_size)
+    cfg = RWKVConfig(version=version, vocab_size=1000, n_embd=256, n_layer=rescaled_layers(dtype), head_size=head_size)
     assert decode.can_fuse(family_class(cfg.family)(cfg, impl="cuda").cuda().cast(dtype))  # else this proves nothing
     check_fused_decode(cfg, dtype, batch)
 
@@ -161,12 +165,12 @@ def test_rwkv4_fused_decode_equals_unfused_step(dtype, n_embd, batch):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("version,kernels", [("4", ["tmix4_decode_kernel"]), ("5.2", ["tmix6_decode_kernel"]),
+@pytest.mark.parametrize("version,kernels", [("4", ["tmix4_decode_kernel"]), ("5.0", ["tmix6_decode_kernel"]),
+                                             ("5.1", ["tmix6_decode_kernel"]), ("5.2", ["tmix6_decode_kernel"]),
                                              ("6", ["tmix6_decode_kernel", "mix6_kernel"])])
 def test_fused_decode_is_the_default_step(version, kernels, dtype):
-    """RWKV-4, 5.2 and 6 on CUDA decode on the fused kernels unless told not to (fp16 too: the
-    kernels apply the model's rescaling); RWKV-5.0 and 5.1 (a decay per head) keep the model's
-    own ops."""
+    """RWKV-4, 5 and 6 on CUDA decode on the fused kernels unless told not to (fp16 too: the
+    kernels apply the model's rescaling)."""
     cfg = RWKVConfig(version=version, vocab_size=1000, n_embd=128, n_layer=2, head_size=32, mix_lora=32,
                      decay_lora=64)
     model = family_class(cfg.family)(cfg, impl="cuda").init_random_(0).cuda().cast(dtype).eval()
@@ -178,13 +182,9 @@ def test_fused_decode_is_the_default_step(version, kernels, dtype):
         torch.cuda.synchronize()
     names = " ".join(e.name for e in prof.events())
     assert all(k in names for k in kernels), names
-    for old in ("5.0", "5.1"):
-        m = family_class("rwkv5")(RWKVConfig(version=old, vocab_size=1000, n_embd=128, n_layer=1, head_size=32),
-                                  impl="cuda").init_random_(0).cuda().cast(dtype)
-        assert not importlib.import_module(m.decode_kernels).can_fuse(m)
 
 
-@pytest.mark.parametrize("version", ["4", "5.2", "6"])
+@pytest.mark.parametrize("version", ["4", "5.1", "5.2", "6"])
 def test_fused_fp16_step_is_as_close_to_fp32_as_the_unfused(version):
     """In fp16 the fused step (fp32 inside, the model's rescaling folded in) is no further from
     the fp32 model than the model's own fp16 ops are: after 4 steps of a 7-layer model (the

@@ -59,7 +59,7 @@ struct Chunk {                // a chunk's operands for the state pass (a slot o
 template <typename F, int N>
 struct Scratch {              // a producer group's working space
   static constexpr int LDC = C + 4, LDN = N + 4;
-  F raw[3][C][N];             // r, w, k as loaded
+  F raw[3][C][N];             // r, w, k as loaded (WKV5: r, k)
   float lam[C][N];            // Λ_t
   float fac[2][C][LDN];       // factorised R', K'
   float part[PW][C][LDC];     // the producer warps' partial products R'K'ᵀ (16 keys each)
@@ -67,7 +67,8 @@ struct Scratch {              // a producer group's working space
   float u[N];                 // the bonus u of this head
   float bonus[C];             // Σ_i r_ti u_i k_ti
   int unsafe;                 // some column of this chunk is not factorised
-  int pad_[7];
+  int ntok;                   // its tokens before T (set for WKV5's Op only: COUNTS_TOKENS)
+  int pad_[6];
 };
 template <typename F, int N, int VT, int G>
 struct Smem {
@@ -91,21 +92,46 @@ struct Op {
   static_assert(N % 16 == 0 && VT % 16 == 0 && N % VT == 0 && NT <= SW, "bad tiling");
   static_assert(N <= PT && N == 16 * PW, "build: a column per thread, 16 keys of M per producer warp");
 
-  Loader<F, N, VT, 3, W_PER_HEAD ? 1 : -1> ld;  // r, w, k; v (w: one row per head for WKV5)
+  // The inputs staged per token: r, w, k (then v); for WKV5 (W_PER_HEAD) r, k: its decay is one
+  // row per head, read by the build from w_row.
+  static constexpr int NIN = W_PER_HEAD ? 2 : 3;
+  static constexpr bool COUNTS_TOKENS = W_PER_HEAD;  // the decay row applies to real tokens only
+  Loader<F, N, VT, NIN> ld;
   YWriter<F> out;
+  const F* w_row;
+
+  // The block's op: inputs from base (token t's rows at base + t tok_stride), its state columns
+  // from col0, the head's decay row at w + head_off (W_PER_HEAD).
+  static __device__ __forceinline__ Op make(const F* r, const F* w, const F* k, const F* v, F* y, size_t base,
+                                            size_t tok_stride, int col0, int T, size_t head_off) {
+    Op o{};
+    if constexpr (W_PER_HEAD) {
+      o.ld.ptr[0] = r, o.ld.ptr[1] = k, o.ld.ptr[2] = v;
+      o.w_row = w + head_off;
+    } else {
+      o.ld.ptr[0] = r, o.ld.ptr[1] = w, o.ld.ptr[2] = k, o.ld.ptr[3] = v;
+      o.w_row = nullptr;
+    }
+    o.ld.base = base, o.ld.tok_stride = tok_stride, o.ld.col0 = col0, o.ld.T = T;
+    o.out = {y, base, tok_stride, col0, T};
+    return o;
+  }
 
   // Producer group: the state-independent operands of one chunk (inputs staged in scr.raw)
   // into ch.
   __device__ __forceinline__ void build(Scratch& scr, Chunk& ch, const Group& grp) const {
     const int ptid = grp.ptid;
     const F(*r)[N] = scr.raw[0];
-    const F(*w)[N] = scr.raw[1];
-    const F(*k)[N] = scr.raw[2];
+    const F(*k)[N] = scr.raw[NIN - 1];
     float(*lam)[N] = scr.lam;
 
     // 1. cumulative log decay Λ_t per column and the chunk total Λ_C (threads 0..N-1); the
     //    bonus diagonal Σ_i r_ti u_i k_ti (8 threads a token, all PT = 128)
-    cumulative_decay<F, N>(w, lam, scr.lamc, scr.unsafe, ptid);
+    if constexpr (W_PER_HEAD)
+      cumulative_decay<F, N, true>(reinterpret_cast<const F(*)[N]>(w_row), lam, scr.lamc, scr.unsafe, ptid,
+                                   scr.ntok);
+    else
+      cumulative_decay<F, N>(scr.raw[1], lam, scr.lamc, scr.unsafe, ptid);
     {
       static_assert(PT == 8 * C && N % 8 == 0, "bonus: 8 threads per token");
       const int t = ptid / 8, p = ptid % 8;
@@ -231,7 +257,7 @@ wkv6_chunked_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
   const Place<N, VT> p(H, T);
   for (int i = threadIdx.x; i < G * N; i += blockDim.x) sm.scratch[i / N].u[i % N] = u[p.h * N + i % N];
   __syncthreads();
-  const O op{{{}, {r, w, k, v}, p.base, p.tok_stride, p.col0, T, (size_t)p.h * N}, {y, p.base, p.tok_stride, p.col0, T}};
+  const O op = O::make(r, w, k, v, y, p.base, p.tok_stride, p.col0, T, (size_t)p.h * N);
   run_pipeline<O, N, VT, G>(op, sm, state + (size_t)p.bh * N * N, p.col0, (T + C - 1) / C);
 }
 
@@ -271,7 +297,7 @@ wkv6_build_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ k
   for (int i = threadIdx.x; i < N; i += blockDim.x) area.scratch.u[i] = u[h * N + i];
   __syncthreads();
   const size_t tok_stride = (size_t)H * N, base = (size_t)bi * T * tok_stride + (size_t)h * N;
-  const O op{{{}, {r, w, k, v}, base, tok_stride, 0, T, (size_t)h * N}, {nullptr, base, tok_stride, 0, T}};
+  const O op = O::make(r, w, k, v, nullptr, base, tok_stride, 0, T, (size_t)h * N);
   const int i0 = q * cpb, i1 = i0 + cpb < n ? i0 + cpb : n;
   build_to_workspace(op, area, ws + (size_t)bh * n * WsLayout<false>::FLOATS, c0, i0, i1);
 }

@@ -556,7 +556,8 @@ __global__ void __launch_bounds__(tmix_groups(N) * N) tmix7_decode_kernel(int B,
 //          for the block's channels, and the five interpolations x + (x_prev - x)(maa_m + delta_m)
 //   tmix6  per (head, sequence): the decay LoRA's second factor and w = exp(-exp(.)), the WKV6
 //          state update y = r (S + u k v^T), S = diag(w) S + k v^T, the group norm, silu(g);
-//          without the LoRA (D2 = 0) RWKV-5.2's (kernels/wkv5/decode.py)
+//          without the LoRA (D2 = 0) RWKV-5's (kernels/wkv5/decode.py): 5.2's as they are, 5.0 /
+//          5.1's with one decay and exp(time_first) a head (per_head), 5.0's without the gate
 //
 // mix6: grid (C / M6_CH, B), M6_GROUPS row groups of M6_CH channels. Thread (gr, c) holds rows
 // gr, gr + M6_GROUPS, ... of each of the five D-row blocks of time_maa_w2 for its channel,
@@ -642,8 +643,8 @@ __global__ void __launch_bounds__(TM6_G * N) tmix6_decode_kernel(int B, int H, T
   for (int q = 0; q < ROWS; ++q) s[q] = st[(size_t)(l * ROWS + q) * N + j];
   float in_w0 = 0.f, in_u = 0.f, in_lw = 0.f, in_lb = 0.f;
   if (tid < N) {
-    in_w0 = p.w0[c];
-    in_u = p.u[c];
+    in_w0 = p.per_head ? p.w0[h] : p.w0[c];
+    in_u = p.per_head ? expf(p.u[h]) : p.u[c];
     in_lw = p.lnx_w[c];
     in_lb = p.lnx_b[c];
   }
@@ -653,7 +654,7 @@ __global__ void __launch_bounds__(TM6_G * N) tmix6_decode_kernel(int B, int H, T
     in_r = to_f(static_cast<const F*>(p.r)[bc + c]);
     in_k = to_f(static_cast<const F*>(p.k)[bc + c]);
     in_v = to_f(static_cast<const F*>(p.v)[bc + c]);
-    in_g = to_f(static_cast<const F*>(p.g)[bc + c]);
+    if (p.g) in_g = to_f(static_cast<const F*>(p.g)[bc + c]);
   }
   for (int q = tid; q < p.D2; q += THREADS) hid[q] = tanh_(ksplit_sum(p.partial, p.ksplit, B, b, p.D2, q));
   __syncthreads();
@@ -692,7 +693,8 @@ __global__ void __launch_bounds__(TM6_G * N) tmix6_decode_kernel(int B, int H, T
   const float rstd = head_norm<THREADS, TM6_G, N>(part_y, hred[0], hred[1], p.lnx_eps, d);
   if (tid < N) {
     const float yn = d * rstd * in_lw + in_lb;
-    static_cast<F*>(p.out)[bc + c] = from_f<F>(yn * in_g * sigmoidf_(in_g) * p.scale);
+    const float gate = p.g ? in_g * sigmoidf_(in_g) : 1.f;
+    static_cast<F*>(p.out)[bc + c] = from_f<F>(yn * gate * p.scale);
   }
 }
 

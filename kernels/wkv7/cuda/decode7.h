@@ -73,11 +73,12 @@ struct Mix6Args {
   void* out;               // [5, B, C]: x_w, x_k, x_v, x_r, x_g
 };
 struct Tmix6Args {
-  const void *r, *k, *v, *g;  // [B, C] projections (g before its silu)
+  const void *r, *k, *v, *g;  // [B, C] projections (g before its silu; null: no gate, RWKV-5.0)
   const float* partial;       // [ksplit, B, D2] from lora_down (of x_w by time_decay_w1)
   int ksplit, D2;             // D2 = 0: no decay LoRA (RWKV-5.2)
   const void* w2;             // [D2, C] time_decay_w2
-  const float *w0, *u;        // [C] time_decay, time_faaaa, fp32
+  const float *w0, *u;        // [C] time_decay, time_faaaa, fp32; per_head: [H] time_decay and
+  int per_head;               //   time_first, the bonus exp(time_first) (RWKV-5.0 / 5.1)
   const float *lnx_w, *lnx_b;  // [C] fp32
   float lnx_eps;
   float* state;               // [B, H, N, N] fp32, [K, V], updated in place

@@ -5,8 +5,11 @@ against the model's own ops on a (B, 1) input, in one process,
 forms alternated over rounds of 7 x 50 replays at batch 1 (one round at batch 2); the first
 step's logits of the two; the floor from the copy rate measured in the same run.
 
-    python results/decode/rwkv6-fused/step_bench.py [PRESET [DTYPE]]
+    python results/decode/rwkv6-fused/step_bench.py [PRESET [DTYPE [VERSION]]]
+
+VERSION: the preset's shape as another RWKV version (e.g. rwkv5-3b as 5.1 or 5.0).
 """
+import dataclasses
 import statistics
 import sys
 import time
@@ -15,7 +18,7 @@ import torch
 
 from archbench.harness.graphs import GraphedStep
 from archbench.harness.interface import decode_read_nbytes
-from archbench.harness.registry import build
+from archbench.harness.registry import build, config_for, make
 from archbench.harness.testing import errors
 from archbench.suites.kernel_bench import copy_bandwidth
 
@@ -40,9 +43,15 @@ def step_times(m, B, reps=7, n=50):
     return ts
 
 
-def main(name, dtype="bfloat16"):
+def main(name, dtype="bfloat16", version=None):
     t0 = time.time()
-    m = build(name, impl="cuda", dtype=dtype, device="cuda")
+    if version is None:
+        m = build(name, impl="cuda", dtype=dtype, device="cuda")
+    else:
+        family, cfg = config_for(name)
+        m = make(family, dataclasses.replace(cfg, version=version), impl="cuda").init_random_(0)
+        m = m.cuda().cast(dtype).eval()
+        name = f"{name} as {version}"
     print(f"built {name} ({dtype}) in {time.time() - t0:.0f} s", flush=True)
     read = decode_read_nbytes(m)
     bw = copy_bandwidth()
