@@ -228,6 +228,27 @@ __device__ __forceinline__ void cumulative_decay(const F (*w)[N], float (*lam)[N
   }
 }
 
+// A state pass's S_C = D∘S_0 + (the op's products), a 16 x 16 tile at a time, each state warp
+// its own tiles: D∘S_0 in place, loaded as the accumulator, add(acc, mi, ni) adds the products
+// of tile (mi, ni), and the tile is stored back. s: the state tile [N][LDV] of NT column tiles.
+template <int N, int NT, int LDV, class Add>
+__device__ __forceinline__ void update_state_tiles(float (*s)[LDV], const float* d, int warp, int lane, Add add) {
+#pragma unroll
+  for (int q = warp; q < (N / 16) * NT; q += SW) {
+    const int mi = q / NT, ni = q % NT;
+#pragma unroll
+    for (int e = lane; e < 256; e += 32) {
+      const int rr = mi * 16 + e / 16, cc = ni * 16 + e % 16;
+      s[rr][cc] *= d[rr];
+    }
+    __syncwarp();
+    Acc acc;
+    wmma::load_matrix_sync(acc, &s[mi * 16][ni * 16], LDV, wmma::mem_row_major);
+    add(acc, mi, ni);
+    wmma::store_matrix_sync(&s[mi * 16][ni * 16], acc, LDV, wmma::mem_row_major);
+  }
+}
+
 // Whether an op's build needs the count of real tokens in its chunk (Op::COUNTS_TOKENS: the
 // pipeline then sets Scratch::ntok, C but in a last, partial chunk).
 template <class O, class = void>

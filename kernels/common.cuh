@@ -40,6 +40,30 @@ __device__ __forceinline__ void load_row(const float* row, int lane, float* out)
   }
 }
 
+// Where a thread of the sequential kernels (wkv6.cu, wkv7.cu) sits: blocks (b H + h) N / CB ..
+// own CB value columns of head h of batch b from col0, S_LANES threads (lanes) a column;
+// thread (col, lane) holds entries e of state column j = col0 + col at key index idx(e) =
+// ((e / 4) S_LANES + lane) 4 + e % 4: the S_LANES lanes of a column read consecutive 16-byte
+// pieces of a shared-memory row (one wavefront, no bank conflict) and the columns of a warp
+// share them (broadcast). Token t's row of the head starts at base + t tok_stride.
+template <int N, int CB, int S_LANES>
+struct SeqPlace {
+  int bh, col0, bi, h, tid, col, lane, j;
+  size_t tok_stride, base;
+  __device__ __forceinline__ SeqPlace(int T, int H) {
+    const int groups = N / CB;
+    bh = blockIdx.x / groups;
+    col0 = (blockIdx.x % groups) * CB;
+    bi = bh / H, h = bh % H;
+    tid = threadIdx.x;
+    col = tid / S_LANES, lane = tid % S_LANES;
+    j = col0 + col;
+    tok_stride = (size_t)H * N;
+    base = (size_t)bi * T * tok_stride + (size_t)h * N;
+  }
+  __device__ __forceinline__ int idx(int e) const { return ((e / 4) * S_LANES + lane) * 4 + (e % 4); }
+};
+
 // Stages TC tokens of a head's inputs into shared memory as fp32: NFULL inputs of N
 // entries per token (input DECAY exponentiated on the way: the kernels take log decays),
 // plus this block's CB entries of v. fetch() starts the 16-byte global loads of a chunk
@@ -120,6 +144,34 @@ __device__ __forceinline__ void lane_group_reduce_scatter(float* v, int lane) {
         v[i] = keep + __shfl_xor_sync(0xffffffffu, send, m);
       }
     }
+  }
+}
+
+// The sequential kernels' chunk of len tokens (wkv6.cu, wkv7.cu): step(tt) takes token tt
+// through this thread's state entries and returns its part of the column's y; the S_LANES
+// lanes' parts are summed into s_y[tt][col] (a full chunk unrolled, reduce-scattered, where
+// S_LANES >= 4: measured, with 1-2 lanes the unrolled chunk costs occupancy); then the block
+// writes the chunk's y, token t0 + tt of column col0 + c at y[base + (t0 + tt) tok_stride + col0 + c].
+template <int TC, int S_LANES, int CB, int THREADS, typename F, class Step>
+__device__ __forceinline__ void chunk_steps(Step&& step, int len, int lane, int col, int tid, float (*s_y)[CB],
+                                            F* y, size_t base, size_t tok_stride, int t0, int col0) {
+  if (S_LANES >= 4 && len == TC) {
+    float yp[TC];
+#pragma unroll
+    for (int tt = 0; tt < TC; ++tt) yp[tt] = step(tt);
+    lane_group_reduce_scatter<TC, S_LANES>(yp, lane);
+#pragma unroll
+    for (int q = 0; q < TC / S_LANES; ++q) s_y[lane * (TC / S_LANES) + q][col] = yp[q];
+  } else {
+    for (int tt = 0; tt < len; ++tt) {
+      const float yy = lane_group_sum<S_LANES>(step(tt));
+      if (lane == 0) s_y[tt][col] = yy;
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < len * CB; idx += THREADS) {
+    const int tt = idx / CB, c = idx % CB;
+    y[base + (size_t)(t0 + tt) * tok_stride + col0 + c] = from_f<F>(s_y[tt][c]);
   }
 }
 

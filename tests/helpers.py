@@ -33,6 +33,49 @@ def tiny_neox_folder(folder: Path, text: str) -> Path:
     return folder
 
 
+# ---- the models' three modes (tests/models/test_rwkv_modes.py, test_mamba.py, test_transformer.py) ----
+B, T = 3, 37
+SPLITS = [(1, 36), (5, 5, 27), (16, 1, 20), (36, 1)]  # the T tokens in chunks: single tokens, a long tail
+
+
+def tokens_for(model, b=B, t=T, seed=0):
+    import torch
+    return torch.randint(0, model.config.vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
+
+
+def steps_match_whole(model, state=None):
+    """model.step over tokens_for(model) one position at a time, from state (else
+    init_state), gives the logits of one forward over them: (tokens, the final state, the
+    forward's state)."""
+    import torch
+    from archbench.harness.testing import assert_close
+    tokens = tokens_for(model)
+    full, full_state = model.forward(tokens)
+    state, steps = (model.init_state(tokens.shape[0]) if state is None else state), []
+    for t in range(tokens.shape[1]):
+        logits, state = model.step(tokens[:, t], state)
+        steps.append(logits)
+    assert_close(torch.stack(steps, dim=1), full, what="steps vs parallel")
+    return tokens, state, full_state
+
+
+def chunks_match_whole(model, splits, state=None):
+    """model.forward over tokens_for(model) cut into chunks of the lengths in splits, the
+    state carried from state (else none), gives the logits of one forward over them: (tokens,
+    the final state, the forward's state)."""
+    import torch
+    from archbench.harness.testing import assert_close
+    tokens = tokens_for(model)
+    full, full_state = model.forward(tokens)
+    pieces, start = [], 0
+    for n in splits:
+        logits, state = model.forward(tokens[:, start:start + n], state)
+        pieces.append(logits)
+        start += n
+    assert_close(torch.cat(pieces, dim=1), full, what=f"chunks {splits}")
+    return tokens, state, full_state
+
+
 # ---- the chunked tensor-core WKV kernels' tests (tests/kernels/test_wkv*_chunked*.py) ----
 def random_state(B: int, H: int, N: int, seed: int = 1, device: str = "cpu"):
     """A nonzero initial WKV state [B, H, N, N] of about the scale models carry."""

@@ -53,16 +53,26 @@ class _Rand:
         sd[name + ".weight"] = self.uniform(C, lo=0.7, hi=1.3)
         sd[name + ".bias"] = self.normal(C, std=0.1)
 
+    def blink(self, L, C, V, layer):
+        """A BlinkDL state dict in its key order: emb, ln0, each layer's ln1, ln2 and then
+        layer(sd, i, "blocks.{i}."), ln_out, head."""
+        sd = {"emb.weight": self.normal(V, C, std=1.0)}
+        self.norm(sd, "blocks.0.ln0", C)
+        for i in range(L):
+            b = f"blocks.{i}."
+            self.norm(sd, b + "ln1", C)
+            self.norm(sd, b + "ln2", C)
+            layer(sd, i, b)
+        self.norm(sd, "ln_out", C)
+        sd["head.weight"] = self.matrix(V, C)
+        return sd
+
 
 def blink_rwkv4(L=6, C=88, V=97, A=None, F=None, seed=0):
     A, F = A or C, F or 4 * C
     r = _Rand(seed)
-    sd = {"emb.weight": r.normal(V, C, std=1.0)}
-    r.norm(sd, "blocks.0.ln0", C)
-    for i in range(L):
-        b = f"blocks.{i}."
-        r.norm(sd, b + "ln1", C)
-        r.norm(sd, b + "ln2", C)
+
+    def layer(sd, i, b):
         sd[b + "att.time_decay"] = r.uniform(A, lo=-5, hi=1)
         sd[b + "att.time_first"] = r.uniform(A, lo=0.3, hi=1)
         for x in "kvr":
@@ -75,20 +85,15 @@ def blink_rwkv4(L=6, C=88, V=97, A=None, F=None, seed=0):
         sd[b + "ffn.key.weight"] = r.matrix(F, C)
         sd[b + "ffn.receptance.weight"] = r.matrix(C, C)
         sd[b + "ffn.value.weight"] = r.matrix(C, F)
-    r.norm(sd, "ln_out", C)
-    sd["head.weight"] = r.matrix(V, C)
-    return sd
+
+    return r.blink(L, C, V, layer)
 
 
 def blink_rwkv6(L=6, C=96, N=32, V=97, D=16, D2=40, F=None, seed=1):
     H, F = C // N, F or 7 * C // 2
     r = _Rand(seed)
-    sd = {"emb.weight": r.normal(V, C, std=1.0)}
-    r.norm(sd, "blocks.0.ln0", C)
-    for i in range(L):
-        b = f"blocks.{i}."
-        r.norm(sd, b + "ln1", C)
-        r.norm(sd, b + "ln2", C)
+
+    def layer(sd, i, b):
         a = b + "att."
         for x in "xwkvrg":
             sd[a + f"time_maa_{x}"] = r.uniform(1, 1, C)
@@ -107,20 +112,15 @@ def blink_rwkv6(L=6, C=96, N=32, V=97, D=16, D2=40, F=None, seed=1):
         sd[f + "key.weight"] = r.matrix(F, C)
         sd[f + "receptance.weight"] = r.matrix(C, C)
         sd[f + "value.weight"] = r.matrix(C, F)
-    r.norm(sd, "ln_out", C)
-    sd["head.weight"] = r.matrix(V, C)
-    return sd
+
+    return r.blink(L, C, V, layer)
 
 
 def blink_rwkv7(L=6, C=128, N=64, V=97, Dw=32, Da=24, Dv=16, Dg=40, F=None, layer0_v=True, seed=2):
     H, F = C // N, F or 4 * C
     r = _Rand(seed)
-    sd = {"emb.weight": r.normal(V, C, std=1.0)}
-    r.norm(sd, "blocks.0.ln0", C)
-    for i in range(L):
-        b = f"blocks.{i}."
-        r.norm(sd, b + "ln1", C)
-        r.norm(sd, b + "ln2", C)
+
+    def layer(sd, i, b):
         a = b + "att."
         for x in "rwkvag":
             sd[a + f"x_{x}"] = r.uniform(1, 1, C)
@@ -146,9 +146,8 @@ def blink_rwkv7(L=6, C=128, N=64, V=97, Dw=32, Da=24, Dv=16, Dg=40, F=None, laye
         sd[f + "x_k"] = r.uniform(1, 1, C)
         sd[f + "key.weight"] = r.matrix(F, C)
         sd[f + "value.weight"] = r.matrix(C, F)
-    r.norm(sd, "ln_out", C)
-    sd["head.weight"] = r.matrix(V, C)
-    return sd
+
+    return r.blink(L, C, V, layer)
 
 
 def assert_same_state_dict(got: dict, want: dict, ordered: bool = True):

@@ -13,42 +13,25 @@ from archbench.harness.errors import MissingDependencyError
 from archbench.harness.registry import config_for, make
 from archbench.harness.testing import assert_close
 from archbench.models import mamba as mb
+from helpers import SPLITS, chunks_match_whole, steps_match_whole, tokens_for
 
 TINY = ["mamba-tiny", "mamba2-tiny"]
-B, T = 3, 37
-
-
-def tokens_for(model, b=B, t=T, seed=0):
-    return torch.randint(0, model.config.vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("name", TINY)
 def test_parallel_equals_recurrent(name):
     model = archbench.build(name)
-    tokens = tokens_for(model)
-    full, full_state = model.forward(tokens)
-    assert_close(full, model.lm(tokens, use_cache=False).logits, what="vs transformers without a cache")
-    state, steps = model.init_state(B), []
-    for t in range(T):
-        logits, state = model.step(tokens[:, t], state)
-        steps.append(logits)
-    assert_close(torch.stack(steps, dim=1), full, what="steps vs parallel")
+    tokens, state, full_state = steps_match_whole(model)
+    assert_close(model.forward(tokens)[0], model.lm(tokens, use_cache=False).logits,
+                 what="vs transformers without a cache")
     assert_close(state.ssm, full_state.ssm, what="final SSM state")
     assert_close(state.conv, full_state.conv, what="final conv state")
 
 
 @pytest.mark.parametrize("name", TINY)
-@pytest.mark.parametrize("splits", [(1, 36), (5, 5, 27), (16, 1, 20), (36, 1)])
+@pytest.mark.parametrize("splits", SPLITS)
 def test_parallel_equals_chunked(name, splits):
-    model = archbench.build(name)
-    tokens = tokens_for(model)
-    full, full_state = model.forward(tokens)
-    state, pieces, start = None, [], 0
-    for n in splits:
-        logits, state = model.forward(tokens[:, start:start + n], state)
-        pieces.append(logits)
-        start += n
-    assert_close(torch.cat(pieces, dim=1), full, what=f"chunks {splits}")
+    _, state, full_state = chunks_match_whole(archbench.build(name), splits)
     assert_close(state.ssm, full_state.ssm, what="final SSM state")
 
 

@@ -7,42 +7,22 @@ import archbench
 from archbench.harness.registry import family_class
 from archbench.harness.testing import assert_close, errors
 from archbench.models.rwkv_common import RWKVConfig
-from helpers import run_rwkv_oracle
+from helpers import B, SPLITS, chunks_match_whole, run_rwkv_oracle, steps_match_whole, tokens_for
 
 TINY = ["rwkv4-tiny", "rwkv5.0-tiny", "rwkv5.1-tiny", "rwkv5-tiny", "rwkv6-tiny", "rwkv7-tiny"]
-B, T = 3, 37
-
-
-def tokens_for(model, b=B, t=T, seed=0):
-    return torch.randint(0, model.config.vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("name", TINY)
 def test_parallel_equals_recurrent(name):
-    model = archbench.build(name)
-    tokens = tokens_for(model)
-    full, full_state = model.forward(tokens)
-    state, steps = model.init_state(B), []
-    for t in range(T):
-        logits, state = model.step(tokens[:, t], state)
-        steps.append(logits)
-    assert_close(torch.stack(steps, dim=1), full, what="steps vs parallel")
+    _, state, full_state = steps_match_whole(archbench.build(name))
     for a, b in zip(state.tensors().values(), full_state.tensors().values()):
         assert_close(a, b, what="final state")
 
 
 @pytest.mark.parametrize("name", TINY)
-@pytest.mark.parametrize("splits", [(1, 36), (5, 5, 27), (16, 1, 20), (36, 1)])
+@pytest.mark.parametrize("splits", SPLITS)
 def test_parallel_equals_chunked(name, splits):
-    model = archbench.build(name)
-    tokens = tokens_for(model)
-    full, full_state = model.forward(tokens)
-    state, pieces, start = None, [], 0
-    for n in splits:
-        logits, state = model.forward(tokens[:, start:start + n], state)
-        pieces.append(logits)
-        start += n
-    assert_close(torch.cat(pieces, dim=1), full, what=f"chunks {splits}")
+    _, state, full_state = chunks_match_whole(archbench.build(name), splits)
     assert_close(state.wkv, full_state.wkv, what="final wkv state")
 
 

@@ -10,13 +10,9 @@ from archbench.harness.errors import CheckpointError, MissingDependencyError
 from archbench.harness.registry import config_for, make
 from archbench.harness.testing import assert_close
 from archbench.models import transformer as tf
+from helpers import B, SPLITS, T, chunks_match_whole, steps_match_whole, tokens_for
 
 TINY = ["pythia-tiny", "llama-tiny"]
-B, T = 3, 37
-
-
-def tokens_for(model, b=B, t=T, seed=0):
-    return torch.randint(0, model.config.vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
 
 
 def reference_forward(model, tokens):
@@ -37,29 +33,16 @@ def test_parallel_equals_transformers(name):
 @pytest.mark.parametrize("name", TINY)
 def test_parallel_equals_recurrent(name):
     model = archbench.build(name)
-    tokens = tokens_for(model)
-    full, full_state = model.forward(tokens)
-    state, steps = model.init_state(B), []  # room for 256: no growth
-    for t in range(T):
-        logits, state = model.step(tokens[:, t], state)
-        steps.append(logits)
-    assert_close(torch.stack(steps, dim=1), full, what="steps vs parallel")
+    _, state, full_state = steps_match_whole(model, model.init_state(B))  # room for 256: no growth
     assert state.length == T and state.pos.item() == T
     assert_close(state.k[:, :, :, :T], full_state.k[:, :, :, :T], what="keys")
 
 
 @pytest.mark.parametrize("name", TINY)
-@pytest.mark.parametrize("splits", [(1, 36), (5, 5, 27), (16, 1, 20), (36, 1)])
+@pytest.mark.parametrize("splits", SPLITS)
 def test_parallel_equals_chunked(name, splits):
     model = archbench.build(name)
-    tokens = tokens_for(model)
-    full, _ = model.forward(tokens)
-    state, pieces, start = model.init_state(B, max_len=splits[0]), [], 0  # grows on the way
-    for n in splits:
-        logits, state = model.forward(tokens[:, start:start + n], state)
-        pieces.append(logits)
-        start += n
-    assert_close(torch.cat(pieces, dim=1), full, what=f"chunks {splits}")
+    tokens, state, _ = chunks_match_whole(model, splits, model.init_state(B, max_len=splits[0]))  # grows on the way
     logits, state = model.step(tokens[:, 0], state)  # and a step after the chunks
     assert_close(logits, model.forward(torch.cat([tokens, tokens[:, :1]], 1))[0][:, -1], what="step after chunks")
 

@@ -223,24 +223,12 @@ struct Op {
       out.write(acc, sm.ystage[warp], c, ni, lane);
     }
     state_sync();  // every read of S_0 done: S is updated in place below
-    // S_C = D∘S_0 + K̂ᵀ V, a 16 x 16 tile at a time (each warp its own tiles): D∘S_0 in place,
-    // loaded as the accumulator, and the product added
-#pragma unroll
-    for (int q = warp; q < (N / 16) * NT; q += SW) {
-      const int mi = q / NT, ni = q % NT;
-#pragma unroll
-      for (int e = lane; e < 256; e += 32) {
-        const int rr = mi * 16 + e / 16, cc = ni * 16 + e % 16;
-        sm.s[rr][cc] *= ch.d[rr];
-      }
-      __syncwarp();
-      Acc acc;
-      wmma::load_matrix_sync(acc, &sm.s[mi * 16][ni * 16], LDV, wmma::mem_row_major);
+    // S_C = D∘S_0 + K̂ᵀ V
+    update_state_tiles<N, NT, LDV>(sm.s, ch.d, warp, lane, [&](Acc& acc, int mi, int ni) {
 #pragma unroll
       for (int k0 = 0; k0 < C; k0 += 8)  // A operand (i, j) = K̂[j][i]: col-major
         mma8<PASSES, wmma::col_major, wmma::row_major>(acc, &ch.kh[k0][mi * 16], LDN, &ch.v[k0][ni * 16], LDV);
-      wmma::store_matrix_sync(&sm.s[mi * 16][ni * 16], acc, LDV, wmma::mem_row_major);
-    }
+    });
   }
 };
 

@@ -46,19 +46,10 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
   __shared__ __align__(16) float s_v[TC][CB];
   __shared__ __align__(16) float s_y[TC][CB];
 
-  const int groups = N / CB;
-  const int bh = blockIdx.x / groups;           // b * H + h
-  const int col0 = (blockIdx.x % groups) * CB;  // first value column of this block
-  const int bi = bh / H, h = bh % H;
-  const int tid = threadIdx.x;
-  const int col = tid / S_LANES, lane = tid % S_LANES;
-  const int j = col0 + col;
-  // Entry e of this thread is key index idx(e) = ((e / 4) * S_LANES + lane) * 4 + e % 4: the
-  // S_LANES lanes of a column read consecutive 16-byte pieces of a shared-memory row (one
-  // wavefront, no bank conflict) and the columns of a warp share them (broadcast).
-  auto idx = [&](int e) { return ((e / 4) * S_LANES + lane) * 4 + (e % 4); };
-  const size_t tok_stride = (size_t)H * N;
-  const size_t base = (size_t)bi * T * tok_stride + (size_t)h * N;
+  const SeqPlace<N, CB, S_LANES> p(T, H);
+  const int bh = p.bh, col0 = p.col0, h = p.h, tid = p.tid, col = p.col, lane = p.lane, j = p.j;
+  const size_t tok_stride = p.tok_stride, base = p.base;
+  auto idx = [&](int e) { return p.idx(e); };
   const F* ins[5] = {r, w, k, a, b};
 
   float s[E];
@@ -73,24 +64,8 @@ wkv7_forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__
     __syncthreads();
     if (t0 + TC < T) chunk.fetch(ins, v, base, tok_stride, col0, t0 + TC, T, tid);  // in flight meanwhile
     const int len = min(TC, T - t0);
-    if (S_LANES >= 4 && len == TC) {  // measured: with 1-2 lanes the unrolled chunk costs occupancy
-      float yp[TC];
-#pragma unroll
-      for (int tt = 0; tt < TC; ++tt) yp[tt] = wkv7_step<E, S_LANES>(s, s_in, s_v, tt, lane, col);
-      lane_group_reduce_scatter<TC, S_LANES>(yp, lane);
-#pragma unroll
-      for (int q = 0; q < TC / S_LANES; ++q) s_y[lane * (TC / S_LANES) + q][col] = yp[q];
-    } else {
-      for (int tt = 0; tt < len; ++tt) {
-        const float yy = lane_group_sum<S_LANES>(wkv7_step<E, S_LANES>(s, s_in, s_v, tt, lane, col));
-        if (lane == 0) s_y[tt][col] = yy;
-      }
-    }
-    __syncthreads();
-    for (int idx = tid; idx < len * CB; idx += THREADS) {
-      const int tt = idx / CB, c = idx % CB;
-      y[base + (size_t)(t0 + tt) * tok_stride + col0 + c] = from_f<F>(s_y[tt][c]);
-    }
+    chunk_steps<TC, S_LANES, CB, THREADS>([&](int tt) { return wkv7_step<E, S_LANES>(s, s_in, s_v, tt, lane, col); },
+                                          len, lane, col, tid, s_y, y, base, tok_stride, t0, col0);
   }
 #pragma unroll
   for (int e = 0; e < E; ++e) st[idx(e) * N + j] = s[e];

@@ -293,27 +293,15 @@ struct Op {
         mma8<PASSES, wmma::row_major, wmma::row_major>(yacc, &ch.mrb[0][k0], LDC, &sm.u[k0][ytile * 16], LDV);
       out.write(yacc, sm.ystage[warp], c, ytile, lane);
     }
-    //    S_C = D∘S_0 + B̂ᵀ U + K̂ᵀ V, a 16 x 16 tile at a time (each warp its own tiles):
-    //    D∘S_0 in place, loaded as the accumulator, and the products added
-#pragma unroll
-    for (int q = warp; q < (N / 16) * NT; q += SW) {
-      const int mi = q / NT, ni = q % NT;
-#pragma unroll
-      for (int e = lane; e < 256; e += 32) {
-        const int rr = mi * 16 + e / 16, cc = ni * 16 + e % 16;
-        sm.s[rr][cc] *= ch.d[rr];
-      }
-      __syncwarp();
-      Acc acc;
-      wmma::load_matrix_sync(acc, &sm.s[mi * 16][ni * 16], LDV, wmma::mem_row_major);
+    //    S_C = D∘S_0 + B̂ᵀ U + K̂ᵀ V
+    update_state_tiles<N, NT, LDV>(sm.s, ch.d, warp, lane, [&](Acc& acc, int mi, int ni) {
 #pragma unroll
       for (int k0 = 0; k0 < C; k0 += 8)  // A operand (i, j) = B̂[j][i]: col-major
         mma8<PASSES, wmma::col_major, wmma::row_major>(acc, &ch.bh[k0][mi * 16], LDN, &sm.u[k0][ni * 16], LDV);
 #pragma unroll
       for (int k0 = 0; k0 < C; k0 += 8)
         mma8<PASSES, wmma::col_major, wmma::row_major>(acc, &ch.kh[k0][mi * 16], LDN, &ch.v[k0][ni * 16], LDV);
-      wmma::store_matrix_sync(&sm.s[mi * 16][ni * 16], acc, LDV, wmma::mem_row_major);
-    }
+    });
   }
 };
 
