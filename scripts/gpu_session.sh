@@ -26,6 +26,8 @@
 #            RWKV-7 2.9B) in bf16, then RWKV-4 and RWKV-6 in fp16; logs to $OUT/steps-*.log
 #   kernels  the WKV kernel benchmark against fla (and the PyTorch chunked WKV7): $KERNEL_OPS,
 #            $KERNEL_SHAPES (2b9, 7b or all), $KERNEL_SKIP
+#   turns    WKV6, WKV5 and WKV4 prefill timed in turns at the benchmark's shapes (issue 3's "WKV4
+#            and WKV5 at least as fast per token as WKV6"; results/kernels/wkv5-vs-wkv6-20261129/ab.py)
 # --until S: stop starting new work S seconds after the start (a call lasts at most 600 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +81,8 @@ for stage in "${STAGES[@]}"; do
            done ;;
     kernels) timeout "$(left)" python3 -m archbench.suites.kernel_bench --ops ${KERNEL_OPS:-wkv7 wkv6} --shapes ${KERNEL_SHAPES:-2b9} \
                --skip ${KERNEL_SKIP:-blinkdl-layout fla-recurrent torch-chunked} --out results/kernels 2>&1 | tee "$OUT/kernels.log" | tail -30 ;;
+    turns) timeout "$(left)" python3 results/kernels/wkv5-vs-wkv6-20261129/ab.py 5 > "$OUT/turns.log" 2>&1
+           grep -v JSON "$OUT/turns.log" | tail -12 ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
