@@ -3,16 +3,21 @@
 One extension holds every op (the .cu files compile in parallel); each kernel is a
 template instantiated for float32/float16/bfloat16 and head sizes 16, 32, 64 and 128. The
 build is cached per GPU architecture and source hash (under TORCH_EXTENSIONS_DIR), so a
-second process loads it in a second.
+second process loads it in a second. A build killed half-way (a sweep cell's timeout,
+Ctrl-C) leaves torch's lock file behind, on which every later build would wait forever;
+`build_lock` clears it.
 
     ext = extension()          # raises MissingDependencyError with the reason if impossible
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import shutil
+import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,6 +59,42 @@ def _source_hash() -> str:
     return h.hexdigest()[:10]
 
 
+def build_directory(name: str) -> Path:
+    """Where torch builds extension `name`: TORCH_EXTENSIONS_DIR, or torch's default root with
+    its per-Python, per-CUDA folder (the place torch itself would choose)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if not root:
+        from torch.utils.cpp_extension import get_default_build_root
+        cuda = (torch.version.cuda or "cpu").replace(".", "")
+        root = os.path.join(get_default_build_root(), f"py{sys.version_info.major}{sys.version_info.minor}_cu{cuda}")
+    d = Path(root) / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@contextlib.contextmanager
+def build_lock(directory: Path):
+    """Holds an OS file lock on `directory` (released by the OS when its process dies, however
+    it dies), then removes torch's own lock file there if one is left. torch marks a build in
+    progress by creating `lock` and waits, without end, for it to go away; a process killed
+    mid-build never removes it. Under our lock no live archbench build can own it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's lock alone
+        yield
+        return
+    with open(directory / "archbench.flock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            stale = directory / "lock"
+            if stale.exists():
+                warnings.warn(f"removing the lock file of an interrupted build: {stale}")
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+
 @functools.lru_cache(maxsize=None)
 def extension():
     reason = unavailable_reason()
@@ -65,8 +106,11 @@ def extension():
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
     name = f"archbench_wkv_sm{major}{minor}_{_source_hash()}"
     flags = ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo", "--split-compile=0", f"-I{ROOT}", *_defines()]
-    return load(name=name, sources=[str(s) for s in SOURCES], extra_cuda_cflags=flags,
-                extra_cflags=["-O3", f"-I{ROOT}"], verbose=os.environ.get("ARCHBENCH_VERBOSE_BUILD") == "1")
+    directory = build_directory(name)
+    with build_lock(directory):
+        return load(name=name, sources=[str(s) for s in SOURCES], extra_cuda_cflags=flags,
+                    extra_cflags=["-O3", f"-I{ROOT}"], build_directory=str(directory),
+                    verbose=os.environ.get("ARCHBENCH_VERBOSE_BUILD") == "1")
 
 
 def check_inputs(op: str, tensors: dict[str, torch.Tensor], shape: tuple[int, ...]) -> torch.dtype:
