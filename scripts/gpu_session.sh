@@ -28,6 +28,8 @@
 #            $KERNEL_SHAPES (2b9, 7b or all), $KERNEL_SKIP
 #   turns    WKV6, WKV5 and WKV4 prefill timed in turns at the benchmark's shapes (issue 3's "WKV4
 #            and WKV5 at least as fast per token as WKV6"; results/kernels/wkv5-vs-wkv6-20261129/ab.py)
+#   stream   the persistent streaming kernel's next experiment: many small ring slots (any Hopper;
+#            results/decode/rwkv7-stream/stream_chain.py --small-slots), log in $OUT/stream.log
 # --until S: stop starting new work S seconds after the start (a call lasts at most 600 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +85,8 @@ for stage in "${STAGES[@]}"; do
                --skip ${KERNEL_SKIP:-blinkdl-layout fla-recurrent torch-chunked} --out results/kernels 2>&1 | tee "$OUT/kernels.log" | tail -30 ;;
     turns) timeout "$(left)" python3 results/kernels/wkv5-vs-wkv6-20261129/ab.py 5 > "$OUT/turns.log" 2>&1
            grep -v JSON "$OUT/turns.log" | tail -12 ;;
+    stream) timeout "$(left)" python3 results/decode/rwkv7-stream/stream_chain.py --small-slots > "$OUT/stream.log" 2>&1
+            grep -A40 SUMMARY "$OUT/stream.log" ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

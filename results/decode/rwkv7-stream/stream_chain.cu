@@ -6,7 +6,7 @@
 // y_{p-1}), bf16, batch 1, in ONE launch: one block an SM. In each block a producer (one
 // thread with bulk copies, cp.async.bulk, completing on an mbarrier; or a warp of 16-byte
 // cp.async, arriving on it with cp.async.mbarrier.arrive) streams the block's weight tiles
-// (whole rows, up to SLOT bytes, contiguous in row-major W) into a ring of S shared-memory
+// (whole rows, or pieces of one, contiguous in row-major W) into a ring of S shared-memory
 // slots, phase after phase, never waiting for activations: weights do not depend on them.
 // NW consumer warps wait for phase p's input (a global counter of blocks done with phase
 // p - 1), copy it into shared memory, and take the phase's tiles in turn (warp w: tiles w,
@@ -26,7 +26,10 @@
 
 namespace {
 
-constexpr int SLOT = 20480;  // bytes a slot: 4 rows of 2560 or 1 row of 10240 bf16
+// Slots are SLOTB bytes (a template parameter: 20480 = 4 rows of 2560 or 1 row of 10240 bf16).
+// A warp's unit of work is max(1, SLOTB / 2K) whole rows in one slot, or - rows wider than a
+// slot - one row over 2K / SLOTB consecutive slots, released one by one as the warp is done
+// with each.
 constexpr int KMAX = 10240;
 
 // rows == 0: not a product but a stand-in for other work (a norm, the per-head kernel): the
@@ -112,23 +115,27 @@ __device__ __forceinline__ float dot8f(const uint4& a, const float4& b0, const f
   acc = fmaf(f3.x, b1.z, acc);
   return fmaf(f3.y, b1.w, acc);
 }
-__device__ __forceinline__ int rows_per_tile(int K) { return SLOT / (2 * K); }
+__device__ __forceinline__ int rows_per_unit(int K, int slotb) { return max(1, slotb / (2 * K)); }
+__device__ __forceinline__ int slots_per_unit(int K, int slotb) { return max(1, 2 * K / slotb); }
 // first tile of phase p for block b (tiles go round-robin from where the last phase stopped)
 __device__ __forceinline__ int first_tile(int b, int base, int G) { return ((b - base) % G + G) % G; }
 
 // Walks a block's tiles in the producer's order (for the prefetch window).
 struct Cursor {
   const Phase* phases;
-  int P, b, G, p = -1, j = 0, base = 0, T = 0, K = 0;
+  int P, b, G, slotb, p = -1, j = 0, base = 0, T = 0, K = 0;
   const __nv_bfloat16* w = nullptr;
-  __device__ Cursor(const Phase* ph, int P_, int b_, int G_) : phases(ph), P(P_), b(b_), G(G_) { next(); }
+  __device__ Cursor(const Phase* ph, int P_, int b_, int G_, int slotb_)
+      : phases(ph), P(P_), b(b_), G(G_), slotb(slotb_) {
+    next();
+  }
   __device__ void next() {  // to the next tile; p == P past the last
     if (p >= 0) j += G;
     while (p < P && (p < 0 || j >= T)) {
       if (p >= 0) base += T;
       if (++p == P) break;
       const Phase ph = phases[p];
-      T = ph.rows > 0 ? ph.rows / rows_per_tile(ph.K) : 0;
+      T = ph.rows > 0 ? ph.rows / rows_per_unit(ph.K, slotb) : 0;
       K = ph.K;
       w = ph.w;
       j = first_tile(b, base, G);
@@ -142,15 +149,15 @@ struct Cursor {
 // once a row), at the cost of 20 KB more shared memory, so one ring slot fewer.
 // pf > 0: the producer also asks for the tile pf places further in the block's sequence to be
 // prefetched into L2 (cp.async.bulk.prefetch.L2) as it fills a slot: a window beyond the ring.
-template <int NW, int S, bool VF32>
+template <int NW, int S, bool VF32, int SLOTB>
 __global__ void __launch_bounds__((NW + 1) * 32, 1)
     chain_kernel(const Phase* __restrict__ phases, int P, int* done, int wait, int evict_first, int mode, int split,
                  int pf, int vreg, int ng) {
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ float red[NW][2][NW][4];  // [group][tile parity][warp in group][row]
   uint8_t* ring = smem;
-  uint8_t* vec = smem + S * SLOT;
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + S * SLOT + KMAX * (VF32 ? 4 : 2));
+  uint8_t* vec = smem + S * SLOTB;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + S * SLOTB + KMAX * (VF32 ? 4 : 2));
   uint64_t* empty = full + S;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, G = gridDim.x, b = blockIdx.x;
   if (threadIdx.x == 0) {
@@ -169,25 +176,27 @@ __global__ void __launch_bounds__((NW + 1) * 32, 1)
         asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
       else
         asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(policy));
-      Cursor ahead{phases, P, b, G};
+      Cursor ahead{phases, P, b, G, SLOTB};
       for (int i = 0; i < pf; ++i) ahead.next();
       int n = 0, base = 0;
       for (int p = 0; p < P; ++p) {
         const Phase ph = phases[p];
-        const int rpt = rows_per_tile(ph.K), T = ph.rows > 0 ? ph.rows / rpt : 0;
-        const uint32_t bytes = (uint32_t)rpt * ph.K * 2;
-        for (int j = first_tile(b, base, G); j < T; j += G, ++n) {
+        const int rpu = rows_per_unit(ph.K, SLOTB), spu = slots_per_unit(ph.K, SLOTB);
+        const int T = ph.rows > 0 ? ph.rows / rpu : 0;
+        const uint32_t bytes = (uint32_t)rpu * ph.K * 2 / spu;  // a slot's
+        for (int j = first_tile(b, base, G); j < T; j += G)
+        for (int i = 0; i < spu; ++i, ++n) {
           const int s = n % S, k = n / S;
-          if (pf > 0 && lane == 0 && ahead.p < P) {
-            const int r = rows_per_tile(ahead.K);
+          if (pf > 0 && i == 0 && lane == 0 && ahead.p < P) {
+            const int r = rows_per_unit(ahead.K, SLOTB);
             asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ahead.w + (size_t)ahead.j * r * ahead.K),
                          "r"(r * ahead.K * 2)
                          : "memory");
             ahead.next();
           }
           if (k > 0) mbar_wait(&empty[s], (k - 1) & 1);
-          uint8_t* dst = ring + (size_t)s * SLOT;
-          const uint8_t* src = reinterpret_cast<const uint8_t*>(ph.w + (size_t)j * rpt * ph.K);
+          uint8_t* dst = ring + (size_t)s * SLOTB;
+          const uint8_t* src = reinterpret_cast<const uint8_t*>(ph.w + (size_t)j * rpu * ph.K) + (size_t)i * bytes;
           if (mode == TMA) {
             mbar_expect_tx(&full[s], bytes);
             const uint32_t piece = bytes / split;
@@ -211,7 +220,8 @@ __global__ void __launch_bounds__((NW + 1) * 32, 1)
   int n = 0, base = 0;
   for (int p = 0; p < P; ++p) {
     const Phase ph = phases[p];
-    const int rpt = rows_per_tile(ph.K), T = ph.rows > 0 ? ph.rows / rpt : 0, j0 = first_tile(b, base, G);
+    const int rpt = rows_per_unit(ph.K, SLOTB), spu = slots_per_unit(ph.K, SLOTB);
+    const int T = ph.rows > 0 ? ph.rows / rpt : 0, j0 = first_tile(b, base, G);
     const int cnt = j0 < T ? (T - 1 - j0) / G + 1 : 0;
     if (p > 0 && wait && threadIdx.x == 0)
       while (ld_acquire(&done[p - 1]) < G) {
@@ -278,7 +288,7 @@ __global__ void __launch_bounds__((NW + 1) * 32, 1)
       for (int t = g; t < cnt; t += ng) {
         const int nn = n + t, s = nn % S, k = nn / S, par = (t / ng) & 1;
         mbar_wait(&full[s], k & 1);
-        const uint4* w4 = reinterpret_cast<const uint4*>(ring + (size_t)s * SLOT);
+        const uint4* w4 = reinterpret_cast<const uint4*>(ring + (size_t)s * SLOTB);
         float part[4];
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
@@ -299,40 +309,49 @@ __global__ void __launch_bounds__((NW + 1) * 32, 1)
         }
       }
     } else
-    for (int t = warp; t < cnt; t += NW) {
-      const int nn = n + t, s = nn % S, k = nn / S;
-      mbar_wait(&full[s], k & 1);
-      const uint4* w4 = reinterpret_cast<const uint4*>(ring + (size_t)s * SLOT);
-      const int row0 = (j0 + t * G) * rpt;
-      for (int r = 0; r < rpt; ++r) {
-        float acc0 = 0.f, acc1 = 0.f;
-        if (in_regs) {
+    for (int t = warp; t < cnt; t += NW) {  // a warp a unit: rpt rows, over spu slots
+      float acc0[4] = {0.f, 0.f, 0.f, 0.f}, acc1[4] = {0.f, 0.f, 0.f, 0.f};
+      const int cps = cpr / spu;  // 16-byte chunks of a row in one slot: 320, 640 or 1280
+      for (int i = 0; i < spu; ++i) {
+        const int nn = n + t * spu + i, s = nn % S, k = nn / S;
+        mbar_wait(&full[s], k & 1);
+        const uint4* w4 = reinterpret_cast<const uint4*>(ring + (size_t)s * SLOTB);
 #pragma unroll
-          for (int u = 0; u < 10; u += 2) {
-            acc0 = dot8(w4[r * 320 + lane + 32 * u], vr[u], acc0);
-            acc1 = dot8(w4[r * 320 + lane + 32 * u + 32], vr[u + 1], acc1);
-          }
-        } else
-        for (int c0 = lane; c0 < cpr; c0 += 320) {  // cpr / 32 is 10 or 40
+        for (int r = 0; r < 4; ++r) {
+          if (r >= rpt) break;
+          if (in_regs) {
 #pragma unroll
-          for (int u = 0; u < 10; u += 2) {
-            const int c = c0 + 32 * u;
-            if (VF32) {
-              acc0 = dot8f(w4[r * cpr + c], vf[2 * c], vf[2 * c + 1], acc0);
-              acc1 = dot8f(w4[r * cpr + c + 32], vf[2 * c + 64], vf[2 * c + 65], acc1);
-            } else {
-              acc0 = dot8(w4[r * cpr + c], v4[c], acc0);
-              acc1 = dot8(w4[r * cpr + c + 32], v4[c + 32], acc1);
+            for (int u = 0; u < 10; u += 2) {
+              acc0[r] = dot8(w4[r * 320 + lane + 32 * u], vr[u], acc0[r]);
+              acc1[r] = dot8(w4[r * 320 + lane + 32 * u + 32], vr[u + 1], acc1[r]);
+            }
+          } else
+          for (int c0 = lane; c0 < cps; c0 += 320) {  // cps / 32 is a multiple of 10
+#pragma unroll
+            for (int u = 0; u < 10; u += 2) {
+              const int c = c0 + 32 * u, cv = i * cps + c;  // the weights' chunk in the slot, the vector's
+              if (VF32) {
+                acc0[r] = dot8f(w4[r * cps + c], vf[2 * cv], vf[2 * cv + 1], acc0[r]);
+                acc1[r] = dot8f(w4[r * cps + c + 32], vf[2 * cv + 64], vf[2 * cv + 65], acc1[r]);
+              } else {
+                acc0[r] = dot8(w4[r * cps + c], v4[cv], acc0[r]);
+                acc1[r] = dot8(w4[r * cps + c + 32], v4[cv + 32], acc1[r]);
+              }
             }
           }
         }
-        const float acc = warp_sum(acc0 + acc1);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&empty[s]);  // the slot is free as soon as this warp is done with it
+      }
+      const int row0 = (j0 + t * G) * rpt;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        if (r >= rpt) break;
+        const float acc = warp_sum(acc0[r] + acc1[r]);
         if (lane == 0) ph.y[row0 + r] = __float2bfloat16(acc);
       }
-      __syncwarp();
-      if (lane == 0) mbar_arrive(&empty[s]);
     }
-    n += cnt;
+    n += cnt * spu;
     base += T;
     consumers_sync<NW>();
     if (threadIdx.x == 0) {
@@ -342,11 +361,13 @@ __global__ void __launch_bounds__((NW + 1) * 32, 1)
   }
 }
 
-template <int NW, int S, bool VF32>
+template <int NW, int S, bool VF32, int SLOTB = 20480>
 void launch(const Phase* phases, int P, int* done, int wait, int evict_first, int mode, int split, int pf, int vreg,
             int ng, cudaStream_t st) {
-  const size_t smem = (size_t)S * SLOT + KMAX * (VF32 ? 4 : 2) + 2 * S * sizeof(uint64_t);
-  auto k = chain_kernel<NW, S, VF32>;
+  static_assert(S % (NW * (2 * KMAX / SLOTB > 1 ? 2 * KMAX / SLOTB : 1)) == 0,
+                "a slot's earlier tile must be its warp's (or of an earlier phase) for every unit width");
+  const size_t smem = (size_t)S * SLOTB + KMAX * (VF32 ? 4 : 2) + 2 * S * sizeof(uint64_t);
+  auto k = chain_kernel<NW, S, VF32, SLOTB>;
   TORCH_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == cudaSuccess,
               "shared memory opt-in");
   int dev = 0, sms = 0, per_sm = 0;
@@ -361,28 +382,38 @@ void launch(const Phase* phases, int P, int* done, int wait, int evict_first, in
 }  // namespace
 
 // phases: int64 tensor [P, 4] on the GPU: w, x, y pointers, rows + (K << 32). done: int32 [P], zeroed.
+// slot_bytes: 20480 (every form), or 10240 / 5120 (more, smaller slots; a warp's units then
+// release their slots one by one - only the warp-a-unit consumers).
 void chain(at::Tensor phases, at::Tensor done, int64_t nw, int64_t s, bool wait, bool evict_first, int64_t mode,
-           int64_t split, int64_t pf, bool vf32, bool vreg, int64_t ng) {
+           int64_t split, int64_t pf, bool vf32, bool vreg, int64_t ng, int64_t slot_bytes) {
   TORCH_CHECK(ng == 0 || (nw % ng == 0 && s % ng == 0), "ng divides the warps and the slots");
-  TORCH_CHECK(mode >= 0 && mode <= 2 && split >= 1 && 20480 % (split * 16) == 0,
-              "mode 0-2; split: 16-byte pieces of every tile");
+  TORCH_CHECK(mode >= 0 && mode <= 2 && split >= 1 && slot_bytes % (split * 16) == 0,
+              "mode 0-2; split: 16-byte pieces of every slot");
+  TORCH_CHECK(slot_bytes == 20480 || (ng == 0 && !vf32), "small slots: warp-a-unit consumers, bf16 vector");
   TORCH_CHECK(phases.is_cuda() && phases.dim() == 2 && phases.size(1) == 4 && phases.scalar_type() == at::kLong);
   static_assert(sizeof(Phase) == 32, "Phase is four 8-byte words, rows and K packed in the last");
   const Phase* ph = reinterpret_cast<const Phase*>(phases.data_ptr());
   const int P = (int)phases.size(0);
   cudaStream_t st = at::cuda::getCurrentCUDAStream();
   int* d = done.data_ptr<int>();
-  if (vf32) {
-    if (nw == 9 && s == 9) return launch<9, 9, true>(ph, P, d, wait, evict_first, (int)mode, (int)split, (int)pf, (int)vreg, (int)ng, st);
-    if (nw == 3 && s == 9) return launch<3, 9, true>(ph, P, d, wait, evict_first, (int)mode, (int)split, (int)pf, (int)vreg, (int)ng, st);
-  } else {
-    if (nw == 8 && s == 8) return launch<8, 8, false>(ph, P, d, wait, evict_first, (int)mode, (int)split, (int)pf, (int)vreg, (int)ng, st);
-    if (nw == 5 && s == 10) return launch<5, 10, false>(ph, P, d, wait, evict_first, (int)mode, (int)split, (int)pf, (int)vreg, (int)ng, st);
-    if (nw == 10 && s == 10) return launch<10, 10, false>(ph, P, d, wait, evict_first, (int)mode, (int)split, (int)pf, (int)vreg, (int)ng, st);
-    if (nw == 4 && s == 4) return launch<4, 4, false>(ph, P, d, wait, evict_first, (int)mode, (int)split, (int)pf, (int)vreg, (int)ng, st);
-    if (nw == 2 && s == 2) return launch<2, 2, false>(ph, P, d, wait, evict_first, (int)mode, (int)split, (int)pf, (int)vreg, (int)ng, st);
-  }
-  TORCH_CHECK(false, "no instance for nw=", nw, " s=", s, " vf32=", vf32);
+#define CHAIN_ARGS ph, P, d, wait, evict_first, (int)mode, (int)split, (int)pf, (int)vreg, (int)ng, st
+#define CHAIN_FORM(NW, S, VF32, SLOTB) \
+  if (nw == NW && s == S && vf32 == VF32 && slot_bytes == SLOTB) return launch<NW, S, VF32, SLOTB>(CHAIN_ARGS);
+  CHAIN_FORM(9, 9, true, 20480)
+  CHAIN_FORM(3, 9, true, 20480)
+  CHAIN_FORM(8, 8, false, 20480)
+  CHAIN_FORM(5, 10, false, 20480)
+  CHAIN_FORM(10, 10, false, 20480)
+  CHAIN_FORM(4, 4, false, 20480)
+  CHAIN_FORM(2, 2, false, 20480)
+  CHAIN_FORM(10, 20, false, 10240)
+  CHAIN_FORM(5, 20, false, 10240)
+  CHAIN_FORM(10, 40, false, 5120)
+  CHAIN_FORM(8, 32, false, 5120)
+  CHAIN_FORM(5, 40, false, 5120)
+#undef CHAIN_FORM
+#undef CHAIN_ARGS
+  TORCH_CHECK(false, "no instance for nw=", nw, " s=", s, " vf32=", vf32, " slot_bytes=", slot_bytes);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("chain", &chain); }

@@ -22,13 +22,16 @@ Forms, timed in the same process over rounds (graphs, 7 x 50 replays a form a ro
                  the ring; vreg: a lane's chunks of a 2560-wide vector held in registers; ng:
                  groups of warps sharing a tile (0: a warp a tile)
 
-README.md lists the forms each call ran (the FORMS block below is the last call's).
+README.md lists the forms each call ran (the FORMS block below is call 7's, and, with
+--small-slots, the next experiment's).
 
 Checks: every phase of each waiting form (and of the baseline) against fp32 torch on that
 form's own input (bf16 rounding only); the no-wait forms are checked too, to show that the
 check can fail.
 
-    python results/decode/rwkv7-stream/stream_chain.py [--quick]   (--quick: 4 layers)
+    python results/decode/rwkv7-stream/stream_chain.py [--quick] [--small-slots]
+      --quick: 4 layers; --small-slots: the next experiment's forms (slot_bytes 5120 / 10240:
+      more, smaller slots, each released as soon as its warp is done with it), not yet run
 """
 import os
 import statistics
@@ -37,13 +40,15 @@ import sys
 import torch
 from torch.utils.cpp_extension import load
 
-from archbench.kernels.build import extension
+from archbench.kernels.build import build_directory, build_lock, extension
 from archbench.suites.kernel_bench import copy_bandwidth
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 quick = "--quick" in sys.argv
-chain_ext = load(name="archbench_stream_chain", sources=[f"{HERE}/stream_chain.cu"],
-                 extra_cuda_cflags=["-O3", "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a"])
+with build_lock(build_directory("archbench_stream_chain")):  # a build killed half-way blocks no later one
+    chain_ext = load(name="archbench_stream_chain", sources=[f"{HERE}/stream_chain.cu"],
+                     extra_cuda_cflags=["-O3", "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a"],
+                     build_directory=str(build_directory("archbench_stream_chain")))
 own = extension()
 
 C, FF, L, V = 2560, 10240, (4 if quick else 32), 65536
@@ -90,7 +95,8 @@ def program(norm_ns=0, head_ns=0, products=True):
 class Chain:
     MODES = {"tma": 0, "ldgsts": 1, "none": 2}
 
-    def __init__(self, mode, nw, s, split=1, wait=True, evict_first=False, items=None, pf=0, vf32=False, vreg=False, ng=0):
+    def __init__(self, mode, nw, s, split=1, wait=True, evict_first=False, items=None, pf=0, vf32=False, vreg=False, ng=0,
+                 slot_bytes=20480):
         self.ys = buffers()
         self.xs = inputs(self.ys)
         rows = []
@@ -103,7 +109,7 @@ class Chain:
         self.products = any(isinstance(it, int) for it in items or program())
         self.table = torch.tensor(rows, dtype=torch.int64, device="cuda")
         self.done = torch.zeros(len(rows), dtype=torch.int32, device="cuda")
-        self.args = (nw, s, wait, evict_first, self.MODES[mode], split, pf, vf32, vreg, ng)
+        self.args = (nw, s, wait, evict_first, self.MODES[mode], split, pf, vf32, vreg, ng, slot_bytes)
 
     def __call__(self):
         self.done.zero_()
@@ -119,15 +125,24 @@ def check(form) -> float:
     return worst
 
 
+small = "--small-slots" in sys.argv
+if small:  # the next experiment (README): many small slots a warp, each released as soon as its warp is done
+    SPECS = (("ldgsts10x10", dict(nw=10, s=10)), ("s5k-10x40", dict(nw=10, s=40, slot_bytes=5120)),
+             ("s5k-8x32", dict(nw=8, s=32, slot_bytes=5120)), ("s5k-5x40", dict(nw=5, s=40, slot_bytes=5120)),
+             ("s10k-10x20", dict(nw=10, s=20, slot_bytes=10240)), ("s10k-5x20", dict(nw=5, s=20, slot_bytes=10240)))
+else:  # call 7's
+    SPECS = (("ldgsts10x10", dict(nw=10, s=10)), ("g1-10x10", dict(nw=10, s=10, ng=1)),
+             ("g2-10x10", dict(nw=10, s=10, ng=2)), ("g5-10x10", dict(nw=10, s=10, ng=5)))
 FORMS = {"gemv": Gemv()}
 # with stand-ins for the step's other work ("+N/Mus"): N us before r/k/v, FFN key and the head
 # (every block), M us of per-head work (40 blocks) after r/k/v
-for name, kw in (("ldgsts10x10", dict(nw=10, s=10)), ("g1-10x10", dict(nw=10, s=10, ng=1)),
-                 ("g2-10x10", dict(nw=10, s=10, ng=2)), ("g5-10x10", dict(nw=10, s=10, ng=5))):
+for name, kw in SPECS:
     FORMS[name] = Chain("ldgsts", **kw)
     FORMS[name + "+3/10us"] = Chain("ldgsts", **kw, items=program(3000, 10000))
     FORMS[name + "+1/5us"] = Chain("ldgsts", **kw, items=program(1000, 5000))
     FORMS["none-" + name] = Chain("none", **kw)
+if small:
+    FORMS["s5k-10x40-nowait"] = Chain("ldgsts", 10, 40, slot_bytes=5120, wait=False)
 FORMS["stand-ins alone 3/10us"] = Chain("ldgsts", 10, 10, items=program(3000, 10000, products=False))
 FORMS["stand-ins alone 1/5us"] = Chain("ldgsts", 10, 10, items=program(1000, 5000, products=False))
 
@@ -179,5 +194,5 @@ for name, ts in rounds.items():
     print(f"{name:14s} {' / '.join(f'{t:.3f}' for t in ts)}  {weight_bytes / m / 1e9:.2f} TB/s  "
           f"{floor_ms / m * 100:.1f}% of the copy rate  {base / m:.3f}x gemv")
 # the check once more, after the replays (the graphs ran the same work on the same buffers)
-for name in ("gemv", "g1-10x10", "g2-10x10+3/10us", "g5-10x10+1/5us"):
+for name in ("gemv", "s5k-10x40", "s5k-10x40+3/10us") if small else ("gemv", "g1-10x10", "g2-10x10+3/10us", "g5-10x10+1/5us"):
     print(f"{name:14s} check after replays: {check(FORMS[name]):.2e}")
