@@ -7,6 +7,8 @@ such and the sweep goes on; a rerun skips the cells already recorded.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,6 +87,25 @@ def _key(cell: dict) -> str:
     return ResultsStore.key({k: cell[k] for k in CELL_KEYS})
 
 
+def _spawn(args: list[str], log) -> subprocess.Popen:
+    """A worker in a process group of its own (POSIX), so that stopping it stops what it
+    started too: a kernel build's ninja and nvcc would otherwise build on, orphaned, beside
+    the next worker's build of the same extension."""
+    return subprocess.Popen(args, stdout=log, stderr=log, start_new_session=os.name == "posix")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Kills the worker and every process of its group, and reaps it."""
+    if os.name == "posix":
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # already gone, group and all
+            pass
+    else:
+        proc.kill()
+    proc.wait()
+
+
 def _run_isolated(cells: list[dict], spec: SweepSpec, store: ResultsStore, out_dir: Path, timeout: float, bar) -> None:
     job, marker, log = out_dir / ".worker-job.json", out_dir / ".worker-cell.json", out_dir / "worker.log"
     remaining = cells
@@ -93,8 +114,7 @@ def _run_isolated(cells: list[dict], spec: SweepSpec, store: ResultsStore, out_d
                                    "marker": str(marker)}))
         marker.write_text("")
         with log.open("a") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "archbench.harness.worker", str(job)],
-                                    stdout=err, stderr=err)
+            proc = _spawn([sys.executable, "-m", "archbench.harness.worker", str(job)], err)
             status, seen = None, 0
             try:
                 while proc.poll() is None:
@@ -102,12 +122,10 @@ def _run_isolated(cells: list[dict], spec: SweepSpec, store: ResultsStore, out_d
                     seen = _advance(bar, store, remaining, seen)
                     current = _current(marker)
                     if current and time.time() - current["started"] > timeout:
-                        proc.kill()
-                        proc.wait()
+                        _stop(proc)
                         status = "timeout"
             except BaseException:  # Ctrl-C: stop the worker too, keep what is recorded
-                proc.kill()
-                proc.wait()
+                _stop(proc)
                 raise
         _advance(bar, store, remaining, seen)
         done = store.done(CELL_KEYS)

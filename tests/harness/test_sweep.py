@@ -1,6 +1,10 @@
 """The sweep records every cell, survives failures and interruptions, and its tables and
 plots come from recorded results only."""
 import json
+import os
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,6 +91,46 @@ def test_worker_crash_and_hang_are_recorded_and_the_sweep_goes_on(tmp_path, monk
     crash = next(r for r in records if r["status"] == "crash")
     assert "exit code 139" in crash["error"]
     assert all(r["measured_at"].endswith("Z") for r in records)  # measured cells and recorded failures alike
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's parent may never reap it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
+def test_stopping_a_worker_stops_what_it_started(tmp_path):
+    """A worker killed at its cell's timeout takes its children with it: a kernel build's
+    ninja and nvcc must not build on beside the next worker's build."""
+    pidfile = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time; "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+            f"open({str(pidfile)!r}, 'w').write(str(c.pid)); time.sleep(600)")
+    with open(tmp_path / "log", "w") as log:
+        proc = sweep_mod._spawn([sys.executable, "-c", code], log)
+        for _ in range(200):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        assert _alive(child)
+        sweep_mod._stop(proc)
+    assert proc.returncode is not None
+    for _ in range(100):
+        if not _alive(child):
+            break
+        time.sleep(0.05)
+    survived = _alive(child)
+    if survived:  # do not leave it behind
+        os.kill(child, 9)
+    assert not survived
 
 
 def test_a_peer_that_kills_the_worker_keeps_the_cells_own_numbers(tmp_path, monkeypatch):
