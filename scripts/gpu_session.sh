@@ -28,8 +28,8 @@
 #            $KERNEL_SHAPES (2b9, 7b or all), $KERNEL_SKIP
 #   turns    WKV6, WKV5 and WKV4 prefill timed in turns at the benchmark's shapes (issue 3's "WKV4
 #            and WKV5 at least as fast per token as WKV6"; results/kernels/wkv5-vs-wkv6-20261129/ab.py)
-#   stream   the persistent streaming kernel's next experiment: many small ring slots (any Hopper;
-#            results/decode/rwkv7-stream/stream_chain.py --small-slots), log in $OUT/stream.log
+#   stream   the persistent streaming kernel with many small ring slots, as run on 2026-11-29 (any
+#            Hopper; results/decode/rwkv7-stream/stream_chain.py --small-slots), log in $OUT/stream.log
 # --until S: stop starting new work S seconds after the start (a call lasts at most 600 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -23,15 +23,19 @@ Forms, timed in the same process over rounds (graphs, 7 x 50 replays a form a ro
                  groups of warps sharing a tile (0: a warp a tile)
 
 README.md lists the forms each call ran (the FORMS block below is call 7's, and, with
---small-slots, the next experiment's).
+--small-slots, calls 8-11's).
 
 Checks: every phase of each waiting form (and of the baseline) against fp32 torch on that
 form's own input (bf16 rounding only); the no-wait forms are checked too, to show that the
 check can fail.
 
-    python results/decode/rwkv7-stream/stream_chain.py [--quick] [--small-slots]
-      --quick: 4 layers; --small-slots: the next experiment's forms (slot_bytes 5120 / 10240:
-      more, smaller slots, each released as soon as its warp is done with it), not yet run
+    python results/decode/rwkv7-stream/stream_chain.py [--quick] [--small-slots] [--only=A,B] [--list] [--check-only]
+                                                        [--earlier=FILE.cu]
+      --quick: 4 layers; --small-slots: calls 8-11's forms (slot_bytes 5120 / 10240: more,
+      smaller slots, each released as soon as its warp is done with it; slower, README); --only: those
+      forms and the baseline; --list: the forms' names; --check-only: run and check, no timing;
+      --earlier: an earlier version of the kernel (20 KB slots, no slot_bytes argument; e.g.
+      `git show c22bff9:results/decode/rwkv7-stream/stream_chain.cu`, call 7's) timed beside
 """
 import os
 import statistics
@@ -96,7 +100,7 @@ class Chain:
     MODES = {"tma": 0, "ldgsts": 1, "none": 2}
 
     def __init__(self, mode, nw, s, split=1, wait=True, evict_first=False, items=None, pf=0, vf32=False, vreg=False, ng=0,
-                 slot_bytes=20480):
+                 slot_bytes=20480, ext=None):
         self.ys = buffers()
         self.xs = inputs(self.ys)
         rows = []
@@ -110,10 +114,14 @@ class Chain:
         self.table = torch.tensor(rows, dtype=torch.int64, device="cuda")
         self.done = torch.zeros(len(rows), dtype=torch.int32, device="cuda")
         self.args = (nw, s, wait, evict_first, self.MODES[mode], split, pf, vf32, vreg, ng, slot_bytes)
+        self.ext = ext or chain_ext
+        if ext is not None:  # an earlier kernel (--earlier): 20 KB slots only, no slot_bytes argument
+            assert slot_bytes == 20480
+            self.args = self.args[:-1]
 
     def __call__(self):
         self.done.zero_()
-        chain_ext.chain(self.table, self.done, *self.args)
+        self.ext.chain(self.table, self.done, *self.args)
 
 
 def check(form) -> float:
@@ -129,6 +137,7 @@ small = "--small-slots" in sys.argv
 if small:  # the next experiment (README): many small slots a warp, each released as soon as its warp is done
     SPECS = (("ldgsts10x10", dict(nw=10, s=10)), ("s5k-10x40", dict(nw=10, s=40, slot_bytes=5120)),
              ("s5k-8x32", dict(nw=8, s=32, slot_bytes=5120)), ("s5k-5x40", dict(nw=5, s=40, slot_bytes=5120)),
+             ("s5k-5x20", dict(nw=5, s=20, slot_bytes=5120)),
              ("s10k-10x20", dict(nw=10, s=20, slot_bytes=10240)), ("s10k-5x20", dict(nw=5, s=20, slot_bytes=10240)))
 else:  # call 7's
     SPECS = (("ldgsts10x10", dict(nw=10, s=10)), ("g1-10x10", dict(nw=10, s=10, ng=1)),
@@ -145,6 +154,21 @@ if small:
     FORMS["s5k-10x40-nowait"] = Chain("ldgsts", 10, 40, slot_bytes=5120, wait=False)
 FORMS["stand-ins alone 3/10us"] = Chain("ldgsts", 10, 10, items=program(3000, 10000, products=False))
 FORMS["stand-ins alone 1/5us"] = Chain("ldgsts", 10, 10, items=program(1000, 5000, products=False))
+earlier = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--earlier=")), None)
+if earlier:  # --earlier=FILE.cu: that kernel's 20 KB form beside this one's, same process (e.g. call 7's)
+    with build_lock(build_directory("archbench_stream_chain_earlier")):
+        earlier_ext = load(name="archbench_stream_chain_earlier", sources=[earlier],
+                           extra_cuda_cflags=["-O3", "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a"],
+                           build_directory=str(build_directory("archbench_stream_chain_earlier")))
+    FORMS["earlier-ldgsts10x10"] = Chain("ldgsts", 10, 10, ext=earlier_ext)
+    FORMS["earlier-ldgsts10x10+3/10us"] = Chain("ldgsts", 10, 10, items=program(3000, 10000), ext=earlier_ext)
+    FORMS["earlier-none-ldgsts10x10"] = Chain("none", 10, 10, ext=earlier_ext)
+only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")), None)
+if only:  # --only=NAME,...: those forms (and the baseline)
+    FORMS = {n: f for n, f in FORMS.items() if n in only or n == "gemv"}
+if "--list" in sys.argv:
+    print("\n".join(FORMS))
+    sys.exit(0)
 
 rate = copy_bandwidth()
 floor_ms = weight_bytes / rate * 1e3
@@ -167,7 +191,10 @@ for name, form in FORMS.items():
         form()
     graphs[name] = g
     g.replay()
-torch.cuda.synchronize()
+    torch.cuda.synchronize()  # a fault is then this form's
+    print(f"{name:14s} ran, eager and graphed", flush=True)
+if "--check-only" in sys.argv:
+    sys.exit(0)
 
 
 def time_ms(g, reps=50):
@@ -194,5 +221,7 @@ for name, ts in rounds.items():
     print(f"{name:14s} {' / '.join(f'{t:.3f}' for t in ts)}  {weight_bytes / m / 1e9:.2f} TB/s  "
           f"{floor_ms / m * 100:.1f}% of the copy rate  {base / m:.3f}x gemv")
 # the check once more, after the replays (the graphs ran the same work on the same buffers)
-for name in ("gemv", "s5k-10x40", "s5k-10x40+3/10us") if small else ("gemv", "g1-10x10", "g2-10x10+3/10us", "g5-10x10+1/5us"):
+for name in ("gemv", "s5k-10x40", "s5k-10x40+3/10us", "s5k-5x20", "s5k-5x20+3/10us") if small else ("gemv", "g1-10x10", "g2-10x10+3/10us", "g5-10x10+1/5us"):
+    if name not in FORMS:
+        continue
     print(f"{name:14s} check after replays: {check(FORMS[name]):.2e}")
